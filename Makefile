@@ -1,0 +1,46 @@
+# LSTM Bench. `make test` and `make bench` each install what they need first (into .venv).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+BENCH_ARGS ?=
+CI_BENCH_DIR := results/ci
+
+.PHONY: setup test test-fast bench report bench-ci bench-compare gpu-check clean
+
+# Reinstall only when the project's requirements change.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
+
+setup: $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+# Skips the test that downloads real MNIST.
+test-fast: setup
+	$(PY) -m pytest -q -m 'not network'
+
+# Train every backend on MNIST with the default config, then write the report of that run.
+bench: setup
+	$(PY) -m bench run --report $(BENCH_ARGS)
+
+# Micro-benchmarks (pytest-benchmark); JSON saved under results/ci/.
+bench-ci: setup
+	$(PY) -m pytest tests/benchmarks -q -p no:cacheprovider \
+	  --benchmark-only --benchmark-min-rounds=5 --benchmark-max-time=0.5 --benchmark-warmup=on \
+	  --benchmark-storage=file://$(CI_BENCH_DIR) --benchmark-autosave --benchmark-columns=min,median,iqr,ops,rounds
+
+# Compare the newest saved benchmark run with BASELINE (a saved run's id or file, e.g. 0001).
+BASELINE ?= 0001
+bench-compare: setup
+	$(PY) -m bench bench-compare --storage $(CI_BENCH_DIR) --baseline $(BASELINE)
+
+# On a CUDA machine: compiled-kernel parity tests, then do_bench timings of cudnn, loop and triton.
+gpu-check:
+	$(PYTHON) -m bench.gpu_check
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks

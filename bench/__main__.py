@@ -1,0 +1,39 @@
+"""The CLI: python -m bench {data,run,report,compare,bench-compare} ...
+
+Each subcommand lives in its module as `cli(argv) -> exit code`; bad input exits 2 with one line.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "data": ("bench.data", "fetch and verify MNIST"),
+    "run": ("bench.runner", "train backends on MNIST and record results"),
+    "report": ("bench.report", "write report.md/html and plots for a results directory"),
+    "compare": ("bench.compare", "compare results directory B against A"),
+    "bench-compare": ("bench.microbench", "compare saved pytest-benchmark runs"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m bench COMMAND [ARGS]", "", "commands:"]
+    lines += [f"  {name:<14} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"error: unknown command {command!r}; expected one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    return module.cli(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
