@@ -95,3 +95,16 @@ def load_steps(directory: str | Path) -> pd.DataFrame:
 def load_env(directory: str | Path) -> dict:
     path = Path(directory) / ENV_FILE
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def drop_unfinished(directory: str | Path, finished: set[str]) -> None:
+    """Removes curve and step rows of runs that never got their runs.csv row (a killed run)."""
+    directory = Path(directory)
+    for name, columns in ((CURVES_FILE, CURVE_COLUMNS), (STEPS_FILE, STEP_COLUMNS)):
+        path = directory / name
+        if not path.exists():
+            continue
+        frame = pd.read_csv(path)
+        keep = frame[frame["run_id"].isin(finished)]
+        if len(keep) != len(frame):
+            atomic_write_text(path, keep.to_csv(index=False, columns=columns, lineterminator="\n"))

@@ -1,0 +1,236 @@
+"""Many runs: backends x seeds x sweep points. Failures become rows; finished rows survive a kill.
+
+    python -m bench run [--backends cudnn,loop] [--epochs N] ... [--out DIR | --resume DIR] [--report]
+
+This is the only module that joins backends to the harness. Every input is checked before
+anything is written, so bad input leaves no directory behind (exit 2, one line).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+import traceback
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+import impls
+from bench import config as config_mod
+from bench import envinfo, storage
+from bench.config import Config
+from bench.schema import ENV_FILE, KEY_COLUMNS, RUNS_FILE
+
+RESULTS_ROOT = Path(__file__).resolve().parent.parent / "results" / "runs"
+
+
+class UsageError(ValueError):
+    """Bad input from the user: reported as one line, exit code 2."""
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {requested!r} is not available (torch.cuda.is_available() is False); use cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"device {requested!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def check_config(config: Config, device: torch.device) -> None:
+    for name in config.backends:
+        if name not in impls.names():
+            raise UsageError(f"unknown backend {name!r}; expected one of: {', '.join(impls.names())}")
+    if len(set(config.backends)) != len(config.backends):
+        raise UsageError(f"backends listed twice: {', '.join(config.backends)}")
+    if config.dtype != "float32" and device.type != "cuda":
+        raise UsageError(f"dtype {config.dtype} needs a CUDA device; on {device.type} use float32")
+
+
+def plan(config: Config) -> list[tuple[str, int, Config]]:
+    """Every (backend, seed, config of that sweep point), in a fixed order."""
+    axes = list(config.sweep)
+    points = [dict(zip(axes, values)) for values in itertools.product(*(config.sweep[a] for a in axes))]
+    return [(backend, seed, config.replace(sweep={}, **point))
+            for point in points for backend in config.backends for seed in config.seeds]
+
+
+def run_id(backend: str, seed: int, config: Config) -> str:
+    return f"{backend}-s{seed}-b{config.batch_size}-h{config.hidden_size}-l{config.num_layers}-t{config.seq_len}"
+
+
+def base_row(backend: str, seed: int, config: Config, device: torch.device) -> dict:
+    return {"run_id": run_id(backend, seed, config), "backend": backend, "seed": seed,
+            "batch_size": config.batch_size, "hidden_size": config.hidden_size, "num_layers": config.num_layers,
+            "seq_len": config.seq_len, "input_size": config.input_size, "epochs": config.epochs, "lr": config.lr,
+            "train_limit": config.train_limit, "device": str(device), "dtype": config.dtype,
+            "threads": torch.get_num_threads(), "error": ""}
+
+
+def one_line(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}".strip()
+    return text.splitlines()[0][:500] if text else type(error).__name__
+
+
+def execute(config: Config, out_dir: Path, device: torch.device, data, log=print) -> list[dict]:
+    """Runs what runs.csv in out_dir does not hold yet; returns the rows written now."""
+    done = set(storage.load_runs(out_dir)["run_id"]) if (out_dir / RUNS_FILE).exists() else set()
+    storage.drop_unfinished(out_dir, done)
+    from bench.train import train_and_measure  # heavy imports only once input is known good
+    written = []
+    for backend, seed, point in plan(config):
+        row = base_row(backend, seed, point, device)
+        if row["run_id"] in done:
+            continue
+        available = impls.availability(backend, device)
+        row["impl_detail"] = available.reason if available.ok else ""
+        result = None
+        if not available.ok:
+            row.update(status="skipped", error=available.reason)
+        else:
+            try:
+                result = train_and_measure(point, backend, seed, data, device)
+                row.update(status="ok", **result.metrics)
+            except Exception as error:  # one backend's failure must not end the others' runs
+                row.update(status="failed", error=one_line(error))
+                if log is print:
+                    traceback.print_exc(file=sys.stderr)
+            finally:
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+        key = {k: row[k] for k in ("run_id", "backend", "seed")}
+        storage.append_run(out_dir, row, [key | r for r in result.curve] if result else [],
+                           [key | r for r in result.steps] if result else [])
+        written.append(row)
+        log(summary_line(row))
+    return written
+
+
+def summary_line(row: dict) -> str:
+    head = f"{row['backend']:<7} seed {row['seed']} b{row['batch_size']} h{row['hidden_size']} t{row['seq_len']}"
+    if row["status"] != "ok":
+        return f"{head}  {row['status'].upper()}: {row['error']}"
+    return (f"{head}  acc {row['test_accuracy']:.4f}  train {row['train_samples_per_s']:,.0f} samples/s  "
+            f"step {row['step_ms_median']:.2f} ms  infer {row['infer_samples_per_s']:,.0f} samples/s  "
+            f"mem {row['peak_memory_bytes'] / 2**20:.1f} MiB  first step {row['first_step_s']:.2f} s")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not argparse's usage block
+        raise UsageError(message)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = _Parser(prog="python -m bench run", description="Train backends on row-by-row MNIST and record results.")
+    parser.add_argument("--backends", help=f"comma-separated, from: {','.join(impls.names())}")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int, dest="batch_size")
+    parser.add_argument("--hidden", type=int, dest="hidden_size")
+    parser.add_argument("--layers", type=int, dest="num_layers")
+    parser.add_argument("--seq-len", type=int, dest="seq_len", help="time steps per image (divides 784)")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--seeds", help="comma-separated integers, e.g. 0,1,2")
+    parser.add_argument("--device", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--dtype", help="float32 | float16 | bfloat16")
+    parser.add_argument("--train-limit", type=int, dest="train_limit", help="train on the first N images only")
+    parser.add_argument("--warmup-steps", type=int, dest="warmup_steps")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--data-root", dest="data_root")
+    parser.add_argument("--sweep", action="append", default=[], metavar="AXIS=V1,V2",
+                        help="sweep an axis (batch_size, hidden_size, seq_len, num_layers); repeatable")
+    parser.add_argument("--config", help="TOML or YAML file with config keys")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--out", help="results directory (default: a new one under results/runs/)")
+    where.add_argument("--resume", help="finish an interrupted results directory, with its saved config")
+    parser.add_argument("--report", action="store_true", help="write report.md/html and plots when done")
+    return parser.parse_args(argv)
+
+
+CLI_KEYS = ("backends", "epochs", "batch_size", "hidden_size", "num_layers", "seq_len", "lr", "seeds", "device",
+            "dtype", "train_limit", "warmup_steps", "threads", "data_root")
+
+
+def parse_sweep(items: list[str]) -> dict:
+    sweep = {}
+    for item in items:
+        axis, sep, values = item.partition("=")
+        if not sep or not values:
+            raise UsageError(f"--sweep expects AXIS=V1,V2 (e.g. batch_size=32,128), got {item!r}")
+        try:
+            sweep[axis.strip()] = [int(v) for v in values.split(",")]
+        except ValueError:
+            raise UsageError(f"--sweep {axis}: values must be integers, got {values!r}") from None
+    return sweep
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    overrides = config_mod.load_file(args.config) if args.config else {}
+    overrides |= {key: getattr(args, key) for key in CLI_KEYS if getattr(args, key) is not None}
+    if args.sweep:
+        overrides["sweep"] = parse_sweep(args.sweep)
+    return config_mod.from_dict(overrides)
+
+
+def new_results_dir() -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for suffix in [""] + [f"-{i}" for i in range(1, 100)]:
+        candidate = RESULTS_ROOT / f"{stamp}{suffix}"
+        if not candidate.exists():
+            return candidate
+    raise UsageError(f"could not pick a new results directory under {RESULTS_ROOT}")
+
+
+def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device]:
+    """Checks every input; writes nothing."""
+    if args.resume:
+        given = [key for key in CLI_KEYS + ("config",) if getattr(args, key) is not None] + (["sweep"] if args.sweep else [])
+        if given:
+            raise UsageError(f"--resume uses the saved config; drop --{given[0].replace('_', '-')}")
+        out_dir = Path(args.resume)
+        env = storage.load_env(out_dir)
+        if "config" not in env:
+            raise UsageError(f"--resume {out_dir}: no {ENV_FILE} with a config; expected a directory written by `bench run`")
+        saved = {k: v for k, v in env["config"].items() if k != "input_size"}
+        config = config_mod.from_dict(saved)
+    else:
+        config = build_config(args)
+        out_dir = Path(args.out) if args.out else new_results_dir()
+        if (out_dir / RUNS_FILE).exists():
+            raise UsageError(f"{out_dir} already holds results; use --resume {out_dir} or another --out")
+    device = resolve_device(config.device)
+    check_config(config, device)
+    return config, out_dir, device
+
+
+def write_env(out_dir: Path, config: Config, device: torch.device) -> None:
+    env = storage.load_env(out_dir)
+    now = envinfo.collect() | {"device": str(device), "config": config.to_dict()}
+    if env:  # a resume: keep the original provenance, and say what finished the run
+        env.setdefault("resumed", []).append({k: now[k] for k in ("timestamp", "git_commit", "torch", "torch_threads")})
+    storage.write_json(out_dir / ENV_FILE, env or now)
+
+
+def cli(argv: list[str]) -> int:
+    try:
+        args = parse_args(argv)
+        config, out_dir, device = prepare(args)
+    except (UsageError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    from bench.data import load_mnist
+    data = load_mnist(config.data_root)
+    write_env(out_dir, config, device)
+    print(f"results: {out_dir}  device: {device}  data: {data.source}")
+    started = time.perf_counter()
+    execute(config, out_dir, device, data)
+    print(f"done in {time.perf_counter() - started:.1f} s: {out_dir / RUNS_FILE}")
+    if args.report:
+        from bench.report import write_report
+        print(f"report: {write_report(out_dir)}")
+    return 0

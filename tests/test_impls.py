@@ -1,0 +1,102 @@
+"""The registry and the contract's errors: each bad input is one clear message naming what was expected."""
+import pytest
+import torch
+
+import impls
+
+
+def test_names_and_families():
+    assert impls.names() == ["cudnn", "loop", "triton", "gru"]
+    assert {impls.spec(n).family for n in impls.names()} == {"lstm", "gru"}
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError, match=r"unknown backend 'lsmt'; expected one of: cudnn, loop, triton, gru"):
+        impls.build("lsmt", 28, 64)
+
+
+@pytest.mark.parametrize("name", ["cudnn", "loop", "gru"])
+def test_build_returns_batch_first_modules_of_the_right_kind(name):
+    module = impls.build(name, 28, 64, 2)
+    assert module.batch_first
+    out, state = module(torch.randn(3, 5, 28))
+    assert out.shape == (3, 5, 64)
+    if impls.spec(name).family == "lstm":
+        h, c = state
+        assert h.shape == c.shape == (2, 3, 64)
+        assert sorted(module.state_dict()) == sorted(torch.nn.LSTM(28, 64, 2).state_dict())
+    else:
+        assert state.shape == (2, 3, 64)
+
+
+@pytest.mark.parametrize("name", ["cudnn", "loop", "gru", "triton"])
+@pytest.mark.parametrize("bad", [dict(hidden_size=0), dict(hidden_size=-3), dict(input_size=0), dict(num_layers=0),
+                                 dict(hidden_size=2.5)])
+def test_non_positive_sizes_are_rejected(name, bad):
+    args = dict(input_size=5, hidden_size=4, num_layers=1) | bad
+    key = next(iter(bad))
+    with pytest.raises(ValueError, match=rf"{key} must be a positive int, got {bad[key]!r}"):
+        impls.build(name, **args)
+
+
+@pytest.mark.parametrize("name", ["cudnn", "loop", "gru"])
+def test_wrong_rank_names_the_expected_layout(name):
+    module = impls.build(name, 5, 4)
+    with pytest.raises(ValueError, match=r"input must be 3-D \(B, T, D\) or unbatched 2-D \(T, D\) with D=5, got 4-D"):
+        module(torch.randn(2, 3, 4, 5))
+
+
+@pytest.mark.parametrize("name", ["cudnn", "loop", "gru"])
+def test_wrong_feature_size_names_the_expected_size(name):
+    module = impls.build(name, 5, 4)
+    with pytest.raises(ValueError, match=r"input must have D=5 features .* got shape \(2, 3, 6\)"):
+        module(torch.randn(2, 3, 6))
+
+
+@pytest.mark.parametrize("name", ["cudnn", "loop"])
+def test_wrong_state_shape_names_the_expected_shape(name):
+    module = impls.build(name, 5, 4, 3)
+    good = torch.zeros(3, 2, 4)
+    with pytest.raises(ValueError, match=r"h_0 must have shape \(L, B, H\) = \(3, 2, 4\), got \(1, 2, 4\)"):
+        module(torch.randn(2, 7, 5), (torch.zeros(1, 2, 4), good))
+    with pytest.raises(ValueError, match=r"c_0 must have shape \(L, B, H\) = \(3, 2, 4\), got \(3, 2, 5\)"):
+        module(torch.randn(2, 7, 5), (good, torch.zeros(3, 2, 5)))
+    with pytest.raises(ValueError, match=r"initial state must be a tuple \(h_0, c_0\)"):
+        module(torch.randn(2, 7, 5), good)
+
+
+def test_gru_state_shape_is_checked():
+    module = impls.build("gru", 5, 4, 2)
+    with pytest.raises(ValueError, match=r"h_0 must have shape \(L, B, H\) = \(2, 3, 4\), got \(2, 4, 4\)"):
+        module(torch.randn(3, 7, 5), torch.zeros(2, 4, 4))
+
+
+def test_unsupported_nn_lstm_options_are_rejected_clearly():
+    with pytest.raises(ValueError, match="bidirectional=True is not supported"):
+        impls.build("loop", 5, 4, bidirectional=True)
+    with pytest.raises(ValueError, match="proj_size is not supported"):
+        impls.build("loop", 5, 4, proj_size=2)
+
+
+def test_availability():
+    for name in ("cudnn", "loop", "gru"):
+        assert impls.availability(name, "cpu").ok
+    triton = impls.availability("triton", "cpu")
+    assert not triton.ok and "CUDA" in triton.reason
+    assert "ATen" in impls.availability("cudnn", "cpu").reason
+    with pytest.raises(ValueError, match="unknown backend"):
+        impls.availability("nope")
+
+
+def test_triton_under_interpreter_is_usable_for_tests_only(monkeypatch):
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert impls.availability("triton", "cpu", purpose="test").ok
+    assert not impls.availability("triton", "cpu", purpose="bench").ok
+
+
+def test_impls_never_imports_the_harness():
+    import pathlib
+    for path in pathlib.Path(impls.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        assert "import bench" not in text and "from bench" not in text, path.name
