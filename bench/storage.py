@@ -69,11 +69,13 @@ def load_runs(directory: str | Path) -> pd.DataFrame:
     path = Path(directory) / RUNS_FILE
     if not path.exists():
         raise FileNotFoundError(f"no {RUNS_FILE} in {directory}: expected a results directory written by `bench run`")
-    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""],
+                        dtype={"error": str, "impl_detail": str, "memory_method": str})
     missing = [c for c in RUN_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {', '.join(missing)}")
-    frame["error"] = frame["error"].fillna("")
+    for column in ("error", "impl_detail", "memory_method"):
+        frame[column] = frame[column].fillna("")
     return frame
 
 

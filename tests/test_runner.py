@@ -1,0 +1,195 @@
+"""The harness end to end on CPU: tables, failures as rows, resume, and bad input."""
+import math
+
+import pytest
+import torch
+
+import bench.train
+import impls
+from bench import runner, storage
+from bench.config import from_dict
+from bench.data import Mnist
+from bench.schema import CURVE_COLUMNS, RUN_COLUMNS, STEP_COLUMNS
+
+
+def synthetic_mnist(train=400, test=200, seed=0) -> Mnist:
+    """Digit d lights up row 18 + d: learnable in a few steps, and shaped exactly like MNIST."""
+    g = torch.Generator().manual_seed(seed)
+
+    def split(n):
+        labels = torch.randint(0, 10, (n,), generator=g)
+        images = torch.randint(0, 40, (n, 28, 28), generator=g, dtype=torch.uint8)
+        images[torch.arange(n), 18 + labels] = 255
+        return images, labels
+
+    (train_x, train_y), (test_x, test_y) = split(train), split(test)
+    return Mnist(train_images=train_x, train_labels=train_y, test_images=test_x, test_labels=test_y, source="synthetic")
+
+
+class ExplodingLSTM(torch.nn.LSTM):
+    def forward(self, *args, **kwargs):
+        raise RuntimeError("kernel launch failed\nsecond line of detail")
+
+
+class NaNLSTM(torch.nn.LSTM):
+    def forward(self, x, hx=None):
+        out, state = super().forward(x, hx)
+        return out * float("nan"), state
+
+
+@pytest.fixture
+def tiny():
+    return from_dict(dict(backends=("cudnn", "loop", "triton", "gru"), train_limit=200, batch_size=50,
+                          hidden_size=8, warmup_steps=1, eval_batch_size=100, curve_every=2, device="cpu"))
+
+
+@pytest.fixture
+def data():
+    return synthetic_mnist()
+
+
+def test_execute_writes_every_column_with_plausible_values(tmp_path, tiny, data):
+    rows = runner.execute(tiny, tmp_path, torch.device("cpu"), data, log=lambda _: None)
+    runs = storage.load_runs(tmp_path)
+    assert list(runs.columns) == RUN_COLUMNS and len(rows) == len(runs) == 4
+    by_backend = runs.set_index("backend")
+    assert by_backend.loc["triton", "status"] == "skipped" and "CUDA" in by_backend.loc["triton", "error"]
+    ok = runs[runs.status == "ok"]
+    assert sorted(ok.backend) == ["cudnn", "gru", "loop"]
+    assert (ok.train_steps == 4).all() and (ok.train_limit == 200).all()
+    assert ok.test_accuracy.between(0, 1).all()
+    for column in ("train_samples_per_s", "infer_samples_per_s", "first_step_s", "train_time_s", "eval_time_s",
+                   "step_ms_median", "data_time_s", "wall_time_s"):
+        assert (ok[column] > 0).all(), column
+    assert (ok.step_ms_p10 <= ok.step_ms_median).all() and (ok.step_ms_median <= ok.step_ms_p90).all()
+    assert (ok.wall_time_s >= ok.train_time_s).all()
+    assert (ok.peak_memory_bytes >= 0).all() and ok.memory_method.str.startswith("cpu: peak RSS").all()
+    # cudnn and loop are the same model; the GRU has 3 gates instead of 4.
+    lstm_params = 4 * (8 * 28 + 8 * 8 + 16) + 4 * (8 * 8 + 8 * 8 + 16) + 8 * 10 + 10
+    assert by_backend.loc["cudnn", "params"] == by_backend.loc["loop", "params"] == lstm_params
+    assert by_backend.loc["gru", "params"] < lstm_params
+    assert by_backend.loc["cudnn", "impl_detail"].startswith("ATen")
+
+    curves, steps = storage.load_curves(tmp_path), storage.load_steps(tmp_path)
+    assert list(curves.columns) == CURVE_COLUMNS and list(steps.columns) == STEP_COLUMNS
+    assert sorted(curves.backend.unique()) == ["cudnn", "gru", "loop"]
+    assert curves.groupby("backend").step.apply(list).map(lambda s: s == [2, 4]).all()
+    assert (curves.loss > 0).all() and curves.groupby("backend").elapsed_s.is_monotonic_increasing.all()
+    assert steps.groupby("backend").size().eq(3).all()  # 4 steps, 1 of them warm-up
+
+
+def test_same_seed_same_curve(tmp_path, tiny, data):
+    config = tiny.replace(backends=("loop",))
+    runner.execute(config, tmp_path / "a", torch.device("cpu"), data, log=lambda _: None)
+    runner.execute(config, tmp_path / "b", torch.device("cpu"), data, log=lambda _: None)
+    a, b = storage.load_curves(tmp_path / "a"), storage.load_curves(tmp_path / "b")
+    assert a.loss.tolist() == b.loss.tolist()
+
+
+def test_the_model_learns(tmp_path, data):
+    config = from_dict(dict(backends=("cudnn",), hidden_size=16, batch_size=20, epochs=4, lr=1e-2, warmup_steps=1,
+                            eval_batch_size=100, device="cpu"))
+    runner.execute(config, tmp_path, torch.device("cpu"), data, log=lambda _: None)
+    runs, curves = storage.load_runs(tmp_path), storage.load_curves(tmp_path)
+    assert runs.test_accuracy.item() > 0.5
+    assert curves.loss.iloc[-1] < curves.loss.iloc[0]
+
+
+def test_failures_become_rows_and_the_others_finish(tmp_path, tiny, data, monkeypatch):
+    monkeypatch.setitem(impls.REGISTRY, "boom", impls.Backend(f"{__name__}:ExplodingLSTM", "lstm", "torch", "raises"))
+    monkeypatch.setitem(impls.REGISTRY, "nan", impls.Backend(f"{__name__}:NaNLSTM", "lstm", "torch", "NaN loss"))
+    config = tiny.replace(backends=("boom", "nan", "gru"))
+    runner.execute(config, tmp_path, torch.device("cpu"), data, log=lambda _: None)
+    runs = storage.load_runs(tmp_path).set_index("backend")
+    assert runs.loc["boom", "status"] == "failed"
+    assert runs.loc["boom", "error"] == "RuntimeError: kernel launch failed"
+    assert runs.loc["nan", "status"] == "failed" and "loss became nan at step 0" in runs.loc["nan", "error"]
+    assert runs.loc["gru", "status"] == "ok" and math.isfinite(runs.loc["gru", "test_accuracy"])
+    assert set(storage.load_curves(tmp_path).backend) == {"gru"}
+
+
+def test_resume_runs_only_what_is_missing(tmp_path, tiny, data, monkeypatch):
+    config = tiny.replace(backends=("cudnn", "loop", "gru"), seeds=(0, 1))
+    real = bench.train.train_and_measure
+    calls = []
+
+    def killed_at_the_fourth(point, backend, seed, *args, **kwargs):
+        calls.append((backend, seed))
+        if len(calls) == 4:
+            # a kill mid-run: its curve rows reached disk, its runs.csv row did not
+            storage.append_rows(tmp_path / "curves.csv", [{"run_id": "loop-s1-b50-h8-l2-t28", "backend": "loop",
+                                                          "seed": 1, "step": 2, "epoch": 0, "loss": 1.0,
+                                                          "elapsed_s": 0.1}], CURVE_COLUMNS)
+            raise KeyboardInterrupt
+        return real(point, backend, seed, *args, **kwargs)
+
+    monkeypatch.setattr("bench.train.train_and_measure", killed_at_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        runner.execute(config, tmp_path, torch.device("cpu"), data, log=lambda _: None)
+    assert len(storage.load_runs(tmp_path)) == 3
+    monkeypatch.setattr("bench.train.train_and_measure", real)
+    written = runner.execute(config, tmp_path, torch.device("cpu"), data, log=lambda _: None)
+    assert [(r["backend"], r["seed"]) for r in written] == [("loop", 1), ("gru", 0), ("gru", 1)]
+    runs = storage.load_runs(tmp_path)
+    assert len(runs) == 6 and runs.run_id.is_unique and (runs.status == "ok").all()
+    curves = storage.load_curves(tmp_path)
+    assert len(curves[curves.run_id == "loop-s1-b50-h8-l2-t28"]) == 2  # the orphan row is gone, the new ones stay
+    assert runner.execute(config, tmp_path, torch.device("cpu"), data, log=lambda _: None) == []
+
+
+def test_sweep_plans_every_point(tiny):
+    config = tiny.replace(backends=("loop", "gru"), seeds=(0, 1), sweep={"batch_size": [16, 32], "seq_len": [14, 28]})
+    planned = runner.plan(config)
+    assert len(planned) == 2 * 2 * 2 * 2
+    assert {(p.batch_size, p.seq_len, p.input_size) for _, _, p in planned} == {(16, 14, 56), (16, 28, 28), (32, 14, 56), (32, 28, 28)}
+    assert len({runner.run_id(b, s, p) for b, s, p in planned}) == 16
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--backends", "cudnn,nope"], "unknown backend 'nope'; expected one of: cudnn, loop, triton, gru"),
+    (["--hidden", "0"], "hidden_size must be a positive integer, got 0"),
+    (["--batch-size", "-5"], "batch_size must be a positive integer"),
+    (["--dtype", "bfloat16", "--device", "cpu"], "dtype bfloat16 needs a CUDA device"),
+    (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
+    (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["--sweep", "width=1,2"], "unknown sweep axis 'width'"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    assert runner.cli(argv + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_bad_config_file_key(tmp_path, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text("hidden = 3\n")
+    assert runner.cli(["--config", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "unknown key(s) 'hidden'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_missing_device(tmp_path, capsys):
+    assert runner.cli(["--device", "cuda", "--out", str(tmp_path / "out")]) == 2
+    assert "device 'cuda' is not available" in capsys.readouterr().err
+
+
+def test_resume_of_a_directory_without_results(tmp_path, capsys):
+    assert runner.cli(["--resume", str(tmp_path)]) == 2
+    assert "expected a directory written by `bench run`" in capsys.readouterr().err
+
+
+@pytest.mark.network
+def test_cli_on_real_mnist(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--backends", "cudnn,triton,gru", "--train-limit", "300", "--hidden", "16", "--out", str(out)]
+    assert runner.cli(argv) == 0
+    runs = storage.load_runs(out)
+    assert runs.set_index("backend").status.to_dict() == {"cudnn": "ok", "triton": "skipped", "gru": "ok"}
+    env = storage.load_env(out)
+    assert env["config"]["hidden_size"] == 16 and env["torch"] == torch.__version__ and env["git_commit"]
+    assert runner.cli(["--resume", str(out)]) == 0
+    assert len(storage.load_runs(out)) == 3
+    assert "resumed" in storage.load_env(out)
