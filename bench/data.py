@@ -38,6 +38,8 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
+from bench.storage import atomic_write_bytes
+
 
 ENV_ROOT = "LSTM_BENCH_DATA"
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "data"
@@ -112,31 +114,6 @@ def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
     if len(data) != expected:
         raise ValueError(f"{name}: {len(data)} bytes, expected {expected} for shape {shape} (truncated or padded)")
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape).copy()
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Temporary file in the same directory, fsync, rename: a reader sees the old file or the whole
-    new one. Unlike bench.storage's, the result is world-readable (umask permitting), because a data
-    root is often shared and mkstemp would leave it 0600."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:
