@@ -1,0 +1,271 @@
+"""`triton`: cuBLAS for h_{t-1} W_hh^T, then one fused Triton kernel per step for everything after it.
+
+Legend: B batch, T time steps, D input features, H hidden size, G = 4H gate pre-activations in
+nn.LSTM's order (i, f, g, o): i input gate, f forget gate, g candidate, o output gate.
+
+Reference math (impls.cells.lstm_pointwise; the tests compare against torch.nn.LSTM):
+
+    x_proj = x W_ih^T + b_ih + b_hh                      (T, B, G)  one matmul for all steps
+    gates  = x_proj[t] + h_{t-1} W_hh^T                  (B, G)     a library matmul per step
+    i, f, o = sigmoid(gates_i, gates_f, gates_o);  g = tanh(gates_g)
+    c_t = f * c_{t-1} + i * g;   h_t = o * tanh(c_t)
+
+Backward, per step from dh_t (= dout_t + dgates_{t+1} W_hh) and dc_t:
+
+    do = dh_t * tanh(c_t);   dc = dc_t + dh_t * o * (1 - tanh(c_t)^2)
+    di = dc * g;  df = dc * c_{t-1};  dg = dc * i;  dc_{t-1} = dc * f
+    dgates = (di i(1-i), df f(1-f), dg (1-g^2), do o(1-o))
+
+dW_hh, dW_ih, the biases and dx are then a few large matmuls over all T at once, as cuDNN does.
+
+Runs compiled on CUDA, or on CPU under the Triton interpreter (TRITON_INTERPRET=1 set before this
+module is imported), which has no libdevice and no bfloat16: hence sigmoid via exp and tanh via
+sigmoid. Arithmetic is float32 inside the kernels (float64 for float64 tensors, so gradcheck works);
+stores are in the tensor's dtype.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from impls.base import LSTMBase
+from impls.cells import input_projection
+
+INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+# ----------------------------------------------------------------------------------------- kernels
+
+@triton.jit
+def _sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def _tanh(x):
+    # The interpreter has no libdevice tanh; this identity is exact in real arithmetic.
+    return 2.0 * _sigmoid(2.0 * x) - 1.0
+
+
+@triton.jit
+def lstm_step_fwd_kernel(
+    x_proj_ptr,  # (B, G) input projection of this step, both biases included
+    rec_ptr,     # (B, G) h_{t-1} W_hh^T from the library matmul
+    c_prev_ptr,  # (B, H)
+    h_ptr,       # (B, H) out: h_t
+    c_ptr,       # (B, H) out: c_t
+    acts_ptr,    # (B, G) out: i, f, g, o after their nonlinearities, for the backward
+    B, H,
+    COMPUTE: tl.constexpr, SAVE_ACTS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    mask = (rows[:, None] < B) & (cols[None, :] < H)
+    # One program owns the same hidden units of all four gates, so the cell update needs no exchange.
+    gate_offs = rows[:, None] * (4 * H) + cols[None, :]
+    state_offs = rows[:, None] * H + cols[None, :]
+
+    pre_i = tl.load(x_proj_ptr + gate_offs, mask=mask).to(COMPUTE) + tl.load(rec_ptr + gate_offs, mask=mask).to(COMPUTE)
+    pre_f = (tl.load(x_proj_ptr + gate_offs + H, mask=mask).to(COMPUTE)
+             + tl.load(rec_ptr + gate_offs + H, mask=mask).to(COMPUTE))
+    pre_g = (tl.load(x_proj_ptr + gate_offs + 2 * H, mask=mask).to(COMPUTE)
+             + tl.load(rec_ptr + gate_offs + 2 * H, mask=mask).to(COMPUTE))
+    pre_o = (tl.load(x_proj_ptr + gate_offs + 3 * H, mask=mask).to(COMPUTE)
+             + tl.load(rec_ptr + gate_offs + 3 * H, mask=mask).to(COMPUTE))
+    c_prev = tl.load(c_prev_ptr + state_offs, mask=mask).to(COMPUTE)
+
+    i = _sigmoid(pre_i)
+    f = _sigmoid(pre_f)
+    g = _tanh(pre_g)
+    o = _sigmoid(pre_o)
+    c = f * c_prev + i * g
+    h = o * _tanh(c)
+
+    tl.store(c_ptr + state_offs, c.to(c_ptr.dtype.element_ty), mask=mask)
+    tl.store(h_ptr + state_offs, h.to(h_ptr.dtype.element_ty), mask=mask)
+    if SAVE_ACTS:  # inference never runs the backward, so it skips these 4H writes per row
+        out_ty = acts_ptr.dtype.element_ty
+        tl.store(acts_ptr + gate_offs, i.to(out_ty), mask=mask)
+        tl.store(acts_ptr + gate_offs + H, f.to(out_ty), mask=mask)
+        tl.store(acts_ptr + gate_offs + 2 * H, g.to(out_ty), mask=mask)
+        tl.store(acts_ptr + gate_offs + 3 * H, o.to(out_ty), mask=mask)
+
+
+@triton.jit
+def lstm_step_bwd_kernel(
+    dh_ptr,      # (B, H) dL/dh_t, the output's gradient plus the recurrent one
+    dc_ptr,      # (B, H) float32 (float64): dL/dc_t in, dL/dc_{t-1} out (each element read, then written, by one program)
+    acts_ptr,    # (B, G) i, f, g, o saved by the forward
+    c_ptr,       # (B, H) c_t
+    c_prev_ptr,  # (B, H) c_{t-1}
+    dgates_ptr,  # (B, G) out: gradient of the gate pre-activations
+    B, H,
+    COMPUTE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    mask = (rows[:, None] < B) & (cols[None, :] < H)
+    gate_offs = rows[:, None] * (4 * H) + cols[None, :]
+    state_offs = rows[:, None] * H + cols[None, :]
+
+    i = tl.load(acts_ptr + gate_offs, mask=mask).to(COMPUTE)
+    f = tl.load(acts_ptr + gate_offs + H, mask=mask).to(COMPUTE)
+    g = tl.load(acts_ptr + gate_offs + 2 * H, mask=mask).to(COMPUTE)
+    o = tl.load(acts_ptr + gate_offs + 3 * H, mask=mask).to(COMPUTE)
+    c = tl.load(c_ptr + state_offs, mask=mask).to(COMPUTE)
+    c_prev = tl.load(c_prev_ptr + state_offs, mask=mask).to(COMPUTE)
+    dh = tl.load(dh_ptr + state_offs, mask=mask).to(COMPUTE)
+    dc = tl.load(dc_ptr + state_offs, mask=mask).to(COMPUTE)
+
+    # Recomputing tanh(c_t) costs less than storing and reloading it.
+    tanh_c = _tanh(c)
+    dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
+    d_i = dc * g * i * (1.0 - i)
+    d_f = dc * c_prev * f * (1.0 - f)
+    d_g = dc * i * (1.0 - g * g)
+    d_o = dh * tanh_c * o * (1.0 - o)
+
+    out_ty = dgates_ptr.dtype.element_ty
+    tl.store(dgates_ptr + gate_offs, d_i.to(out_ty), mask=mask)
+    tl.store(dgates_ptr + gate_offs + H, d_f.to(out_ty), mask=mask)
+    tl.store(dgates_ptr + gate_offs + 2 * H, d_g.to(out_ty), mask=mask)
+    tl.store(dgates_ptr + gate_offs + 3 * H, d_o.to(out_ty), mask=mask)
+    tl.store(dc_ptr + state_offs, (dc * f).to(dc_ptr.dtype.element_ty), mask=mask)
+
+
+# --------------------------------------------------------------------------------------- launchers
+
+def _compute_dtype(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _blocks(batch: int, hidden: int) -> tuple[int, int]:
+    """(BLOCK_B, BLOCK_H). Interpreted, every program is a slow Python pass, so one covers it all;
+    compiled, about 1024 elements per program keeps 4 warps busy and still gives many programs."""
+    block_b, block_h = triton.next_power_of_2(batch), triton.next_power_of_2(hidden)
+    if INTERPRETING:
+        return block_b, block_h
+    block_h = min(block_h, 128)
+    return min(block_b, max(1, 1024 // block_h)), block_h
+
+
+def _grid(batch: int, hidden: int, block_b: int, block_h: int) -> tuple[int, int]:
+    return triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h)
+
+
+def _check(name: str, t: torch.Tensor, shape: tuple, like: torch.Tensor, dtype: torch.dtype | None = None) -> None:
+    if tuple(t.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+    if not t.is_contiguous():
+        raise ValueError(f"{name} must be contiguous")
+    if t.device != like.device or t.dtype != (dtype or like.dtype):
+        raise ValueError(f"{name} must be {dtype or like.dtype} on {like.device}, got {t.dtype} on {t.device}")
+
+
+def lstm_step_fwd(x_proj, rec, c_prev, h, c, acts=None) -> None:
+    """Writes h_t and c_t (B, H) and, when acts (B, G) is given, the gate activations."""
+    batch, gates = x_proj.shape
+    hidden = gates // 4
+    _check("x_proj", x_proj, (batch, 4 * hidden), x_proj)
+    _check("rec", rec, (batch, gates), x_proj)
+    for name, t in (("c_prev", c_prev), ("h", h), ("c", c)):
+        _check(name, t, (batch, hidden), x_proj)
+    if acts is not None:
+        _check("acts", acts, (batch, gates), x_proj)
+    block_b, block_h = _blocks(batch, hidden)
+    lstm_step_fwd_kernel[_grid(batch, hidden, block_b, block_h)](
+        x_proj, rec, c_prev, h, c, acts if acts is not None else h, batch, hidden,
+        COMPUTE=_compute_dtype(x_proj.dtype), SAVE_ACTS=acts is not None, BLOCK_B=block_b, BLOCK_H=block_h,
+    )
+
+
+def lstm_step_bwd(dh, dc, acts, c, c_prev, dgates) -> None:
+    """Writes dgates (B, G) and overwrites dc (B, H, float32 or float64) with dL/dc_{t-1}."""
+    batch, gates = acts.shape
+    hidden = gates // 4
+    _check("acts", acts, (batch, 4 * hidden), acts)
+    _check("dgates", dgates, (batch, gates), acts)
+    for name, t in (("dh", dh), ("c", c), ("c_prev", c_prev)):
+        _check(name, t, (batch, hidden), acts)
+    _check("dc", dc, (batch, hidden), acts, dtype=torch.float64 if acts.dtype == torch.float64 else torch.float32)
+    block_b, block_h = _blocks(batch, hidden)
+    lstm_step_bwd_kernel[_grid(batch, hidden, block_b, block_h)](
+        dh, dc, acts, c, c_prev, dgates, batch, hidden,
+        COMPUTE=_compute_dtype(acts.dtype), BLOCK_B=block_b, BLOCK_H=block_h,
+    )
+
+
+# ---------------------------------------------------------------------------------- autograd.Function
+
+def run_recurrence(x_proj, h0, c0, w_hh, save_acts: bool):
+    """-> hs (T+1, B, H), cs (T+1, B, H), acts (T, B, G) or None; index 0 holds h0 and c0."""
+    steps, batch, gates = x_proj.shape
+    hidden = gates // 4
+    x_proj = x_proj.contiguous()
+    # Step t reads index t and writes t + 1, so hs[:-1] is the stacked h_{t-1} that the weight
+    # gradient needs, without a copy.
+    hs = x_proj.new_empty(steps + 1, batch, hidden)
+    cs = x_proj.new_empty(steps + 1, batch, hidden)
+    hs[0], cs[0] = h0, c0
+    acts = x_proj.new_empty(steps, batch, gates) if save_acts else None
+    rec = x_proj.new_empty(batch, gates)
+    w_hh_t = w_hh.t()
+    for t in range(steps):
+        torch.mm(hs[t], w_hh_t, out=rec)
+        lstm_step_fwd(x_proj[t], rec, cs[t], hs[t + 1], cs[t + 1], acts[t] if save_acts else None)
+    return hs, cs, acts
+
+
+class LSTMRecurrence(torch.autograd.Function):
+    """(x_proj (T, B, G), h0 (B, H), c0 (B, H), w_hh (G, H)) -> (out (T, B, H), c_n (B, H)); h_n = out[-1]."""
+
+    @staticmethod
+    def forward(ctx, x_proj, h0, c0, w_hh):
+        hs, cs, acts = run_recurrence(x_proj, h0, c0, w_hh, save_acts=True)
+        ctx.save_for_backward(hs, cs, acts, w_hh)
+        return hs[1:], cs[-1]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout, dc_n):
+        hs, cs, acts, w_hh = ctx.saved_tensors
+        steps, batch, gates = acts.shape
+        hidden = gates // 4
+        wide = torch.float64 if acts.dtype == torch.float64 else torch.float32
+        # dc stays in float32 across steps: it is a running sum, rounding it each step would drift.
+        # A fresh buffer, because the kernel overwrites it and dc_n belongs to autograd's caller.
+        dc = acts.new_zeros(batch, hidden, dtype=wide)
+        if dc_n is not None:
+            dc.copy_(dc_n)
+        dout = dout if dout is not None else acts.new_zeros(steps, batch, hidden)
+        dgates = torch.empty_like(acts)
+        for t in reversed(range(steps)):
+            dh = dout[t].contiguous() if t == steps - 1 else torch.addmm(dout[t], dgates[t + 1], w_hh)
+            lstm_step_bwd(dh, dc, acts[t], cs[t + 1], cs[t], dgates[t])
+        flat = dgates.view(steps * batch, gates)
+        d_x_proj = dgates if ctx.needs_input_grad[0] else None
+        d_h0 = dgates[0] @ w_hh if ctx.needs_input_grad[1] else None
+        d_c0 = dc.to(acts.dtype) if ctx.needs_input_grad[2] else None
+        d_w_hh = flat.t() @ hs[:-1].reshape(steps * batch, hidden) if ctx.needs_input_grad[3] else None
+        return d_x_proj, d_h0, d_c0, d_w_hh
+
+
+# ------------------------------------------------------------------------------------------ module
+
+class TritonLSTM(LSTMBase):
+    """Drop-in torch.nn.LSTM (same parameters and state_dict) whose per-step pointwise work is Triton."""
+
+    def _layer(self, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        # The input projection does not depend on h: one matmul for all T; autograd turns dx_proj
+        # into dx, dW_ih and the biases as large matmuls too.
+        x_proj = input_projection(x, w_ih, b_ih, b_hh)
+        h0, c0 = h0.contiguous(), c0.contiguous()
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (x_proj, h0, c0, w_hh)):
+            out, c_n = LSTMRecurrence.apply(x_proj, h0, c0, w_hh)
+        else:  # inference: no graph, and no gate activations kept for a backward that never comes
+            hs, cs, _ = run_recurrence(x_proj, h0, c0, w_hh, save_acts=False)
+            out, c_n = hs[1:], cs[-1]
+        return out, out[-1], c_n
