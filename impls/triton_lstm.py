@@ -51,6 +51,12 @@ def _tanh(x):
 
 
 @triton.jit
+def _preactivation(x_proj_ptr, rec_ptr, offs, mask, COMPUTE: tl.constexpr):
+    # Both halves are rounded to the tensor dtype already; the sum is not, in float32.
+    return tl.load(x_proj_ptr + offs, mask=mask).to(COMPUTE) + tl.load(rec_ptr + offs, mask=mask).to(COMPUTE)
+
+
+@triton.jit
 def lstm_step_fwd_kernel(
     x_proj_ptr,  # (B, G) input projection of this step, both biases included
     rec_ptr,     # (B, G) h_{t-1} W_hh^T from the library matmul
@@ -68,19 +74,12 @@ def lstm_step_fwd_kernel(
     gate_offs = rows[:, None] * (4 * H) + cols[None, :]
     state_offs = rows[:, None] * H + cols[None, :]
 
-    pre_i = tl.load(x_proj_ptr + gate_offs, mask=mask).to(COMPUTE) + tl.load(rec_ptr + gate_offs, mask=mask).to(COMPUTE)
-    pre_f = (tl.load(x_proj_ptr + gate_offs + H, mask=mask).to(COMPUTE)
-             + tl.load(rec_ptr + gate_offs + H, mask=mask).to(COMPUTE))
-    pre_g = (tl.load(x_proj_ptr + gate_offs + 2 * H, mask=mask).to(COMPUTE)
-             + tl.load(rec_ptr + gate_offs + 2 * H, mask=mask).to(COMPUTE))
-    pre_o = (tl.load(x_proj_ptr + gate_offs + 3 * H, mask=mask).to(COMPUTE)
-             + tl.load(rec_ptr + gate_offs + 3 * H, mask=mask).to(COMPUTE))
+    i = _sigmoid(_preactivation(x_proj_ptr, rec_ptr, gate_offs, mask, COMPUTE))
+    f = _sigmoid(_preactivation(x_proj_ptr, rec_ptr, gate_offs + H, mask, COMPUTE))
+    g = _tanh(_preactivation(x_proj_ptr, rec_ptr, gate_offs + 2 * H, mask, COMPUTE))
+    o = _sigmoid(_preactivation(x_proj_ptr, rec_ptr, gate_offs + 3 * H, mask, COMPUTE))
     c_prev = tl.load(c_prev_ptr + state_offs, mask=mask).to(COMPUTE)
 
-    i = _sigmoid(pre_i)
-    f = _sigmoid(pre_f)
-    g = _tanh(pre_g)
-    o = _sigmoid(pre_o)
     c = f * c_prev + i * g
     h = o * _tanh(c)
 
@@ -97,7 +96,7 @@ def lstm_step_fwd_kernel(
 @triton.jit
 def lstm_step_bwd_kernel(
     dh_ptr,      # (B, H) dL/dh_t, the output's gradient plus the recurrent one
-    dc_ptr,      # (B, H) float32 (float64): dL/dc_t in, dL/dc_{t-1} out (each element read, then written, by one program)
+    dc_ptr,      # (B, H) float32 (float64): dL/dc_t in, dL/dc_{t-1} out; one program reads then writes each element
     acts_ptr,    # (B, G) i, f, g, o saved by the forward
     c_ptr,       # (B, H) c_t
     c_prev_ptr,  # (B, H) c_{t-1}
@@ -198,7 +197,7 @@ def lstm_step_bwd(dh, dc, acts, c, c_prev, dgates) -> None:
     )
 
 
-# ---------------------------------------------------------------------------------- autograd.Function
+# ------------------------------------------------------------------- the recurrence and its autograd.Function
 
 def run_recurrence(x_proj, h0, c0, w_hh, save_acts: bool):
     """-> hs (T+1, B, H), cs (T+1, B, H), acts (T, B, G) or None; index 0 holds h0 and c0."""
@@ -235,7 +234,7 @@ class LSTMRecurrence(torch.autograd.Function):
         steps, batch, gates = acts.shape
         hidden = gates // 4
         wide = torch.float64 if acts.dtype == torch.float64 else torch.float32
-        # dc stays in float32 across steps: it is a running sum, rounding it each step would drift.
+        # dc stays in float32 (float64) across steps, not the tensor dtype: rounding it each step drifts.
         # A fresh buffer, because the kernel overwrites it and dc_n belongs to autograd's caller.
         dc = acts.new_zeros(batch, hidden, dtype=wide)
         if dc_n is not None:

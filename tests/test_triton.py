@@ -96,7 +96,8 @@ def test_gradcheck_float64():
     steps, batch, hidden = 3, 2, 3
     make = lambda *shape, scale=1.0: (torch.randn(*shape, generator=generator, dtype=torch.float64)  # noqa: E731
                                       * scale).to(DEVICE).requires_grad_(True)
-    inputs = (make(steps, batch, 4 * hidden), make(batch, hidden), make(batch, hidden), make(4 * hidden, hidden, scale=0.5))
+    inputs = (make(steps, batch, 4 * hidden), make(batch, hidden), make(batch, hidden),
+              make(4 * hidden, hidden, scale=0.5))
     assert torch.autograd.gradcheck(triton_lstm.LSTMRecurrence.apply, inputs)
 
 
