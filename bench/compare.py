@@ -1,0 +1,277 @@
+"""`python -m bench compare DIR_A DIR_B [--threshold 5%] [--out DIR]`: is B better or worse than A?
+
+For every backend (and sweep point) ok in both, and every metric in bench.schema.METRICS, the
+report shows A, B, B/A and a flag. A change is flagged only when it is BOTH
+
+  * beyond the threshold: |B/A - 1| > threshold (default 5 %), and
+  * significant at ALPHA = 0.05 by a two-sided Mann-Whitney U test on the repeated samples.
+
+Which samples:
+
+  * step time and training throughput: every timed per-step time in steps.csv, all seeds pooled.
+    Throughput is batch / step time, so the two share one test. Steps within a run are not fully
+    independent (thermal state, other processes), so with thousands of steps tiny shifts come out
+    "significant"; the threshold is what keeps those from being flagged.
+  * accuracy, inference throughput, peak memory, first-step time: one value per seed. The test
+    runs only when both sides have at least MIN_SEEDS = 4 seeds: with 3 vs 3 the smallest possible
+    two-sided p of the exact test is 0.1, so it could never pass and would silently hide real
+    changes. With fewer seeds the flag rests on the threshold alone, and the row says
+    "n too small". (Step-based metrics fall back to this too if a side has no steps.csv rows.)
+
+Flags: faster / slower for time and throughput, better / worse for accuracy and memory, else
+unchanged. Regressions are "slower", "worse", and a backend that was ok in A but failed in B
+(a newly skipped backend is shown but not a regression: skipping is a property of the machine).
+
+Rows are matched on backend plus the axes that vary in either directory; axes that hold one
+value on each side are config, and config or environment differences are listed at the top.
+
+Exit status: 1 when any regression is flagged, 0 otherwise, 2 on bad input (one line on stderr).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import mannwhitneyu
+
+from bench.config import SWEEP_AXES
+from bench.report import (OneLineParser, ResultsError, TITLES, _fmt_setting, backend_order,
+                          fmt_value, load_results, metric_table, ok_runs, point_label, step_samples, sweep_axes,
+                          unit_label)
+from bench.schema import METRICS
+from bench.storage import atomic_write_text
+
+ALPHA = 0.05
+MIN_SEEDS = 4
+STEP_METRICS = ("step_ms_median", "train_samples_per_s")
+BETTER_WORSE = ("test_accuracy", "peak_memory_bytes")  # not about speed, so not "faster"
+IGNORED_ENV = ("timestamp",)  # always differs; shown, but not as a difference
+
+
+def parse_threshold(text: str) -> float:
+    """'5%' or '5' (both percent) -> 0.05."""
+    try:
+        value = float(text.strip().removesuffix("%"))
+    except ValueError:
+        raise ValueError(f"bad --threshold {text!r}: expected a percentage such as 5% or 2.5") from None
+    if not 0 <= value < 100:
+        raise ValueError(f"bad --threshold {text!r}: must be at least 0% and below 100%")
+    return value / 100
+
+
+def judge(metric: str, a: float, b: float, samples_a, samples_b, threshold: float, from_steps: bool):
+    """(flag, p value or NaN, note) for one metric of one group."""
+    higher_better = METRICS[metric][0]
+    if not (np.isfinite(a) and np.isfinite(b)) or a == 0:
+        return "unchanged", np.nan, "no value to compare"
+    beyond = abs(b / a - 1) > threshold
+    samples_a, samples_b = np.asarray(samples_a, float), np.asarray(samples_b, float)
+    p, note = np.nan, ""
+    enough = len(samples_a) > 0 and len(samples_b) > 0 if from_steps else min(len(samples_a), len(samples_b)) >= MIN_SEEDS
+    if enough:
+        p = mannwhitneyu(samples_a, samples_b, alternative="two-sided").pvalue
+        what = "steps" if from_steps else "seeds"
+        note = f"Mann-Whitney U on {len(samples_a)} vs {len(samples_b)} {what}"
+        significant = p < ALPHA
+        if beyond and not significant:
+            note += ": beyond threshold but not significant"
+    else:
+        note = f"n too small for a test ({len(samples_a)} vs {len(samples_b)} seeds, need {MIN_SEEDS}): threshold only"
+        significant = True
+    if not (beyond and significant):
+        return "unchanged", p, note
+    improved = (b > a) == higher_better
+    words = ("better", "worse") if metric in BETTER_WORSE else ("faster", "slower")
+    return words[0] if improved else words[1], p, note
+
+
+def _samples(results: dict, metric: str, axes: list[str], key: dict, use_steps: bool) -> np.ndarray:
+    if use_steps:
+        frame = step_samples(results["runs"], results["steps"], axes)
+        column = "step_ms"
+    else:
+        frame, column = ok_runs(results["runs"]), metric
+    for name, value in key.items():
+        frame = frame[frame[name] == value]
+    return frame[column].dropna().to_numpy(dtype=float)
+
+
+def compare(a: dict, b: dict, threshold: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(metric rows, status rows) of B against A; both keyed by backend and the union of sweep axes."""
+    axes = [x for x in SWEEP_AXES if x in sweep_axes(a["runs"]) or x in sweep_axes(b["runs"])]
+    keys = ["backend", *axes]
+    rows = []
+    for metric in METRICS:
+        ta, tb = (metric_table(r["runs"], r["steps"], metric, axes) for r in (a, b))
+        both = ta[[*keys, "value"]].merge(tb[[*keys, "value"]], on=keys, suffixes=("_a", "_b"))
+        for _, r in both.iterrows():
+            key = {k: r[k] for k in keys}
+            use_steps = metric in STEP_METRICS
+            sa, sb = (_samples(x, metric, axes, key, use_steps) for x in (a, b))
+            if use_steps and (len(sa) == 0 or len(sb) == 0):  # no steps.csv rows: per-seed rule instead
+                use_steps = False
+                sa, sb = (_samples(x, metric, axes, key, False) for x in (a, b))
+            flag, p, note = judge(metric, r["value_a"], r["value_b"], sa, sb, threshold, use_steps)
+            rows.append({**key, "metric": metric, "a": r["value_a"], "b": r["value_b"],
+                         "ratio": r["value_b"] / r["value_a"] if r["value_a"] else np.nan,
+                         "p": p, "flag": flag, "regression": flag in ("slower", "worse"), "note": note})
+    metric_rows = pd.DataFrame(rows, columns=[*keys, "metric", "a", "b", "ratio", "p", "flag", "regression", "note"])
+    return metric_rows, _status_changes(a, b, keys)
+
+
+def _status_changes(a: dict, b: dict, keys: list[str]) -> pd.DataFrame:
+    """Groups ok on one side only: a backend that now fails must not vanish from the comparison."""
+    def summary(runs):
+        return runs.groupby(keys, dropna=False).agg(
+            ok=("status", lambda s: (s == "ok").any()),
+            status=("status", lambda s: "ok" if (s == "ok").any() else "failed" if (s == "failed").any() else "skipped"),
+            reason=("error", lambda e: "; ".join(sorted(set(x for x in e if x)))))
+    sa, sb = summary(a["runs"]), summary(b["runs"])
+    joined = sa.reset_index().merge(sb.reset_index(), on=keys, how="outer", suffixes=("_a", "_b"))
+    rows = []
+    for _, r in joined.iterrows():
+        status_a = r["status_a"] if isinstance(r["status_a"], str) else "absent"
+        status_b = r["status_b"] if isinstance(r["status_b"], str) else "absent"
+        if (status_a == "ok") == (status_b == "ok"):
+            continue
+        reason = r["reason_b"] if status_a == "ok" else r["reason_a"]
+        rows.append({**{k: r[k] for k in keys}, "a": status_a, "b": status_b,
+                     "reason": reason if isinstance(reason, str) and reason else "",
+                     "regression": status_a == "ok" and status_b == "failed"})
+    return pd.DataFrame(rows, columns=[*keys, "a", "b", "reason", "regression"])
+
+
+def _flatten(prefix: str, value, out: dict) -> dict:
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else k, v, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def differences(a: dict, b: dict) -> list[tuple[str, str, str]]:
+    """(setting, A, B) for every config or environment key that differs, config first."""
+    env_a, env_b = _flatten("", a["env"], {}), _flatten("", b["env"], {})
+    names = sorted(set(env_a) | set(env_b), key=lambda k: (not k.startswith("config."), k))
+    out = [(k, _fmt_setting(env_a.get(k)), _fmt_setting(env_b.get(k))) for k in names if k not in IGNORED_ENV]
+    out = [row for row in out if row[1] != row[2]]
+    for column in ("device", "dtype", "threads"):  # what ran, as recorded per row
+        va, vb = (", ".join(sorted(set(ok_runs(r["runs"])[column].dropna().astype(str)))) for r in (a, b))
+        if va != vb:
+            out.append((f"runs.{column}", va or "—", vb or "—"))
+    return out
+
+
+# ---------------------------------------------------------------- output
+
+def _where(row, axes) -> str:
+    point = point_label({x: row[x] for x in axes}) if axes else ""
+    return f"{row['backend']}" + (f" ({point})" if point else "")
+
+
+def _fmt_p(p) -> str:
+    return "—" if not np.isfinite(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def summary_lines(rows: pd.DataFrame, axes: list[str]) -> list[list[str]]:
+    return [[_where(r, axes), TITLES[r["metric"]] + (f" ({unit_label(r['metric'])})" if unit_label(r["metric"]) else ""),
+             fmt_value(r["metric"], r["a"]), fmt_value(r["metric"], r["b"]),
+             "—" if not np.isfinite(r["ratio"]) else f"{r['ratio']:.3f}", _fmt_p(r["p"]),
+             r["flag"].upper() if r["regression"] else r["flag"], r["note"]] for _, r in rows.iterrows()]
+
+
+HEADER = ["backend", "metric", "A", "B", "B/A", "p", "flag", "how decided"]
+
+
+def to_markdown(a: dict, b: dict, rows: pd.DataFrame, status: pd.DataFrame, diffs, threshold: float) -> str:
+    axes = [c for c in rows.columns if c not in ("backend", "metric", "a", "b", "ratio", "p", "flag", "regression", "note")]
+    regressions = int(rows["regression"].sum() + status["regression"].sum())
+    lines = ["# LSTM Bench comparison: B against A", "",
+             f"- A: `{a['dir']}` ({a['env'].get('timestamp', 'time unknown')}, commit {a['env'].get('git_commit', '?')})",
+             f"- B: `{b['dir']}` ({b['env'].get('timestamp', 'time unknown')}, commit {b['env'].get('git_commit', '?')})",
+             f"- Threshold {threshold:.1%}; significance: two-sided Mann-Whitney U, alpha {ALPHA} (per-step times for "
+             f"step time and training throughput; per-seed values when both sides have at least {MIN_SEEDS} seeds).",
+             f"- **{regressions} regression(s) flagged.**" if regressions else "- No regression flagged.", "",
+             "## Differences in config and environment", ""]
+    if diffs:
+        config_diffs = [d for d in diffs if d[0].startswith("config.")]
+        if config_diffs:
+            lines += ["**The configs differ**, so part of any change may come from the config, not the code.", ""]
+        lines += _md_table(["setting", "A", "B"], [list(d) for d in diffs])
+    else:
+        lines.append("None: same config and environment (timestamps aside).")
+    lines += ["", "## Backends ok on one side only", ""]
+    if status.empty:
+        lines.append("None.")
+    else:
+        lines += _md_table(["backend", "A", "B", "reason", "regression"],
+                           [[_where(r, axes), r["a"], r["b"], r["reason"] or "—", "yes" if r["regression"] else "no"]
+                            for _, r in status.iterrows()])
+    lines += ["", "## Metrics", "",
+              f"B/A above 1 means B is larger: better for throughput and accuracy, worse for time and memory. "
+              f"Step time is the median of all timed steps; the rest are means over seeds. Memory in MiB. "
+              f"Regressions are in capitals.", ""]
+    lines += _md_table(HEADER, summary_lines(rows, axes)) if len(rows) else ["No backend is ok in both."]
+    return "\n".join(lines) + "\n"
+
+
+def _md_table(header, rows) -> list[str]:
+    cell = lambda x: str(x).replace("|", "\\|")  # noqa: E731
+    return (["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(map(cell, r)) + " |" for r in rows])
+
+
+def _text_table(header, rows) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def write_compare(dir_a, dir_b, threshold: float = 0.05, out=None) -> tuple[Path, pd.DataFrame, pd.DataFrame, list]:
+    """Writes OUT/compare.md (OUT defaults to DIR_B); returns (path, metric rows, status rows, differences)."""
+    a, b = load_results(dir_a), load_results(dir_b)
+    rows, status = compare(a, b, threshold)
+    order = {name: i for i, name in enumerate(backend_order(pd.concat([a["runs"], b["runs"]]), a["env"]))}
+    rows = rows.assign(_o=rows["backend"].map(order), _m=rows["metric"].map(list(METRICS).index))
+    axes = [c for c in rows.columns if c in SWEEP_AXES]
+    rows = rows.sort_values(["_o", *axes, "_m"]).drop(columns=["_o", "_m"]).reset_index(drop=True)
+    diffs = differences(a, b)
+    path = Path(out if out is not None else dir_b) / "compare.md"
+    atomic_write_text(path, to_markdown(a, b, rows, status, diffs, threshold))
+    return path, rows, status, diffs
+
+
+def cli(argv: list[str]) -> int:
+    parser = OneLineParser(prog="bench compare", description="Compare results directory B against A.")
+    parser.add_argument("dir_a", help="baseline results directory")
+    parser.add_argument("dir_b", help="results directory to judge")
+    parser.add_argument("--threshold", default="5%", help="smallest relative change to flag, e.g. 5%% (default)")
+    parser.add_argument("--out", help="where to write compare.md (default: DIR_B)")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help or bad arguments: return the code, as cli() promises
+        return int(stop.code or 0)
+    try:
+        threshold = parse_threshold(args.threshold)
+        path, rows, status, diffs = write_compare(args.dir_a, args.dir_b, threshold, args.out)
+    except (ResultsError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: cannot write compare.md: {error}", file=sys.stderr)
+        return 2
+    if diffs:
+        print("Config/environment differences (A -> B): " + "; ".join(f"{k}: {va} -> {vb}" for k, va, vb in diffs))
+    for _, r in status.iterrows():
+        print(f"{r['backend']}: {r['a']} in A, {r['b']} in B" + (f" ({r['reason']})" if r["reason"] else "")
+              + (" REGRESSION" if r["regression"] else ""))
+    axes = [c for c in rows.columns if c in SWEEP_AXES]
+    if len(rows):
+        print(_text_table(HEADER[:-1], [line[:-1] for line in summary_lines(rows, axes)]))
+    regressions = int(rows["regression"].sum() + status["regression"].sum())
+    print(f"{regressions} regression(s) beyond {threshold:.1%}; wrote {path}" if regressions
+          else f"no regression beyond {threshold:.1%}; wrote {path}")
+    return 1 if regressions else 0

@@ -1,0 +1,221 @@
+"""Seaborn figures for a report: one PNG per question, one fixed colour per backend everywhere.
+
+All plots read the frames of bench.report.load_results; only ok runs are drawn (the report lists
+the others). Error bars are +-1 standard deviation over seeds (none with one seed), except step
+time, whose bars span the 10th to 90th percentile of every timed step, as in the report table.
+"""
+from __future__ import annotations
+
+import io
+import textwrap
+import zlib
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
+
+from bench.report import backend_order, ok_runs, point_label, step_samples, sweep_axes  # noqa: E402
+from bench.storage import atomic_write_bytes  # noqa: E402
+
+# Fixed, so a backend keeps its colour across plots, reports and machines.
+FIXED_COLORS = {"cudnn": "#1f77b4", "loop": "#ff7f0e", "triton": "#2ca02c", "gru": "#9467bd"}
+EXTRA_COLORS = ["#d62728", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+                "#393b79", "#ad494a", "#8ca252", "#de9ed6", "#6b6ecf", "#e7969c"]
+
+
+def backend_colors(backends: list[str]) -> dict[str, str]:
+    """Known backends get their fixed colour; others a colour chosen by a hash of the name (so the
+    same name usually gets the same colour across reports), moving on to the next free colour on a
+    clash (so two backends in one report never share one)."""
+    colors = {b: FIXED_COLORS[b] for b in backends if b in FIXED_COLORS}
+    for backend in sorted(b for b in backends if b not in FIXED_COLORS):
+        start = zlib.crc32(backend.encode())
+        free = [EXTRA_COLORS[(start + i) % len(EXTRA_COLORS)] for i in range(len(EXTRA_COLORS))]
+        free = [c for c in free if c not in colors.values()]
+        colors[backend] = free[0] if free else sns.color_palette("husl", 24)[start % 24]
+    return colors
+
+
+BAR_METRICS = [  # (column, title, y label, scale)
+    ("train_samples_per_s", "Training throughput (higher is better)", "samples/s", 1),
+    ("infer_samples_per_s", "Inference throughput (higher is better)", "samples/s", 1),
+    ("step_ms_median", "Training step time (lower is better)", "ms per step", 1),
+    ("peak_memory_bytes", "Peak memory (lower is better)", "MiB", 1 / 2**20),
+]
+
+
+def write_plots(results: dict, plot_dir: Path) -> dict[str, Path]:
+    """Draws every plot the results allow; returns {name: path} in the order the report shows them."""
+    runs, env = results["runs"], results["env"]
+    ok = ok_runs(runs).copy()
+    if ok.empty:
+        return {}
+    axes = sweep_axes(runs)
+    order = backend_order(ok, env)
+    colors = backend_colors(backend_order(runs, env))
+    ok["point"] = _points(ok, axes)
+    files = {
+        "bars": _save(_bars(ok, step_samples(runs, results["steps"], axes), axes, order, colors), plot_dir / "bars.png"),
+        "accuracy": _save(_accuracy(ok, axes, order, colors), plot_dir / "accuracy.png"),
+    }
+    curves = _curves_of_ok_runs(results["curves"], ok, axes)
+    if not curves.empty:
+        files["curves"] = _save(_curves(curves, axes, order, colors), plot_dir / "curves.png")
+    for axis in axes:
+        files[f"scaling_{axis}"] = _save(_scaling(ok, axis, [a for a in axes if a != axis], order, colors),
+                                         plot_dir / f"scaling_{axis}.png")
+    return files
+
+
+def _save(fig, path: Path) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _points(frame: pd.DataFrame, axes: list[str]) -> pd.Series:
+    return frame.apply(lambda r: point_label({a: r[a] for a in axes}), axis=1) if axes else pd.Series("", index=frame.index)
+
+
+def _point_order(frame: pd.DataFrame, axes: list[str]) -> list[str]:
+    return list(dict.fromkeys(frame.sort_values(axes)["point"])) if axes else [""]
+
+
+def _plain_log_ticks(axis) -> None:
+    """Log axes labelled 20, 50, 100 rather than 2x10^1; call after plotting (reads the span).
+    Spans under a decade get a label at every integer multiple, or they would show one or none."""
+    low, high = axis.get_view_interval()
+    short = low > 0 and high / low < 10
+    axis.set_major_locator(LogLocator(base=10, subs=range(1, 10) if short else (1, 2, 5)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.6g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _legend(fig, order: list[str], colors: dict[str, str], marker: str = "s") -> None:
+    handles = [Line2D([], [], color=colors[b], marker=marker, linestyle="-" if marker == "o" else "",
+                      markersize=9, label=b) for b in order]
+    fig.legend(handles=handles, title="backend", loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
+
+
+def _bars(ok, samples, axes, order, colors):
+    """Grouped bars: x is the backend, or the sweep point with one bar per backend in it."""
+    fig, grid = plt.subplots(2, 2, figsize=(12, 8))
+    x = "point" if axes else "backend"
+    x_order = _point_order(ok, axes) if axes else order
+    samples = samples.assign(point=_points(samples, axes)) if len(samples) else samples
+    for ax, (column, title, ylabel, scale) in zip(grid.flat, BAR_METRICS):
+        if column == "step_ms_median" and len(samples):
+            data, y, est, err = samples.assign(y=samples["step_ms"]), "y", "median", ("pi", 80)
+            title += "\nbar: median of all timed steps; whiskers: p10 to p90"
+        else:
+            data, y, est, err = ok.assign(y=ok[column] * scale), "y", "mean", "sd"
+            title += "\nbar: mean over seeds; whiskers: ±1 sd"
+        if column == "peak_memory_bytes":
+            methods = sorted(set(ok["memory_method"].dropna().astype(str)))
+            title += "\n" + textwrap.shorten("measured as: " + "; ".join(methods), 70)
+        sns.barplot(data=data, x=x, y=y, hue="backend", order=x_order, hue_order=order, palette=colors,
+                    estimator=est, errorbar=err, capsize=0.15, err_kws={"linewidth": 1.2}, legend=False, ax=ax)
+        ax.set(title=title, ylabel=ylabel, xlabel=" / ".join(axes) if axes else "")
+        ax.title.set_fontsize(10)
+        if axes:
+            ax.tick_params(axis="x", labelrotation=20)
+    fig.suptitle("Per backend" + (" and sweep point" if axes else ""), fontsize=13)
+    _legend(fig, order, colors)
+    fig.tight_layout()
+    return fig
+
+
+def _accuracy(ok, axes, order, colors):
+    """Points, not bars: accuracies sit near 1, where bars from 0 would hide every difference."""
+    has_sweep = bool(axes)
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(order) * (ok["point"].nunique() if has_sweep else 1)), 4.5))
+    data = ok.assign(acc=100 * ok["test_accuracy"])
+    x = "point" if has_sweep else "backend"
+    x_order = _point_order(ok, axes) if has_sweep else order
+    sns.stripplot(data=data, x=x, y="acc", hue="backend", order=x_order, hue_order=order, palette=colors,
+                  dodge=has_sweep, alpha=0.45, size=6, jitter=0.05, legend=False, ax=ax)
+    # stripplot dodges hue levels across 0.8 of a slot; this spacing puts each mean on its dots.
+    sns.pointplot(data=data, x=x, y="acc", hue="backend", order=x_order, hue_order=order, palette=colors,
+                  dodge=0.8 - 0.8 / len(order) if has_sweep else False, errorbar="sd", capsize=0.06,
+                  err_kws={"linewidth": 1.5}, linestyle="none", markers="D", legend=False, ax=ax)
+    ax.set(title="Test accuracy on 10,000 images (higher is better)\n"
+                 "diamond: mean over seeds, whiskers: ±1 sd; dots: single seeds",
+           ylabel="test accuracy (%)", xlabel="")
+    ax.title.set_fontsize(10)
+    _legend(fig, order, colors)
+    fig.tight_layout()
+    return fig
+
+
+def _curves_of_ok_runs(curves: pd.DataFrame, ok: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    if curves.empty:
+        return curves
+    return curves[["run_id", "step", "loss", "elapsed_s"]].merge(ok[["run_id", "backend", "seed", "point", *axes]],
+                                                                   on="run_id")
+
+
+def _curves(curves, axes, order, colors):
+    """Loss against step (mean +-1 sd band over seeds) and against wall time (mean over seeds:
+    seeds log at the same steps but not the same seconds, so time is averaged per step too)."""
+    points = _point_order(curves, axes)
+    fig, grid = plt.subplots(len(points), 2, figsize=(12, 3.6 * len(points)), squeeze=False)
+    for row, point in zip(grid, points):
+        data = curves[curves["point"] == point]
+        hues = [b for b in order if b in set(data["backend"])]
+        sns.lineplot(data=data, x="step", y="loss", hue="backend", hue_order=hues, palette=colors,
+                     errorbar="sd", legend=False, ax=row[0])
+        by_step = data.groupby(["backend", "step"], as_index=False)[["elapsed_s", "loss"]].mean()
+        sns.lineplot(data=by_step, x="elapsed_s", y="loss", hue="backend", hue_order=hues, palette=colors,
+                     estimator=None, legend=False, ax=row[1])
+        where = f" ({point})" if point else ""
+        row[0].set(title=f"Training loss by step{where}\nline: mean over seeds, band: ±1 sd",
+                   xlabel="optimizer step", ylabel="training loss (log scale)", yscale="log")
+        row[1].set(title=f"Training loss by wall time{where}\nmean over seeds",
+                   xlabel="training time (s)", ylabel="training loss (log scale)", yscale="log")
+        for ax in row:
+            ax.title.set_fontsize(10)
+            _plain_log_ticks(ax.yaxis)
+    _legend(fig, order, colors, marker="o")
+    fig.tight_layout()
+    return fig
+
+
+SCALING_METRICS = [
+    ("train_samples_per_s", "Training throughput", "samples/s", 1),
+    ("step_ms_median", "Median step time", "ms per step", 1),
+    ("infer_samples_per_s", "Inference throughput", "samples/s", 1),
+    ("peak_memory_bytes", "Peak memory", "MiB", 1 / 2**20),
+]
+
+
+def _scaling(ok, axis, others, order, colors):
+    """Metric against one sweep axis on log-log axes; other swept axes become line styles."""
+    fig, grid = plt.subplots(2, 2, figsize=(12, 8))
+    data = ok.assign(other=_points(ok, others)) if others else ok.assign(other="")
+    values = sorted(set(data[axis].astype(float)))
+    for ax, (column, title, ylabel, scale) in zip(grid.flat, SCALING_METRICS):
+        sns.lineplot(data=data.assign(y=data[column] * scale), x=axis, y="y", hue="backend", hue_order=order,
+                     palette=colors, style="other" if others else None, markers=bool(others), dashes=bool(others),
+                     marker=None if others else "o", errorbar="sd", err_style="bars",
+                     legend=bool(others) and ax is grid.flat[-1], ax=ax)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(values)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        _plain_log_ticks(ax.yaxis)
+        ax.set(title=f"{title} against {axis} (log-log)", xlabel=axis, ylabel=f"{ylabel} (log scale)")
+        ax.title.set_fontsize(10)
+    fig.suptitle(f"Scaling with {axis}: mean over seeds, whiskers ±1 sd", fontsize=13)
+    _legend(fig, order, colors, marker="o")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,136 @@
+"""compare flags a planted regression and not noise, states config differences, gates CI by exit code."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+from results_factory import make_compare_fixture, make_report_fixture  # noqa: E402
+
+from bench import compare  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return make_compare_fixture(tmp_path_factory.mktemp("a"), rng_seed=1)
+
+
+def flag(rows, backend, metric):
+    match = rows[(rows["backend"] == backend) & (rows["metric"] == metric)]
+    assert len(match) == 1
+    return match.iloc[0]
+
+
+def test_noise_is_not_flagged(base, tmp_path, capsys):
+    other = make_compare_fixture(tmp_path / "b", rng_seed=2)
+    assert compare.cli([str(base), str(other)]) == 0
+    out = capsys.readouterr().out
+    assert "no regression" in out and "Config/environment differences" not in out
+    text = (other / "compare.md").read_text()  # default --out is DIR_B
+    assert "No regression flagged" in text and "None: same config and environment" in text
+
+
+def test_planted_slowdown_is_flagged(base, tmp_path, capsys):
+    slow = make_compare_fixture(tmp_path / "b", rng_seed=2, step_factor={"loop": 1.3})
+    assert compare.cli([str(base), str(slow), "--out", str(tmp_path / "out")]) == 1
+    _, rows, status, _ = compare.write_compare(base, slow, 0.05, tmp_path / "out")
+    step = flag(rows, "loop", "step_ms_median")
+    assert step["flag"] == "slower" and step["regression"] and step["p"] < 1e-6
+    assert step["ratio"] == pytest.approx(1.3, rel=0.02)
+    assert flag(rows, "loop", "train_samples_per_s")["flag"] == "slower"
+    assert flag(rows, "cudnn", "step_ms_median")["flag"] == "unchanged"
+    assert "SLOWER" in capsys.readouterr().out
+    assert "| loop | Training step time (ms) |" in (tmp_path / "out" / "compare.md").read_text()
+
+
+def test_speedup_is_flagged_but_not_a_regression(base, tmp_path):
+    fast = make_compare_fixture(tmp_path / "b", rng_seed=2, step_factor={"cudnn": 0.7})
+    assert compare.cli([str(base), str(fast)]) == 0
+    _, rows, _, _ = compare.write_compare(base, fast, 0.05)
+    assert flag(rows, "cudnn", "step_ms_median")["flag"] == "faster"
+    assert flag(rows, "cudnn", "train_samples_per_s")["flag"] == "faster"
+
+
+def test_threshold_hides_a_small_significant_change(base, tmp_path):
+    slower = make_compare_fixture(tmp_path / "b", rng_seed=2, step_factor={"loop": 1.03})
+    _, rows, _, _ = compare.write_compare(base, slower, 0.05)
+    step = flag(rows, "loop", "step_ms_median")
+    assert step["p"] < 0.05 and step["flag"] == "unchanged"  # real, but under 5 %
+    assert compare.cli([str(base), str(slower), "--threshold", "2%"]) == 1
+
+
+def test_accuracy_with_few_seeds_uses_threshold_and_says_so(base, tmp_path):
+    worse = make_compare_fixture(tmp_path / "b", rng_seed=2, accuracy_shift={"loop": -0.10})
+    assert compare.cli([str(base), str(worse)]) == 1
+    _, rows, _, _ = compare.write_compare(base, worse, 0.05)
+    acc = flag(rows, "loop", "test_accuracy")
+    assert acc["flag"] == "worse" and "n too small" in acc["note"] and np.isnan(acc["p"])
+
+
+def test_per_seed_metrics_need_significance_with_enough_seeds(tmp_path):
+    seeds = range(6)
+    a = make_compare_fixture(tmp_path / "a", rng_seed=1, seeds=seeds)
+    worse = make_compare_fixture(tmp_path / "b", rng_seed=2, seeds=seeds, accuracy_shift={"loop": -0.10})
+    _, rows, _, _ = compare.write_compare(a, worse, 0.05)
+    acc = flag(rows, "loop", "test_accuracy")
+    assert acc["flag"] == "worse" and acc["p"] < 0.05 and "6 vs 6 seeds" in acc["note"]
+
+
+def test_judge_needs_both_threshold_and_significance():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(10, 5, 6), rng.normal(11, 5, 6)  # 10 % apart on average but buried in noise
+    result, p, note = compare.judge("first_step_s", 10.0, 11.0, a, b, 0.05, from_steps=False)
+    assert result == "unchanged" and p > 0.05 and "not significant" in note
+    assert compare.judge("peak_memory_bytes", 100, 120, [100] * 4, [120] * 4, 0.05, False)[0] == "worse"
+    assert compare.judge("test_accuracy", 0.9, 0.99, [], [], 0.05, False)[0] == "better"
+
+
+def test_config_differences_are_stated(base, tmp_path, capsys):
+    other = make_compare_fixture(tmp_path / "b", rng_seed=2, lr=0.002)
+    assert compare.cli([str(base), str(other)]) == 0
+    assert "config.lr: 0.001 -> 0.002" in capsys.readouterr().out
+    text = (other / "compare.md").read_text()
+    assert "**The configs differ**" in text and "| config.lr | 0.001 | 0.002 |" in text
+    assert text.index("config.lr") < text.index("## Metrics")
+
+
+def test_backend_failing_in_b_is_a_regression(base, tmp_path, capsys):
+    broken = make_compare_fixture(tmp_path / "b", rng_seed=2, statuses={"loop": ("failed", "RuntimeError: boom")})
+    assert compare.cli([str(base), str(broken)]) == 1
+    assert "loop: ok in A, failed in B (RuntimeError: boom) REGRESSION" in capsys.readouterr().out
+    skipped = make_compare_fixture(tmp_path / "c", rng_seed=2, statuses={"loop": ("skipped", "no CUDA")})
+    assert compare.cli([str(base), str(skipped)]) == 0
+    assert "| loop | ok | skipped | no CUDA | no |" in (skipped / "compare.md").read_text()
+
+
+def test_sweep_points_are_matched(tmp_path):
+    a = make_report_fixture(tmp_path / "a")
+    b = make_report_fixture(tmp_path / "b")
+    _, rows, status, diffs = compare.write_compare(a, b, 0.05)
+    assert set(rows["batch_size"]) == {32, 64} and (rows["flag"] == "unchanged").all()
+    assert status.empty and diffs == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{missing}", "{b}"], "no such directory"),
+    (["{empty}", "{b}"], "not a results directory"),
+    (["{b}", "{b}", "--threshold", "five"], "bad --threshold"),
+    (["{b}", "{b}", "--threshold=-1%"], "bad --threshold"),
+    (["{b}"], "required"),
+])
+def test_bad_input_exits_2_with_one_line(base, tmp_path, capsys, args, message):
+    (tmp_path / "empty").mkdir()
+    names = {"missing": tmp_path / "missing", "empty": tmp_path / "empty", "b": base}
+    assert compare.cli([a.format(**names) for a in args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_threshold_parsing():
+    assert compare.parse_threshold("5%") == pytest.approx(0.05)
+    assert compare.parse_threshold("2.5") == pytest.approx(0.025)
+    with pytest.raises(ValueError):
+        compare.parse_threshold("150%")

@@ -1,0 +1,150 @@
+"""The report on small fixture results: files written, numbers and ratios as worked out by hand."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+from results_factory import make_no_baseline_fixture, make_report_fixture  # noqa: E402
+
+from bench import report  # noqa: E402
+from bench.plots import FIXED_COLORS, backend_colors  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    directory = make_report_fixture(tmp_path_factory.mktemp("sweep"))
+    report.write_report(directory)
+    return directory
+
+
+def rows_of(table, **key) -> dict:
+    for column, value in key.items():
+        table = table[table[column] == value]
+    assert len(table) == 1, key
+    return table.iloc[0].to_dict()
+
+
+def test_files_written(sweep_dir):
+    for name in ("report.md", "report.html", "plots/bars.png", "plots/accuracy.png", "plots/curves.png",
+                 "plots/scaling_batch_size.png"):
+        path = sweep_dir / name
+        assert path.is_file() and path.stat().st_size > 0, name
+    assert (sweep_dir / "plots/bars.png").read_bytes().startswith(b"\x89PNG")
+    assert not list(sweep_dir.rglob("*.tmp")), "temporary files left behind"
+    html = (sweep_dir / "report.html").read_text()
+    assert "<table>" in html and "plots/bars.png" in html
+
+
+def test_sweep_axis_detected_from_ok_rows(sweep_dir):
+    # The failed loop run at batch 128 is not a sweep point with results; 32 and 64 are.
+    runs = report.load_results(sweep_dir)["runs"]
+    assert report.sweep_axes(runs) == ["batch_size"]
+
+
+def test_accuracy_table_mean_std_and_ratio(sweep_dir):
+    results = report.load_results(sweep_dir)
+    table = report.metric_table(results["runs"], results["steps"], "test_accuracy")
+    cudnn = rows_of(table, backend="cudnn", batch_size=32)
+    assert cudnn["n"] == 3 and cudnn["mean"] == pytest.approx(0.98) and cudnn["std"] == pytest.approx(0.01)
+    loop = rows_of(table, backend="loop", batch_size=32)
+    assert loop["mean"] == pytest.approx(0.97) and loop["ratio"] == pytest.approx(0.97 / 0.98)
+    gru = rows_of(table, backend="gru", batch_size=64)
+    assert gru["n"] == 1 and np.isnan(gru["std"]) and gru["ratio"] == pytest.approx(0.99 / 0.98)
+    assert "triton" not in set(table["backend"])
+
+
+def test_throughput_ratios_per_sweep_point(sweep_dir):
+    results = report.load_results(sweep_dir)
+    table = report.metric_table(results["runs"], results["steps"], "train_samples_per_s")
+    assert rows_of(table, backend="cudnn", batch_size=64)["mean"] == pytest.approx(2200)
+    assert rows_of(table, backend="cudnn", batch_size=64)["std"] == pytest.approx(200)
+    assert rows_of(table, backend="loop", batch_size=32)["ratio"] == pytest.approx(550 / 1100)
+    assert rows_of(table, backend="gru", batch_size=64)["ratio"] == pytest.approx(3300 / 2200)
+    infer = report.metric_table(results["runs"], results["steps"], "infer_samples_per_s")
+    assert rows_of(infer, backend="loop", batch_size=64)["ratio"] == pytest.approx(8000 / 20000)
+
+
+def test_step_time_pools_every_step(sweep_dir):
+    # cudnn at batch 32: seeds add 0, 1, 2 ms to steps 10..13, so the 12 pooled steps sort to
+    # 10 11 11 12 12 12 13 13 13 14 14 15: median 12.5; linear p10 at rank 1.1 = 11; p90 at 9.9 = 14.
+    results = report.load_results(sweep_dir)
+    table = report.metric_table(results["runs"], results["steps"], "step_ms_median")
+    cudnn = rows_of(table, backend="cudnn", batch_size=32)
+    assert (cudnn["steps"], cudnn["median"], cudnn["p10"], cudnn["p90"]) == (12, 12.5, 11.0, 14.0)
+    # batch 64: 20 22 24 26 per seed -> median 23, p10 20, p90 26; loop is 50 ms flat: ratio 50/23.
+    assert rows_of(table, backend="cudnn", batch_size=64)["median"] == 23.0
+    assert rows_of(table, backend="loop", batch_size=64)["ratio"] == pytest.approx(50 / 23)
+    assert rows_of(table, backend="gru", batch_size=32)["ratio"] == pytest.approx(10 / 12.5)
+
+
+def test_memory_table_says_how_it_was_measured(sweep_dir):
+    results = report.load_results(sweep_dir)
+    table = report.metric_table(results["runs"], results["steps"], "peak_memory_bytes")
+    loop = rows_of(table, backend="loop", batch_size=32)
+    assert loop["mean"] == 150 * 2**20 and loop["ratio"] == pytest.approx(1.5) and loop["method"] == "cpu peak RSS growth"
+    text = (sweep_dir / "report.md").read_text()
+    assert "| loop | 32 | 3 | 150.0 | 0.0 | cpu peak RSS growth | 1.50× |" in text
+
+
+def test_markdown_tables_hold_formatted_numbers(sweep_dir):
+    text = (sweep_dir / "report.md").read_text()
+    assert "| cudnn | 32 | 3 | 98.00 % | 1.00 % | 1.00× |" in text
+    assert "| gru | 64 | 1 | 99.00 % | — | 1.01× |" in text  # one seed: no std
+    assert "| cudnn | 32 | 3 | 12 | 12.500 | 11.000 | 14.000 | 1.00× |" in text
+    assert "| loop | 32 | 3 | 550 | 50 | 0.50× |" in text
+    assert "| loop | 64 | 3 | 0.2000 | 0.0000 | 0.40× |" in text  # first step
+    assert "config.sweep | batch_size: 32, 64, 128" in text
+    assert "torch | 2.3.0" in text
+
+
+def test_skipped_and_failed_rows_listed_with_reasons(sweep_dir):
+    text = (sweep_dir / "report.md").read_text()
+    assert text.count("triton needs a CUDA device; running on cpu") == 6
+    assert "| loop | 0 | 128 | 64 | 28 | 2 | failed | RuntimeError: simulated out of memory |" in text
+    assert "21 runs: 14 ok, 6 skipped, 1 failed" in text
+    assert "| triton | 0 | 6 | 0 |" in text  # backends summary keeps the backend that never ran
+    assert "simulated out of memory" in (sweep_dir / "report.html").read_text()
+
+
+def test_no_baseline_is_stated_and_ratios_empty(tmp_path):
+    directory = make_no_baseline_fixture(tmp_path)
+    path = report.write_report(directory)
+    text = path.read_text()
+    assert "No ratios against the baseline" in text and "cudnn needs CUDA; device is cpu" in text
+    results = report.load_results(directory)
+    table = report.metric_table(results["runs"], results["steps"], "train_samples_per_s")
+    assert table["ratio"].isna().all()
+    # No steps.csv rows: step time falls back to the per-run summary and says so.
+    step = report.metric_table(results["runs"], results["steps"], "step_ms_median").iloc[0]
+    assert (step["source"], step["median"], step["p10"], step["p90"]) == ("runs.csv", 62.5, 60, 70)
+    assert "— (per-run summaries)" in text
+    assert not (directory / "plots/scaling_batch_size.png").exists()
+    assert (directory / "plots/bars.png").is_file()
+
+
+def test_backend_colours_fixed_and_distinct():
+    colors = backend_colors(["gru", "mine", "cudnn", "theirs", "loop"])
+    assert colors["cudnn"] == FIXED_COLORS["cudnn"] and colors["gru"] == FIXED_COLORS["gru"]
+    assert len(set(colors.values())) == 5
+    assert backend_colors(["mine", "theirs"]) == {k: colors[k] for k in ("mine", "theirs")}
+
+
+def test_cli_bad_directory_exits_2(tmp_path, capsys):
+    assert report.cli([str(tmp_path / "missing")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    assert report.cli([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a results directory" in err and "\n" not in err
+
+
+def test_report_never_imports_torch(sweep_dir):
+    code = ("import sys; from bench import report, plots, compare; "
+            f"report.write_report({str(sweep_dir)!r}); "
+            "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'impls'))]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
