@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
@@ -83,7 +84,10 @@ def _save(fig, path: Path) -> Path:
 
 
 def _points(frame: pd.DataFrame, axes: list[str]) -> pd.Series:
-    return frame.apply(lambda r: point_label({a: r[a] for a in axes}), axis=1) if axes else pd.Series("", index=frame.index)
+    """Sweep point labels for tick marks: one axis per line, so several axes still fit under a bar group."""
+    if not axes:
+        return pd.Series("", index=frame.index)
+    return frame.apply(lambda r: "\n".join(point_label({a: r[a]}) for a in axes), axis=1)
 
 
 def _point_order(frame: pd.DataFrame, axes: list[str]) -> list[str]:
@@ -91,11 +95,12 @@ def _point_order(frame: pd.DataFrame, axes: list[str]) -> list[str]:
 
 
 def _plain_log_ticks(axis) -> None:
-    """Log axes labelled 20, 50, 100 rather than 2x10^1; call after plotting (reads the span).
-    Spans under a decade get a label at every integer multiple, or they would show one or none."""
+    """Log axes labelled 0.3, 0.5, 1, 2 rather than 3x10^-1; call after plotting (reads the span).
+    The shorter the span, the more multiples get a label, or a short span would show one or none."""
     low, high = axis.get_view_interval()
-    short = low > 0 and high / low < 10
-    axis.set_major_locator(LogLocator(base=10, subs=range(1, 10) if short else (1, 2, 5)))
+    span = high / low if low > 0 else np.inf
+    subs = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9) if span < 3 else (1, 2, 3, 5) if span < 30 else (1, 2, 5)
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.6g}"))
     axis.set_minor_formatter(NullFormatter())
 
@@ -118,7 +123,7 @@ def _bars(ok, samples, axes, order, colors):
             title += "\nbar: median of all timed steps; whiskers: p10 to p90"
         else:
             data, y, est, err = ok.assign(y=ok[column] * scale), "y", "mean", "sd"
-            title += "\nbar: mean over seeds; whiskers: ±1 sd"
+            title += "\nbar: mean over seeds; whiskers: ±1 sd (none with one seed)"
         if column == "peak_memory_bytes":
             methods = sorted(set(ok["memory_method"].dropna().astype(str)))
             title += "\n" + textwrap.shorten("measured as: " + "; ".join(methods), 70)
@@ -126,8 +131,6 @@ def _bars(ok, samples, axes, order, colors):
                     estimator=est, errorbar=err, capsize=0.15, err_kws={"linewidth": 1.2}, legend=False, ax=ax)
         ax.set(title=title, ylabel=ylabel, xlabel=" / ".join(axes) if axes else "")
         ax.title.set_fontsize(10)
-        if axes:
-            ax.tick_params(axis="x", labelrotation=20)
     fig.suptitle("Per backend" + (" and sweep point" if axes else ""), fontsize=13)
     _legend(fig, order, colors)
     fig.tight_layout()
@@ -137,7 +140,7 @@ def _bars(ok, samples, axes, order, colors):
 def _accuracy(ok, axes, order, colors):
     """Points, not bars: accuracies sit near 1, where bars from 0 would hide every difference."""
     has_sweep = bool(axes)
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(order) * (ok["point"].nunique() if has_sweep else 1)), 4.5))
+    fig, ax = plt.subplots(figsize=(min(14, max(6, 1.2 * len(order) * ok["point"].nunique())), 4.5))
     data = ok.assign(acc=100 * ok["test_accuracy"])
     x = "point" if has_sweep else "backend"
     x_order = _point_order(ok, axes) if has_sweep else order
@@ -148,7 +151,7 @@ def _accuracy(ok, axes, order, colors):
                   dodge=0.8 - 0.8 / len(order) if has_sweep else False, errorbar="sd", capsize=0.06,
                   err_kws={"linewidth": 1.5}, linestyle="none", markers="D", legend=False, ax=ax)
     ax.set(title="Test accuracy on 10,000 images (higher is better)\n"
-                 "diamond: mean over seeds, whiskers: ±1 sd; dots: single seeds",
+                 "diamond: mean over seeds, whiskers: ±1 sd (none with one seed); dots: single seeds",
            ylabel="test accuracy (%)", xlabel="")
     ax.title.set_fontsize(10)
     _legend(fig, order, colors)
@@ -176,7 +179,7 @@ def _curves(curves, axes, order, colors):
         by_step = data.groupby(["backend", "step"], as_index=False)[["elapsed_s", "loss"]].mean()
         sns.lineplot(data=by_step, x="elapsed_s", y="loss", hue="backend", hue_order=hues, palette=colors,
                      estimator=None, legend=False, ax=row[1])
-        where = f" ({point})" if point else ""
+        where = f" ({point.replace(chr(10), ', ')})" if point else ""
         row[0].set(title=f"Training loss by step{where}\nline: mean over seeds, band: ±1 sd",
                    xlabel="optimizer step", ylabel="training loss (log scale)", yscale="log")
         row[1].set(title=f"Training loss by wall time{where}\nmean over seeds",
@@ -215,7 +218,13 @@ def _scaling(ok, axis, others, order, colors):
         _plain_log_ticks(ax.yaxis)
         ax.set(title=f"{title} against {axis} (log-log)", xlabel=axis, ylabel=f"{ylabel} (log scale)")
         ax.title.set_fontsize(10)
-    fig.suptitle(f"Scaling with {axis}: mean over seeds, whiskers ±1 sd", fontsize=13)
+    if others:  # seaborn's legend repeats the backends and sits on the data; keep only the styles, outside
+        handles, labels = grid.flat[-1].get_legend_handles_labels()
+        start = labels.index("other") + 1
+        grid.flat[-1].get_legend().remove()
+        fig.legend(handles[start:], labels[start:], title="line style", loc="upper left",
+                   bbox_to_anchor=(1.0, 0.6), frameon=False)
+    fig.suptitle(f"Scaling with {axis}: mean over seeds, whiskers ±1 sd (none with one seed)", fontsize=13)
     _legend(fig, order, colors, marker="o")
     fig.tight_layout()
     return fig
