@@ -1,0 +1,113 @@
+"""Every backend, side by side: the inference forward pass and a full training step, per shape.
+
+One pytest-benchmark group per (shape, pass), so a run prints one table per shape for each pass
+with the backends as rows. Backends not available here are skipped with the registry's reason.
+Under plain `pytest` each function runs once (smoke mode, see conftest.py); `make bench-ci` times them.
+Set LSTM_BENCH_DEVICE=cpu to benchmark the CPU on a CUDA machine.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+import pytest
+import torch
+from torch import nn
+
+import impls
+from bench.model import RowClassifier
+
+NUM_CLASSES = 10
+DTYPE = torch.float32
+DEVICE = torch.device(os.environ.get("LSTM_BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+@dataclass(frozen=True)
+class Shape:
+    batch: int
+    steps: int
+    input_size: int
+    hidden_size: int
+    num_layers: int
+
+
+SHAPES = {
+    "mnist-b50-h64": Shape(batch=50, steps=28, input_size=28, hidden_size=64, num_layers=2),   # the default config
+    "large-b256-h128": Shape(batch=256, steps=28, input_size=28, hidden_size=128, num_layers=2),
+}
+CASES = [pytest.param(shape, backend, id=f"{shape}-{backend}") for shape in SHAPES for backend in impls.names()]
+# Each test makes one untimed warm-up call itself; cap pytest-benchmark's warm-up (--benchmark-warmup=on)
+# at two more calls instead of as many as the timed rounds, which doubled a slow case's run time.
+WARMUP = pytest.mark.benchmark(warmup_iterations=2)
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
+def _setup(benchmark, shape_name: str, backend: str, kind: str):
+    """Model, images and labels for one case (fixed seeds); skips unavailable backends."""
+    availability = impls.availability(backend, DEVICE, purpose="bench")
+    if not availability.ok:
+        pytest.skip(f"{backend} on {DEVICE.type}: {availability.reason}")
+    shape = SHAPES[shape_name]
+    benchmark.group = f"{shape_name} {kind}"
+    benchmark.extra_info.update(backend=backend, family=impls.spec(backend).family, shape=shape_name,
+                                **asdict(shape), device=str(DEVICE), dtype=str(DTYPE).removeprefix("torch."),
+                                impl=availability.reason, **{"pass": kind})
+    with torch.random.fork_rng(devices=[DEVICE] if DEVICE.type == "cuda" else []):
+        torch.manual_seed(0)
+        rnn = impls.build(backend, shape.input_size, shape.hidden_size, shape.num_layers, batch_first=True)
+        model = RowClassifier(rnn, shape.hidden_size, NUM_CLASSES).to(device=DEVICE, dtype=DTYPE)
+        images = torch.randn(shape.batch, shape.steps, shape.input_size, device=DEVICE, dtype=DTYPE)
+        labels = torch.randint(0, NUM_CLASSES, (shape.batch,), device=DEVICE)
+    return shape, model, images, labels
+
+
+@WARMUP
+@pytest.mark.parametrize(("shape_name", "backend"), CASES)
+def test_forward_nograd(benchmark, shape_name, backend):
+    """Inference: model(images) under torch.no_grad(), synchronized on CUDA."""
+    shape, model, images, _ = _setup(benchmark, shape_name, backend, "forward-nograd")
+    model.eval()
+
+    def forward() -> torch.Tensor:
+        with torch.no_grad():
+            logits = model(images)
+        _sync()
+        return logits
+
+    if benchmark.enabled:
+        forward()   # lazy init / kernel compilation stays out of the timings
+    logits = benchmark(forward)
+    assert logits.shape == (shape.batch, NUM_CLASSES)
+    assert not logits.requires_grad
+    assert torch.isfinite(logits).all()
+
+
+@WARMUP
+@pytest.mark.parametrize(("shape_name", "backend"), CASES)
+def test_train_step(benchmark, shape_name, backend):
+    """One optimizer step: forward, cross-entropy, backward, Adam step, zero_grad; synchronized on CUDA."""
+    _, model, images, labels = _setup(benchmark, shape_name, backend, "train-step")
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in model.parameters()]
+
+    def train_step() -> torch.Tensor:
+        loss = loss_fn(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _sync()
+        return loss.detach()
+
+    if benchmark.enabled:
+        train_step()   # Adam's state and lazy init are created here, not in the timed rounds
+    loss = benchmark(train_step)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    after = list(model.parameters())
+    assert all(p.grad is None for p in after), "zero_grad(set_to_none=True) left gradients behind"
+    assert all(not torch.equal(b, a.detach()) for b, a in zip(before, after)), "a parameter was not updated"
