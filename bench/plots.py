@@ -99,7 +99,7 @@ def _plain_log_ticks(axis) -> None:
     The shorter the span, the more multiples get a label, or a short span would show one or none."""
     low, high = axis.get_view_interval()
     span = high / low if low > 0 else np.inf
-    subs = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9) if span < 3 else (1, 2, 3, 5) if span < 30 else (1, 2, 5)
+    subs = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9) if span < 4 else (1, 2, 3, 5, 7) if span < 30 else (1, 2, 5)
     axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.6g}"))
     axis.set_minor_formatter(NullFormatter())
@@ -130,6 +130,7 @@ def _bars(ok, samples, axes, order, colors):
         sns.barplot(data=data, x=x, y=y, hue="backend", order=x_order, hue_order=order, palette=colors,
                     estimator=est, errorbar=err, capsize=0.15, err_kws={"linewidth": 1.2}, legend=False, ax=ax)
         ax.set(title=title, ylabel=ylabel, xlabel=" / ".join(axes) if axes else "")
+        ax.set_ylim(bottom=0)  # all four are non-negative; a noisy sd whisker must not suggest otherwise
         ax.title.set_fontsize(10)
     fig.suptitle("Per backend" + (" and sweep point" if axes else ""), fontsize=13)
     _legend(fig, order, colors)
@@ -170,15 +171,18 @@ def _curves(curves, axes, order, colors):
     """Loss against step (mean +-1 sd band over seeds) and against wall time (mean over seeds:
     seeds log at the same steps but not the same seconds, so time is averaged per step too)."""
     points = _point_order(curves, axes)
+    # Backends that compute the same thing (cudnn and loop from one seed) trace the same curve;
+    # earlier backends are drawn wider so a line hidden under another still shows at its edges.
+    widths = {b: max(1.2, 3.5 - 0.8 * i) for i, b in enumerate(order)}
     fig, grid = plt.subplots(len(points), 2, figsize=(12, 3.6 * len(points)), squeeze=False)
     for row, point in zip(grid, points):
         data = curves[curves["point"] == point]
         hues = [b for b in order if b in set(data["backend"])]
         sns.lineplot(data=data, x="step", y="loss", hue="backend", hue_order=hues, palette=colors,
-                     errorbar="sd", legend=False, ax=row[0])
+                     size="backend", sizes=widths, errorbar="sd", legend=False, ax=row[0])
         by_step = data.groupby(["backend", "step"], as_index=False)[["elapsed_s", "loss"]].mean()
         sns.lineplot(data=by_step, x="elapsed_s", y="loss", hue="backend", hue_order=hues, palette=colors,
-                     estimator=None, legend=False, ax=row[1])
+                     size="backend", sizes=widths, estimator=None, legend=False, ax=row[1])
         where = f" ({point.replace(chr(10), ', ')})" if point else ""
         row[0].set(title=f"Training loss by step{where}\nline: mean over seeds, band: ±1 sd",
                    xlabel="optimizer step", ylabel="training loss (log scale)", yscale="log")
