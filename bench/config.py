@@ -31,6 +31,7 @@ class Config:
     eval_batch_size: int = 1000            # test-set batch; evaluation is timed separately from training
     curve_every: int = 10                  # record the training loss every N steps
     threads: int | None = None             # torch CPU threads; None = torch's default
+    isolate: bool = True                   # each run in a fresh process: clean memory figures, crashes become rows
     data_root: str | None = None           # MNIST cache; None = $LSTM_BENCH_DATA or ./data
     sweep: dict = field(default_factory=dict)  # axis -> values, e.g. {"batch_size": [32, 128]}
 
@@ -52,6 +53,8 @@ class Config:
                 raise ValueError(f"config: {key} must be a positive integer or unset, got {value!r}")
         if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"config: warmup_steps must be a non-negative integer, got {self.warmup_steps!r}")
+        if not isinstance(self.isolate, bool):
+            raise ValueError(f"config: isolate must be true or false, got {self.isolate!r}")
         if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) or not self.lr > 0:
             raise ValueError(f"config: lr must be a positive number, got {self.lr!r}")
         if MNIST_PIXELS % self.seq_len:

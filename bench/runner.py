@@ -21,6 +21,7 @@ import impls
 from bench import config as config_mod
 from bench import envinfo, storage
 from bench.config import Config
+from bench.isolate import WorkerDied, WorkerError, call_in_subprocess
 from bench.schema import ENV_FILE, KEY_COLUMNS, RUNS_FILE
 
 RESULTS_ROOT = Path(__file__).resolve().parent.parent / "results" / "runs"
@@ -72,7 +73,7 @@ def base_row(backend: str, seed: int, config: Config, device: torch.device) -> d
 
 
 def one_line(error: BaseException) -> str:
-    text = f"{type(error).__name__}: {error}".strip()
+    text = str(error) if isinstance(error, WorkerError) else f"{type(error).__name__}: {error}".strip()
     return text.splitlines()[0][:500] if text else type(error).__name__
 
 
@@ -93,11 +94,14 @@ def execute(config: Config, out_dir: Path, device: torch.device, data, log=print
             row.update(status="skipped", error=available.reason)
         else:
             try:
-                result = train_and_measure(point, backend, seed, data, device)
+                if point.isolate:
+                    result = call_in_subprocess(train_and_measure, point, backend, seed, data, device)
+                else:
+                    result = train_and_measure(point, backend, seed, data, device)
                 row.update(status="ok", **result.metrics)
             except Exception as error:  # one backend's failure must not end the others' runs
                 row.update(status="failed", error=one_line(error))
-                if log is print:
+                if log is print and not isinstance(error, (WorkerError, WorkerDied)):  # a worker prints its own
                     traceback.print_exc(file=sys.stderr)
             finally:
                 if device.type == "cuda":
@@ -140,6 +144,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, dest="warmup_steps")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--data-root", dest="data_root")
+    parser.add_argument("--no-isolate", dest="isolate", action="store_const", const=False,
+                        help="run every backend in this process (faster start; memory figures less clean)")
     parser.add_argument("--sweep", action="append", default=[], metavar="AXIS=V1,V2",
                         help="sweep an axis (batch_size, hidden_size, seq_len, num_layers); repeatable")
     parser.add_argument("--config", help="TOML or YAML file with config keys")
@@ -151,7 +157,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 CLI_KEYS = ("backends", "epochs", "batch_size", "hidden_size", "num_layers", "seq_len", "lr", "seeds", "device",
-            "dtype", "train_limit", "warmup_steps", "threads", "data_root")
+            "dtype", "train_limit", "warmup_steps", "threads", "data_root", "isolate")
 
 
 def parse_sweep(items: list[str]) -> dict:
@@ -221,8 +227,6 @@ def cli(argv: list[str]) -> int:
     except (UsageError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if config.threads:
-        torch.set_num_threads(config.threads)
     from bench.data import load_mnist
     data = load_mnist(config.data_root)
     write_env(out_dir, config, device)

@@ -44,8 +44,10 @@ def train_and_measure(config: Config, backend: str, seed: int, data: Mnist, devi
                       progress: bool | None = None) -> RunResult:
     run_started = time.perf_counter()
     dtype = DTYPES[config.dtype]
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    warm_up_process(device)  # before seeding: it draws random numbers, and only in a process's first run
     torch.manual_seed(seed)
-    warm_up_process(device)
     loader = BatchLoader(data.train_images, data.train_labels, batch_size=config.batch_size,
                          seq_len=config.seq_len, device=device, dtype=dtype, shuffle=True, seed=seed,
                          limit=config.train_limit)

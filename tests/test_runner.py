@@ -40,7 +40,8 @@ class NaNLSTM(torch.nn.LSTM):
 @pytest.fixture
 def tiny():
     return from_dict(dict(backends=("cudnn", "loop", "triton", "gru"), train_limit=200, batch_size=50,
-                          hidden_size=8, warmup_steps=1, eval_batch_size=100, curve_every=2, device="cpu"))
+                          hidden_size=8, warmup_steps=1, eval_batch_size=100, curve_every=2, device="cpu",
+                          isolate=False))
 
 
 @pytest.fixture
@@ -88,11 +89,22 @@ def test_same_seed_same_curve(tmp_path, tiny, data):
 
 def test_the_model_learns(tmp_path, data):
     config = from_dict(dict(backends=("cudnn",), hidden_size=16, batch_size=20, epochs=4, lr=1e-2, warmup_steps=1,
-                            eval_batch_size=100, device="cpu"))
+                            eval_batch_size=100, device="cpu", isolate=False))
     runner.execute(config, tmp_path, torch.device("cpu"), data, log=lambda _: None)
     runs, curves = storage.load_runs(tmp_path), storage.load_curves(tmp_path)
     assert runs.test_accuracy.item() > 0.5
     assert curves.loss.iloc[-1] < curves.loss.iloc[0]
+
+
+def test_isolated_runs_match_in_process_runs(tmp_path, tiny, data):
+    """A run in a worker process trains the same model: same seed, same curve; its memory starts clean."""
+    config = tiny.replace(backends=("loop",))
+    runner.execute(config, tmp_path / "here", torch.device("cpu"), data, log=lambda _: None)
+    runner.execute(config.replace(isolate=True), tmp_path / "worker", torch.device("cpu"), data, log=lambda _: None)
+    here, worker = storage.load_runs(tmp_path / "here"), storage.load_runs(tmp_path / "worker")
+    assert worker.status.item() == "ok" and worker.peak_memory_bytes.item() > 0
+    assert here.test_accuracy.item() == worker.test_accuracy.item()
+    assert storage.load_curves(tmp_path / "here").loss.tolist() == storage.load_curves(tmp_path / "worker").loss.tolist()
 
 
 def test_failures_become_rows_and_the_others_finish(tmp_path, tiny, data, monkeypatch):

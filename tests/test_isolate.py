@@ -1,0 +1,45 @@
+"""Worker processes: results come back, exceptions become messages, a dead worker becomes an error."""
+import os
+import signal
+
+import pytest
+import torch
+
+from bench.isolate import WorkerDied, WorkerError, call_in_subprocess
+
+
+def add_and_report_pid(tensor, offset):
+    # Results travel back as plain data: a tensor would live in the worker's shared memory, gone with it.
+    return (tensor + offset).tolist(), os.getpid()
+
+
+def raise_value_error():
+    raise ValueError("expected 3 layers\nand a second line")
+
+
+def die_by_signal():
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def exit_quietly():
+    os._exit(3)
+
+
+def test_result_comes_back_from_another_process():
+    result, pid = call_in_subprocess(add_and_report_pid, torch.arange(4), 10)
+    assert result == [10, 11, 12, 13] and pid != os.getpid()
+
+
+def test_an_exception_becomes_a_one_line_message():
+    with pytest.raises(WorkerError, match=r"^ValueError: expected 3 layers$"):
+        call_in_subprocess(raise_value_error)
+
+
+def test_a_crash_becomes_an_error_naming_the_signal():
+    with pytest.raises(WorkerDied, match=r"died without a result \(killed by SIGSEGV\)"):
+        call_in_subprocess(die_by_signal)
+
+
+def test_an_early_exit_becomes_an_error_naming_the_code():
+    with pytest.raises(WorkerDied, match=r"exit code 3"):
+        call_in_subprocess(exit_quietly)
