@@ -37,7 +37,8 @@ import pandas as pd
 from scipy.stats import mannwhitneyu
 
 from bench.config import SWEEP_AXES
-from bench.report import (OneLineParser, ResultsError, TITLES, _fmt_setting, backend_order,
+from bench.cliargs import OneLineParser, parse
+from bench.report import (ResultsError, TITLES, _fmt_setting, backend_order,
                           fmt_value, load_results, metric_table, ok_runs, point_label, step_samples, sweep_axes,
                           unit_label)
 from bench.schema import METRICS
@@ -211,9 +212,9 @@ def to_markdown(a: dict, b: dict, rows: pd.DataFrame, status: pd.DataFrame, diff
                            [[_where(r, axes), r["a"], r["b"], r["reason"] or "—", "yes" if r["regression"] else "no"]
                             for _, r in status.iterrows()])
     lines += ["", "## Metrics", "",
-              f"B/A above 1 means B is larger: better for throughput and accuracy, worse for time and memory. "
-              f"Step time is the median of all timed steps; the rest are means over seeds. Memory in MiB. "
-              f"Regressions are in capitals.", ""]
+              "B/A above 1 means B is larger: better for throughput and accuracy, worse for time and memory. "
+              "Step time is the median of all timed steps; the rest are means over seeds. Memory in MiB. "
+              "Regressions are in capitals.", ""]
     lines += _md_table(HEADER, summary_lines(rows, axes)) if len(rows) else ["No backend is ok in both."]
     return "\n".join(lines) + "\n"
 
@@ -250,10 +251,9 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("dir_b", help="results directory to judge")
     parser.add_argument("--threshold", default="5%", help="smallest relative change to flag, e.g. 5%% (default)")
     parser.add_argument("--out", help="where to write compare.md (default: DIR_B)")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as stop:  # --help or bad arguments: return the code, as cli() promises
-        return int(stop.code or 0)
+    args = parse(parser, argv)
+    if isinstance(args, int):
+        return args
     try:
         threshold = parse_threshold(args.threshold)
         path, rows, status, diffs = write_compare(args.dir_a, args.dir_b, threshold, args.out)

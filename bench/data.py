@@ -14,7 +14,6 @@ and fetched once more, then we stop with a line naming the file and both hashes.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gzip
 import hashlib
@@ -38,6 +37,7 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
+from bench.cliargs import OneLineParser, parse
 from bench.storage import atomic_write_bytes
 
 
@@ -474,25 +474,12 @@ class BatchLoader:
 # CLI
 
 
-class _BadInput(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:   # argparse's usage dump becomes one line
-        raise _BadInput(message)
-
-
 def cli(argv: list[str]) -> int:
-    parser = _Parser(prog="python -m bench data", description="Fetch MNIST into ROOT/MNIST/raw and verify it.")
+    parser = OneLineParser(prog="bench data", description="Fetch MNIST into ROOT/MNIST/raw and verify it.")
     parser.add_argument("--root", help=f"data root (default: ${ENV_ROOT}, else {DEFAULT_ROOT})")
-    try:
-        args = parser.parse_args(argv)
-    except _BadInput as error:
-        print(f"error: bench data: {error}", file=sys.stderr)
-        return 2
-    except SystemExit as done:   # --help
-        return int(done.code or 0)
+    args = parse(parser, argv)
+    if isinstance(args, int):
+        return args
     if args.root is not None and not args.root.strip():
         print("error: bench data: --root expects a directory path, got an empty string", file=sys.stderr)
         return 2

@@ -12,7 +12,6 @@ asked to (--benchmark-only, --benchmark-enable, or a request to save/export resu
 """
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import subprocess
@@ -21,6 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
+
+from bench.cliargs import OneLineParser, parse
 
 DEFAULT_COLUMNS = "min,median,iqr,ops,rounds"
 RUN_FILE = re.compile(r"^(\d{4})_.*\.json$")   # pytest-benchmark saves runs as NNNN_<name>.json
@@ -153,14 +154,16 @@ def compare_command(storage: str | Path, runs: list[SavedRun], columns: str | No
 
 
 def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench bench-compare",
+    parser = OneLineParser(prog="bench bench-compare",
                                      description="Compare the newest saved pytest-benchmark run with a baseline.")
     parser.add_argument("--storage", required=True, help="pytest-benchmark storage folder (e.g. results/ci)")
     parser.add_argument("--baseline", required=True, help="saved run id (0001), file-name prefix, or JSON path")
     parser.add_argument("--columns", default=None, help=f"table columns (default: {DEFAULT_COLUMNS})")
     parser.add_argument("--group-by", default=None,
                         help="pytest-benchmark grouping (default: group, i.e. one table per shape and pass)")
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
+    if isinstance(args, int):
+        return args
     try:
         base, newest = pick_runs(args.storage, args.baseline)
     except MicrobenchError as error:

@@ -152,7 +152,7 @@ def _accuracy(ok, axes, order, colors):
                   dodge=0.8 - 0.8 / len(order) if has_sweep else False, errorbar="sd", capsize=0.06,
                   err_kws={"linewidth": 1.5}, linestyle="none", markers="D", legend=False, ax=ax)
     ax.set(title="Test accuracy on 10,000 images (higher is better)\n"
-                 "diamond: mean over seeds, whiskers: ±1 sd (none with one seed); dots: single seeds",
+                 "diamond: mean over seeds, whiskers: ±1 sd (none with one seed)\ndots: single seeds",
            ylabel="test accuracy (%)", xlabel="")
     ax.title.set_fontsize(10)
     _legend(fig, order, colors)

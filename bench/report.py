@@ -13,7 +13,6 @@ Markdown converter.
 """
 from __future__ import annotations
 
-import argparse
 import html
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.cliargs import OneLineParser, parse
 from bench.config import SWEEP_AXES
 from bench.schema import METRICS, RUNS_FILE
 from bench.storage import atomic_write_text, load_curves, load_env, load_runs, load_steps
@@ -402,21 +402,12 @@ def write_report(directory: str | Path) -> Path:
     return markdown_path
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """Bad arguments exit 2 with one clear line, like every other bad input."""
-
-    def error(self, message: str):
-        print(f"error: {self.prog}: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def cli(argv: list[str]) -> int:
     parser = OneLineParser(prog="bench report", description="Write report.md, report.html and plots/ into DIR.")
     parser.add_argument("directory", help="a results directory written by `python -m bench run`")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as stop:  # --help or bad arguments: return the code, as cli() promises
-        return int(stop.code or 0)
+    args = parse(parser, argv)
+    if isinstance(args, int):
+        return args
     try:
         path = write_report(args.directory)
     except ResultsError as error:

@@ -20,15 +20,12 @@ import torch
 import impls
 from bench import config as config_mod
 from bench import envinfo, storage
+from bench.cliargs import OneLineParser, UsageError
 from bench.config import Config
 from bench.isolate import WorkerDied, WorkerError, call_in_subprocess
-from bench.schema import ENV_FILE, KEY_COLUMNS, RUNS_FILE
+from bench.schema import ENV_FILE, RUNS_FILE
 
 RESULTS_ROOT = Path(__file__).resolve().parent.parent / "results" / "runs"
-
-
-class UsageError(ValueError):
-    """Bad input from the user: reported as one line, exit code 2."""
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -123,13 +120,8 @@ def summary_line(row: dict) -> str:
             f"mem {row['peak_memory_bytes'] / 2**20:.1f} MiB  first step {row['first_step_s']:.2f} s")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not argparse's usage block
-        raise UsageError(message)
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = _Parser(prog="python -m bench run", description="Train backends on row-by-row MNIST and record results.")
+    parser = OneLineParser(prog="bench run", description="Train backends on row-by-row MNIST and record results.")
     parser.add_argument("--backends", help=f"comma-separated, from: {','.join(impls.names())}")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int, dest="batch_size")
