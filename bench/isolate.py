@@ -7,6 +7,8 @@ reuses what earlier runs freed, and later runs show no growth at all.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 import traceback
@@ -43,14 +45,31 @@ def _worker(connection, function, args) -> None:
         connection.close()
 
 
-def call_in_subprocess(function, *args):
+@contextlib.contextmanager
+def _environment(env: dict[str, str]):
+    """Sets variables for the worker to inherit at start, then restores this process's own."""
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def call_in_subprocess(function, *args, env: dict[str, str] | None = None):
     """function(*args) in a spawned process (CUDA-safe). `function` must be importable by name; tensor
     arguments travel through shared memory, but the result should be plain data, since tensors made
-    in the worker vanish with it."""
+    in the worker vanish with it. `env` adds variables the worker starts with (read at its start-up,
+    like the C allocator's)."""
     context = mp.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(target=_worker, args=(sender, function, args), daemon=True)
-    process.start()
+    with _environment(env or {}):
+        process.start()
     sender.close()  # so that recv() sees EOF if the worker dies
     try:
         status, payload = receiver.recv()

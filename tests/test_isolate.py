@@ -43,3 +43,13 @@ def test_a_crash_becomes_an_error_naming_the_signal():
 def test_an_early_exit_becomes_an_error_naming_the_code():
     with pytest.raises(WorkerDied, match=r"exit code 3"):
         call_in_subprocess(exit_quietly)
+
+
+def read_variable(name):
+    return os.environ.get(name)
+
+
+def test_the_worker_starts_with_the_given_environment_and_ours_is_restored(monkeypatch):
+    monkeypatch.delenv("LSTM_BENCH_PROBE", raising=False)
+    assert call_in_subprocess(read_variable, "LSTM_BENCH_PROBE", env={"LSTM_BENCH_PROBE": "42"}) == "42"
+    assert "LSTM_BENCH_PROBE" not in os.environ

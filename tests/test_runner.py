@@ -202,6 +202,7 @@ def test_cli_on_real_mnist(tmp_path, capsys):
     assert runs.set_index("backend").status.to_dict() == {"cudnn": "ok", "triton": "skipped", "gru": "ok"}
     env = storage.load_env(out)
     assert env["config"]["hidden_size"] == 16 and env["torch"] == torch.__version__ and env["git_commit"]
+    assert env["allocator_env"] == runner.worker_env()  # what the workers were started with
     assert runner.cli(["--resume", str(out)]) == 0
     assert len(storage.load_runs(out)) == 3
     assert "resumed" in storage.load_env(out)
