@@ -12,14 +12,18 @@ Which samples:
     Throughput is batch / step time, so the two share one test. Steps within a run are not fully
     independent (thermal state, other processes), so with thousands of steps tiny shifts come out
     "significant"; the threshold is what keeps those from being flagged.
-  * accuracy, inference throughput, peak memory, first-step time: one value per seed. The test
-    runs only when both sides have at least MIN_SEEDS = 4 seeds: with 3 vs 3 the smallest possible
-    two-sided p of the exact test is 0.1, so it could never pass and would silently hide real
-    changes. With fewer seeds the flag rests on the threshold alone, and the row says
-    "n too small". (Step-based metrics fall back to this too if a side has no steps.csv rows.)
+  * accuracy: every test image is a sample (10,000 per seed), so a two-proportion z-test on the
+    correct counts, seeds pooled. (The images are the same across seeds, so pooling overstates
+    independence a little; the threshold guards against that.)
+  * inference throughput, peak memory, first-step time: one value per seed. Mann-Whitney U when
+    both sides have at least MIN_SEEDS = 4 seeds (with 3 vs 3 its smallest possible p is 0.1, so
+    it could never pass); Welch's t-test with 2 or 3 seeds a side. With a single seed on a side no
+    test is possible: a change beyond the threshold is flagged "inconclusive", which is shown but
+    is not a regression, and the row says why. Step-based metrics fall back to these rules if a
+    side has no steps.csv rows.
 
-Flags: faster / slower for time and throughput, better / worse for accuracy and memory, else
-unchanged. Regressions are "slower", "worse", and a backend that was ok in A but failed in B
+Flags: faster / slower for time and throughput, better / worse for accuracy and memory,
+inconclusive, else unchanged. Regressions are "slower", "worse", and a backend that was ok in A but failed in B
 (a newly skipped backend is shown but not a regression: skipping is a property of the machine).
 
 Rows are matched on backend plus the axes that vary in either directory; axes that hold one
@@ -34,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import mannwhitneyu
+from scipy.stats import mannwhitneyu, norm, ttest_ind
 
 from bench.config import SWEEP_AXES
 from bench.cliargs import OneLineParser, parse
@@ -46,6 +50,7 @@ from bench.storage import atomic_write_text
 
 ALPHA = 0.05
 MIN_SEEDS = 4
+TEST_IMAGES = 10_000  # accuracy is measured on the whole MNIST test set
 STEP_METRICS = ("step_ms_median", "train_samples_per_s")
 BETTER_WORSE = ("test_accuracy", "peak_memory_bytes")  # not about speed, so not "faster"
 IGNORED_ENV = ("timestamp",)  # always differs; shown, but not as a difference
@@ -69,23 +74,37 @@ def judge(metric: str, a: float, b: float, samples_a, samples_b, threshold: floa
         return "unchanged", np.nan, "no value to compare"
     beyond = abs(b / a - 1) > threshold
     samples_a, samples_b = np.asarray(samples_a, float), np.asarray(samples_b, float)
-    p, note = np.nan, ""
-    enough = len(samples_a) > 0 and len(samples_b) > 0 if from_steps else min(len(samples_a), len(samples_b)) >= MIN_SEEDS
-    if enough:
-        p = mannwhitneyu(samples_a, samples_b, alternative="two-sided").pvalue
-        what = "steps" if from_steps else "seeds"
-        note = f"Mann-Whitney U on {len(samples_a)} vs {len(samples_b)} {what}"
-        significant = p < ALPHA
-        if beyond and not significant:
-            note += ": beyond threshold but not significant"
-    else:
-        note = f"n too small for a test ({len(samples_a)} vs {len(samples_b)} seeds, need {MIN_SEEDS}): threshold only"
-        significant = True
-    if not (beyond and significant):
+    p, note = significance(metric, a, b, samples_a, samples_b, from_steps)
+    if np.isnan(p):
+        return ("inconclusive" if beyond else "unchanged"), p, note
+    if beyond and p >= ALPHA:
+        note += ": beyond threshold but not significant"
+    if not (beyond and p < ALPHA):
         return "unchanged", p, note
     improved = (b > a) == higher_better
     words = ("better", "worse") if metric in BETTER_WORSE else ("faster", "slower")
     return words[0] if improved else words[1], p, note
+
+
+def significance(metric: str, a: float, b: float, samples_a: np.ndarray, samples_b: np.ndarray,
+                 from_steps: bool) -> tuple[float, str]:
+    """(two-sided p, or NaN when no test is possible; which test)."""
+    n_a, n_b = len(samples_a), len(samples_b)
+    what = "steps" if from_steps else "seeds"
+    if metric == "test_accuracy":
+        images_a, images_b = max(n_a, 1) * TEST_IMAGES, max(n_b, 1) * TEST_IMAGES
+        pooled = (a * images_a + b * images_b) / (images_a + images_b)
+        spread = np.sqrt(pooled * (1 - pooled) * (1 / images_a + 1 / images_b))
+        p = 1.0 if spread == 0 else 2 * norm.sf(abs(a - b) / spread)
+        return p, f"two-proportion z-test on {images_a:,} vs {images_b:,} test images"
+    if (from_steps and n_a and n_b) or min(n_a, n_b) >= MIN_SEEDS:
+        return mannwhitneyu(samples_a, samples_b, alternative="two-sided").pvalue, \
+            f"Mann-Whitney U on {n_a} vs {n_b} {what}"
+    if min(n_a, n_b) >= 2:
+        if np.ptp(samples_a) == 0 and np.ptp(samples_b) == 0:  # no spread: any difference is certain
+            return float(samples_a[0] == samples_b[0]), f"constant over {n_a} vs {n_b} {what}"
+        return ttest_ind(samples_a, samples_b, equal_var=False).pvalue, f"Welch's t-test on {n_a} vs {n_b} {what}"
+    return np.nan, f"no test possible with {n_a} vs {n_b} {what}: run more seeds"
 
 
 def _samples(results: dict, metric: str, axes: list[str], key: dict, use_steps: bool) -> np.ndarray:

@@ -62,21 +62,35 @@ def test_threshold_hides_a_small_significant_change(base, tmp_path):
     assert compare.cli([str(base), str(slower), "--threshold", "2%"]) == 1
 
 
-def test_accuracy_with_few_seeds_uses_threshold_and_says_so(base, tmp_path):
+def test_accuracy_is_tested_over_the_test_images(base, tmp_path):
     worse = make_compare_fixture(tmp_path / "b", rng_seed=2, accuracy_shift={"loop": -0.10})
     assert compare.cli([str(base), str(worse)]) == 1
     _, rows, _, _ = compare.write_compare(base, worse, 0.05)
     acc = flag(rows, "loop", "test_accuracy")
-    assert acc["flag"] == "worse" and "n too small" in acc["note"] and np.isnan(acc["p"])
+    assert acc["flag"] == "worse" and acc["p"] < 1e-6 and "z-test on 30,000 vs 30,000 test images" in acc["note"]
+    assert flag(rows, "cudnn", "test_accuracy")["flag"] == "unchanged"
 
 
-def test_per_seed_metrics_need_significance_with_enough_seeds(tmp_path):
-    seeds = range(6)
+@pytest.mark.parametrize("seeds,test", [(range(6), "Mann-Whitney U on 6 vs 6 seeds"),
+                                        (range(3), "Welch's t-test on 3 vs 3 seeds")])
+def test_per_seed_metrics_need_significance(tmp_path, seeds, test):
     a = make_compare_fixture(tmp_path / "a", rng_seed=1, seeds=seeds)
-    worse = make_compare_fixture(tmp_path / "b", rng_seed=2, seeds=seeds, accuracy_shift={"loop": -0.10})
+    worse = make_compare_fixture(tmp_path / "b", rng_seed=2, seeds=seeds, first_step_factor={"loop": 1.5})
     _, rows, _, _ = compare.write_compare(a, worse, 0.05)
-    acc = flag(rows, "loop", "test_accuracy")
-    assert acc["flag"] == "worse" and acc["p"] < 0.05 and "6 vs 6 seeds" in acc["note"]
+    first = flag(rows, "loop", "first_step_s")
+    assert first["flag"] == "slower" and first["p"] < 0.05 and test in first["note"]
+    assert flag(rows, "cudnn", "first_step_s")["flag"] == "unchanged"
+    assert compare.cli([str(a), str(worse)]) == 1
+
+
+def test_one_seed_a_side_is_inconclusive_not_a_regression(tmp_path):
+    a = make_compare_fixture(tmp_path / "a", rng_seed=1, seeds=(0,))
+    b = make_compare_fixture(tmp_path / "b", rng_seed=2, seeds=(0,), first_step_factor={"loop": 1.5})
+    _, rows, _, _ = compare.write_compare(a, b, 0.05)
+    first = flag(rows, "loop", "first_step_s")
+    assert first["flag"] == "inconclusive" and not first["regression"] and np.isnan(first["p"])
+    assert "no test possible with 1 vs 1 seeds" in first["note"]
+    assert compare.cli([str(a), str(b)]) == 0
 
 
 def test_judge_needs_both_threshold_and_significance():
@@ -85,7 +99,8 @@ def test_judge_needs_both_threshold_and_significance():
     result, p, note = compare.judge("first_step_s", 10.0, 11.0, a, b, 0.05, from_steps=False)
     assert result == "unchanged" and p > 0.05 and "not significant" in note
     assert compare.judge("peak_memory_bytes", 100, 120, [100] * 4, [120] * 4, 0.05, False)[0] == "worse"
-    assert compare.judge("test_accuracy", 0.9, 0.99, [], [], 0.05, False)[0] == "better"
+    assert compare.judge("test_accuracy", 0.9, 0.99, [0.9], [0.99], 0.05, False)[0] == "better"
+    assert compare.judge("peak_memory_bytes", 100, 100, [100] * 2, [100] * 2, 0.05, False)[0] == "unchanged"
 
 
 def test_config_differences_are_stated(base, tmp_path, capsys):
