@@ -261,7 +261,8 @@ METRIC_NOTES = {
     "train_samples_per_s": "Steady state: warm-up steps excluded. Mean and std over seeds.",
     "step_ms_median": "Every timed steady-state step of all seeds pooled (steps.csv): median, 10th and 90th "
                       "percentile. Ratio is of the medians.",
-    "infer_samples_per_s": "Forward only, no gradients, on the test set. Mean and std over seeds.",
+    "infer_samples_per_s": "Forward only, no gradients, on the test set in batches of `eval_batch_size` (see the config;"
+                           " it does not follow a batch_size sweep), first batch left out as warm-up. Mean and std over seeds.",
     "peak_memory_bytes": "Mean over seeds in MiB (2^20 bytes). 'measured as' is the runner's memory_method: "
                          "numbers measured differently (e.g. CUDA allocator vs process RSS) are not comparable.",
     "first_step_s": "The first training step timed alone: compilation and autotuning show up here. Mean over seeds.",
