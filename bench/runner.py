@@ -232,8 +232,12 @@ def cli(argv: list[str]) -> int:
     except (UsageError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from bench.data import load_mnist
-    data = load_mnist(config.data_root)
+    from bench.data import DataError, load_mnist
+    try:
+        data = load_mnist(config.data_root, quiet=False)
+    except DataError as error:  # nothing to train on: no directory is written
+        print(f"error: data: {error}", file=sys.stderr)
+        return 1
     write_env(out_dir, config, device)
     print(f"results: {out_dir}  device: {device}  data: {data.source}")
     started = time.perf_counter()

