@@ -90,6 +90,17 @@ def test_parity_half(dtype, tolerance, batch, hidden):
     assert_parity(errors, tolerance)
 
 
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.float64, 1e-10)], ids=str)
+def test_parity_with_many_programs(monkeypatch, dtype, tolerance):
+    """Tiles smaller than the problem, as on CUDA: programs meet at block edges and the masks cut
+    the last row and column blocks (B=5 in blocks of 2, H=11 in blocks of 4: a 3 x 3 grid)."""
+    monkeypatch.setattr(triton_lstm, "_blocks", lambda batch, hidden: (2, 4))
+    assert triton_lstm._grid(5, 11, 2, 4) == (3, 3)
+    errors = compare_with_torch("triton", batch=5, steps=4, input_size=7, hidden=11, layers=2, with_state=True,
+                                dtype=dtype, device=DEVICE)
+    assert_parity(errors, tolerance)
+
+
 def test_gradcheck_float64():
     """Finite differences through the autograd.Function itself (x_proj, h0, c0 and w_hh)."""
     generator = torch.Generator().manual_seed(0)
