@@ -11,6 +11,8 @@ import contextlib
 import os
 import signal
 import sys
+import threading
+import time
 import traceback
 
 import torch.multiprocessing as mp  # registers tensor pickling through shared memory
@@ -33,7 +35,15 @@ def _describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
-def _worker(connection, function, args) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose runner was killed must not train on unseen: its result has nowhere to go."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _worker(connection, function, args, parent: int) -> None:
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     try:
         result = function(*args)
     except BaseException as error:  # everything goes back to the parent as a message
@@ -67,7 +77,7 @@ def call_in_subprocess(function, *args, env: dict[str, str] | None = None):
     like the C allocator's)."""
     context = mp.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_worker, args=(sender, function, args), daemon=True)
+    process = context.Process(target=_worker, args=(sender, function, args, os.getpid()), daemon=True)
     with _environment(env or {}):
         process.start()
     sender.close()  # so that recv() sees EOF if the worker dies

@@ -8,6 +8,7 @@ anything is written, so bad input leaves no directory behind (exit 2, one line).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import itertools
 import os
 import sys
@@ -216,6 +217,19 @@ def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device]:
     return config, out_dir, device
 
 
+def lock(out_dir: Path):
+    """DIR/.lock, locked until the returned file is closed: two runs appending to one directory would
+    duplicate rows. The kernel drops the lock if the process dies, however it dies."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(out_dir / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UsageError(f"{out_dir} is in use by another `bench run`; wait for it or stop it first") from None
+    return handle
+
+
 def write_env(out_dir: Path, config: Config, device: torch.device) -> None:
     env = storage.load_env(out_dir)
     allocator = worker_env() if config.isolate else {k: os.environ.get(k, "glibc default") for k in WORKER_ENV}
@@ -238,12 +252,18 @@ def cli(argv: list[str]) -> int:
     except DataError as error:  # nothing to train on: no directory is written
         print(f"error: data: {error}", file=sys.stderr)
         return 1
-    write_env(out_dir, config, device)
-    print(f"results: {out_dir}  device: {device}  data: {data.source}")
-    started = time.perf_counter()
-    execute(config, out_dir, device, data)
-    print(f"done in {time.perf_counter() - started:.1f} s: {out_dir / RUNS_FILE}")
-    if args.report:
-        from bench.report import write_report
-        print(f"report: {write_report(out_dir)}")
+    try:
+        held = lock(out_dir)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    with held:  # closing the file releases the lock
+        write_env(out_dir, config, device)
+        print(f"results: {out_dir}  device: {device}  data: {data.source}")
+        started = time.perf_counter()
+        execute(config, out_dir, device, data)
+        print(f"done in {time.perf_counter() - started:.1f} s: {out_dir / RUNS_FILE}")
+        if args.report:
+            from bench.report import write_report
+            print(f"report: {write_report(out_dir)}")
     return 0

@@ -53,3 +53,38 @@ def test_the_worker_starts_with_the_given_environment_and_ours_is_restored(monke
     monkeypatch.delenv("LSTM_BENCH_PROBE", raising=False)
     assert call_in_subprocess(read_variable, "LSTM_BENCH_PROBE", env={"LSTM_BENCH_PROBE": "42"}) == "42"
     assert "LSTM_BENCH_PROBE" not in os.environ
+
+
+ORPHAN = """
+import os, sys, threading, time
+from bench.isolate import _exit_with_parent
+threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+open(sys.argv[1], "w").write(str(os.getpid()))
+time.sleep(60)
+"""
+
+RUNNER_THAT_DIES = """
+import os, subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]])
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.05)
+os._exit(0)
+"""
+
+
+def test_a_worker_exits_when_its_runner_dies(tmp_path):
+    """A runner killed mid-run must not leave its worker training: the result has nowhere to go."""
+    import subprocess
+    import sys
+    import time
+    marker = tmp_path / "worker.pid"
+    subprocess.run([sys.executable, "-c", RUNNER_THAT_DIES, ORPHAN, str(marker)], check=True, timeout=60)
+    worker = int(marker.read_text())
+    for _ in range(40):
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.25)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail("the orphaned worker kept running after its runner died")

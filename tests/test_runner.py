@@ -218,3 +218,14 @@ def test_cli_on_real_mnist(tmp_path, capsys):
     assert runner.cli(["--resume", str(out)]) == 0
     assert len(storage.load_runs(out)) == 3
     assert "resumed" in storage.load_env(out)
+
+
+def test_a_directory_in_use_is_refused(tmp_path, capsys, monkeypatch, data):
+    monkeypatch.setattr("bench.data.load_mnist", lambda root=None, quiet=True: data)
+    out = tmp_path / "run"
+    with runner.lock(out):
+        assert runner.cli(["--backends", "cudnn", "--train-limit", "100", "--out", str(out)]) == 2
+    assert "is in use by another `bench run`" in capsys.readouterr().err
+    assert not (out / "env.json").exists() and not (out / "runs.csv").exists()
+    with runner.lock(out):  # released again
+        pass
