@@ -1,9 +1,17 @@
-"""One flat config. Defaults are the reference tutorial's; overrides reject unknown keys.
+"""One flat config, and the one table of knobs: each field carries its own metadata.
 
-The config is saved beside every result (env.json), so a results directory says how it was made.
+Defaults are the reference tutorial's; overrides reject unknown keys. The config is saved beside
+every result (env.json), so a results directory says how it was made.
+
+Each field is declared with `knob(default, help, ...)`; from that one declaration come the `bench run`
+flag (add_arguments), the field's column in runs.csv (row_values, row_columns), whether it is part of
+a run's key (key_columns) or a sweep axis (sweep_axes), env.json (to_dict) and the report's settings
+table (setting_keys). Adding a knob is one `knob(...)` line here plus the code that uses it
+(and a check in `validate` if its values are constrained).
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import tomllib
@@ -13,27 +21,56 @@ from pathlib import Path
 MNIST_PIXELS = 28 * 28
 
 
+def knob(default, help: str, *, flag: str | None = None, type=None, column: bool | str = False,
+         key: bool = False, sweep: bool = False, factory=None):
+    """A config field with its metadata.
+
+    flag    the `bench run` option ("--batch-size"); None = config files only. A bool field's flag
+            stores the opposite of its default ("--no-isolate").
+    type    how the flag's text becomes a value; default: the type of `default` (int, float), else str
+            (comma lists and the like are parsed by from_dict, so files and flags agree).
+    column  True: runs.csv holds this field under its own name; a string: runs.csv holds one value of
+            this field per run under that name (backends -> backend, seeds -> seed); False: not a column.
+    key     the column is part of a run's identity (KEY_COLUMNS; compare matches rows on these).
+    sweep   `--sweep NAME=V1,V2` may vary it (implies column and key).
+    """
+    if sweep:
+        column, key = column or True, True
+    metadata = {"help": help, "flag": flag, "type": type, "column": column, "key": key, "sweep": sweep}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class Config:
-    backends: tuple[str, ...] = ("cudnn", "loop", "triton", "gru")  # run in this order
-    seeds: tuple[int, ...] = (0,)          # one run per backend and seed
-    epochs: int = 1                        # tutorial: one pass over the 60,000 training images
-    batch_size: int = 50                   # tutorial
-    hidden_size: int = 64                  # tutorial
-    num_layers: int = 2                    # tutorial
-    lr: float = 1e-3                       # Adam, tutorial
-    seq_len: int = 28                      # time steps per image: 28 rows of 28 pixels (tutorial)
-    num_classes: int = 10                  # digits
-    device: str = "auto"                   # auto = cuda when available, else cpu
-    dtype: str = "float32"                 # float32 | float16 | bfloat16 (half types are CUDA-only)
-    train_limit: int | None = None         # train on the first N images only (smoke runs); None = all
-    warmup_steps: int = 10                 # steps left out of steady-state throughput (first is timed alone)
-    eval_batch_size: int = 1000            # test-set batch; evaluation is timed separately from training
-    curve_every: int = 10                  # record the training loss every N steps
-    threads: int | None = None             # torch CPU threads; None = torch's default
-    isolate: bool = True                   # each run in a fresh process: clean memory figures, crashes become rows
-    data_root: str | None = None           # MNIST cache; None = $LSTM_BENCH_DATA or ./data
-    sweep: dict = field(default_factory=dict)  # axis -> values, e.g. {"batch_size": [32, 128]}
+    backends: tuple[str, ...] = knob(("cudnn", "loop", "triton", "gru"), "comma-separated backends, run in this order",
+                                     flag="--backends", column="backend", key=True)
+    seeds: tuple[int, ...] = knob((0,), "comma-separated integers, e.g. 0,1,2; one run per backend and seed",
+                                  flag="--seeds", column="seed", key=True)
+    epochs: int = knob(1, "passes over the training images (tutorial: one pass over 60,000)",
+                       flag="--epochs", column=True)
+    batch_size: int = knob(50, "training batch (tutorial: 50)", flag="--batch-size", sweep=True)
+    hidden_size: int = knob(64, "LSTM hidden size (tutorial: 64)", flag="--hidden", sweep=True)
+    num_layers: int = knob(2, "stacked LSTM layers (tutorial: 2)", flag="--layers", sweep=True)
+    lr: float = knob(1e-3, "Adam learning rate (tutorial: 1e-3)", flag="--lr", column=True)
+    seq_len: int = knob(28, "time steps per image (divides 784; tutorial: 28 rows of 28 pixels)",
+                        flag="--seq-len", sweep=True)
+    num_classes: int = knob(10, "output classes (digits)")
+    device: str = knob("auto", "auto | cpu | cuda[:N] (auto = cuda when available, else cpu)", flag="--device")
+    dtype: str = knob("float32", "float32 | float16 | bfloat16 (half types are CUDA-only)", flag="--dtype",
+                      column=True)
+    train_limit: int | None = knob(None, "train on the first N images only (smoke runs); unset = all",
+                                   flag="--train-limit", type=int, column=True)
+    warmup_steps: int = knob(10, "steps left out of steady-state throughput (the first is timed alone)",
+                             flag="--warmup-steps")
+    eval_batch_size: int = knob(1000, "test-set batch; evaluation is timed separately from training")
+    curve_every: int = knob(10, "record the training loss every N steps")
+    threads: int | None = knob(None, "torch CPU threads; unset = torch's default", flag="--threads", type=int)
+    isolate: bool = knob(True, "each run in a fresh process: clean memory figures, a crash becomes a row",
+                         flag="--no-isolate")
+    data_root: str | None = knob(None, "MNIST cache; unset = $LSTM_BENCH_DATA or ./data", flag="--data-root")
+    sweep: dict = knob(None, "axis -> values, e.g. {batch_size = [32, 128]} (flag: --sweep AXIS=V1,V2)", factory=dict)
 
     @property
     def input_size(self) -> int:
@@ -68,8 +105,8 @@ class Config:
         if not self.seeds:
             raise ValueError("config: seeds must hold at least one integer")
         for axis, values in self.sweep.items():
-            if axis not in SWEEP_AXES:
-                raise ValueError(f"config: unknown sweep axis {axis!r}; expected one of: {', '.join(SWEEP_AXES)}")
+            if axis not in sweep_axes():
+                raise ValueError(f"config: unknown sweep axis {axis!r}; expected one of: {', '.join(sweep_axes())}")
             if not isinstance(values, (list, tuple)) or not values:
                 raise ValueError(f"config: sweep.{axis} must be a non-empty list of values")
             for value in values:
@@ -80,20 +117,87 @@ class Config:
         return from_dict(overrides, base=self)
 
     def to_dict(self) -> dict:
+        """Every field and derived value (env.json, the report's settings)."""
         data = dataclasses.asdict(self)
-        data["input_size"] = self.input_size
+        data |= {name: getattr(self, name) for name in DERIVED}
         return data
 
 
-SWEEP_AXES = ("batch_size", "hidden_size", "seq_len", "num_layers")
-_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+# Values computed from the fields, saved beside them in env.json and runs.csv.
+DERIVED = ("input_size",)
+
+# Everything below reads the table at call time (not at import), so a field added to Config (or to a
+# subclass put in its place, as the tests do) reaches the parser, the rows and the report at once.
+
+
+def fields() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(Config)}
+
+
+def sweep_axes() -> tuple[str, ...]:
+    return tuple(name for name, f in fields().items() if f.metadata["sweep"])
+
+
+def cli_keys() -> tuple[str, ...]:
+    """Fields with a `bench run` flag (dest = field name)."""
+    return tuple(name for name, f in fields().items() if f.metadata["flag"])
+
+
+def setting_keys() -> tuple[str, ...]:
+    """The keys of to_dict, in the order the report's settings table lists them."""
+    return (*fields(), *DERIVED)
+
+
+def column_name(name: str) -> str:
+    """The runs.csv column of a field (backends -> backend) or of a derived value."""
+    column = fields()[name].metadata["column"] if name in fields() else True
+    return column if isinstance(column, str) else name
+
+
+def row_columns() -> tuple[str, ...]:
+    """runs.csv's config columns: fields in declaration order, then the derived values."""
+    return tuple(column_name(n) for n, f in fields().items() if f.metadata["column"]) + DERIVED
+
+
+def key_columns() -> tuple[str, ...]:
+    """The config columns that identify a run (with run_id, schema.KEY_COLUMNS)."""
+    return tuple(column_name(n) for n, f in fields().items() if f.metadata["key"])
+
+
+def row_values(config: Config, **per_run) -> dict:
+    """runs.csv's config columns for one run; per_run gives the per-run columns (backend=, seed=)."""
+    row = {}
+    for name, f in fields().items():
+        column = f.metadata["column"]
+        if isinstance(column, str):
+            row[column] = per_run[column]
+        elif column:
+            row[name] = getattr(config, name)
+    return row | {name: getattr(config, name) for name in DERIVED}
+
+
+def add_arguments(parser: argparse.ArgumentParser, help_suffix: dict[str, str] | None = None) -> None:
+    """One option per field that has a flag; dest is the field name, default None (= not given)."""
+    help_suffix = help_suffix or {}
+    for name, f in fields().items():
+        flag = f.metadata["flag"]
+        if not flag:
+            continue
+        text = f.metadata["help"] + help_suffix.get(name, "")
+        if isinstance(f.default, bool):
+            text = ("turn off: " if f.default else "turn on: ") + text
+            parser.add_argument(flag, dest=name, action="store_const", const=not f.default, help=text)
+            continue
+        parse = f.metadata["type"] or (type(f.default) if type(f.default) in (int, float) else str)
+        parser.add_argument(flag, dest=name, type=parse, help=text)
 
 
 def from_dict(overrides: dict, base: Config | None = None) -> Config:
     """A Config with `overrides` applied; unknown keys are an error, never silently ignored."""
-    unknown = sorted(set(overrides) - set(_FIELDS))
+    known = fields()
+    unknown = sorted(set(overrides) - set(known))
     if unknown:
-        raise ValueError(f"config: unknown key(s) {', '.join(map(repr, unknown))}; expected some of: {', '.join(_FIELDS)}")
+        raise ValueError(f"config: unknown key(s) {', '.join(map(repr, unknown))}; expected some of: {', '.join(known)}")
     values = dict(overrides)
     for key in ("backends", "seeds"):
         if key in values and isinstance(values[key], str):

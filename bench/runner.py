@@ -74,11 +74,9 @@ def run_id(backend: str, seed: int, config: Config) -> str:
 
 
 def base_row(backend: str, seed: int, config: Config, device: torch.device) -> dict:
-    return {"run_id": run_id(backend, seed, config), "backend": backend, "seed": seed,
-            "batch_size": config.batch_size, "hidden_size": config.hidden_size, "num_layers": config.num_layers,
-            "seq_len": config.seq_len, "input_size": config.input_size, "epochs": config.epochs, "lr": config.lr,
-            "train_limit": config.train_limit, "device": str(device), "dtype": config.dtype,
-            "threads": torch.get_num_threads(), "error": ""}
+    """The columns known before the run: its key, the config columns (from the config table), what runs it."""
+    return {"run_id": run_id(backend, seed, config), **config_mod.row_values(config, backend=backend, seed=seed),
+            "device": str(device), "threads": torch.get_num_threads(), "error": ""}
 
 
 def one_line(error: BaseException) -> str:
@@ -135,34 +133,16 @@ def summary_line(row: dict) -> str:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = OneLineParser(prog="bench run", description="Train backends on row-by-row MNIST and record results.")
-    parser.add_argument("--backends", help=f"comma-separated, from: {','.join(impls.names())}")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int, dest="batch_size")
-    parser.add_argument("--hidden", type=int, dest="hidden_size")
-    parser.add_argument("--layers", type=int, dest="num_layers")
-    parser.add_argument("--seq-len", type=int, dest="seq_len", help="time steps per image (divides 784)")
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--seeds", help="comma-separated integers, e.g. 0,1,2")
-    parser.add_argument("--device", help="auto | cpu | cuda[:N]")
-    parser.add_argument("--dtype", help="float32 | float16 | bfloat16")
-    parser.add_argument("--train-limit", type=int, dest="train_limit", help="train on the first N images only")
-    parser.add_argument("--warmup-steps", type=int, dest="warmup_steps")
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--data-root", dest="data_root")
-    parser.add_argument("--no-isolate", dest="isolate", action="store_const", const=False,
-                        help="run every backend in this process (faster start; memory figures less clean)")
+    config_mod.add_arguments(parser, help_suffix={"backends": f"; from: {','.join(impls.names())}"})
     parser.add_argument("--sweep", action="append", default=[], metavar="AXIS=V1,V2",
-                        help="sweep an axis (batch_size, hidden_size, seq_len, num_layers); repeatable")
+                        help=f"sweep an axis ({', '.join(config_mod.sweep_axes())}); repeatable")
     parser.add_argument("--config", help="TOML or YAML file with config keys")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--out", help="results directory (default: a new one under results/runs/)")
     where.add_argument("--resume", help="finish an interrupted results directory, with its saved config")
     parser.add_argument("--report", action="store_true", help="write report.md/html and plots when done")
+    parser.add_argument("--baseline", default="cudnn", help="the report's ratio column: value / BACKEND's (default cudnn)")
     return parser.parse_args(argv)
-
-
-CLI_KEYS = ("backends", "epochs", "batch_size", "hidden_size", "num_layers", "seq_len", "lr", "seeds", "device",
-            "dtype", "train_limit", "warmup_steps", "threads", "data_root", "isolate")
 
 
 def parse_sweep(items: list[str]) -> dict:
@@ -180,7 +160,7 @@ def parse_sweep(items: list[str]) -> dict:
 
 def build_config(args: argparse.Namespace) -> Config:
     overrides = config_mod.load_file(args.config) if args.config else {}
-    overrides |= {key: getattr(args, key) for key in CLI_KEYS if getattr(args, key) is not None}
+    overrides |= {key: getattr(args, key) for key in config_mod.cli_keys() if getattr(args, key) is not None}
     if args.sweep:
         overrides["sweep"] = parse_sweep(args.sweep)
     return config_mod.from_dict(overrides)
@@ -198,7 +178,7 @@ def new_results_dir() -> Path:
 def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device]:
     """Checks every input; writes nothing."""
     if args.resume:
-        given = [key for key in CLI_KEYS + ("config",) if getattr(args, key) is not None] + (["sweep"] if args.sweep else [])
+        given = [key for key in config_mod.cli_keys() + ("config",) if getattr(args, key) is not None] + (["sweep"] if args.sweep else [])
         if given:
             raise UsageError(f"--resume uses the saved config; drop --{given[0].replace('_', '-')}")
         out_dir = Path(args.resume)
@@ -265,5 +245,5 @@ def cli(argv: list[str]) -> int:
         print(f"done in {time.perf_counter() - started:.1f} s: {out_dir / RUNS_FILE}")
         if args.report:
             from bench.report import write_report
-            print(f"report: {write_report(out_dir)}")
+            print(f"report: {write_report(out_dir, baseline=args.baseline)}")
     return 0

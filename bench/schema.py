@@ -5,48 +5,38 @@
     DIR/steps.csv    every timed steady-state step, STEP_COLUMNS (for significance tests in compare)
     DIR/env.json     versions, hardware, git commit, the full config
     DIR/report.md, report.html, plots/*.png    written by `python -m bench report DIR`
+
+runs.csv's columns are derived: the run key, the columns below that are neither config nor metric,
+the config columns (bench.config's table) and the measured ones (bench.metrics' table).
 """
+from bench import config, metrics
+
 RUNS_FILE, CURVES_FILE, STEPS_FILE, ENV_FILE = "runs.csv", "curves.csv", "steps.csv", "env.json"
 
-STATUSES = ("ok", "skipped", "failed")
-
-# Identify a run; sweep axes are among these, so a sweep is just several values in one column.
-KEY_COLUMNS = ["run_id", "backend", "seed", "batch_size", "hidden_size", "num_layers", "seq_len"]
-
-RUN_COLUMNS = KEY_COLUMNS + [
+RUN_INFO_COLUMNS = [
     "status",               # ok | skipped | failed
     "error",                # why skipped or failed; empty when ok
-    "device",               # cpu, cuda:0, ...
-    "dtype",                # float32 | float16 | bfloat16
+    "device",               # what ran it: cpu, cuda:0, ... (config.device may say auto)
     "impl_detail",          # what really ran, e.g. "cuDNN 91002" or "ATen native kernel on cpu"
-    "threads",              # torch.get_num_threads() during the run
-    "input_size", "epochs", "lr", "train_limit",
-    "params",               # trainable parameters of the whole model
-    "test_accuracy",        # on all 10,000 test images
-    "final_train_loss",     # mean loss over the last logged window
-    "train_steps",          # optimizer steps taken
-    "train_time_s",         # wall time of the training loop, evaluation excluded
-    "train_samples_per_s",  # steady state: steps after warm-up only
-    "step_ms_median", "step_ms_p10", "step_ms_p90",
-    "infer_samples_per_s",  # forward only, no grad, on the test set
-    "peak_memory_bytes",    # CUDA: max_memory_allocated; CPU: peak RSS growth (see memory_method)
+    "threads",              # torch.get_num_threads() during the run (config.threads may be unset)
     "memory_method",        # how peak_memory_bytes was measured
-    "first_step_s",         # the first step alone: compile and autotune show up here
-    "data_time_s",          # time spent producing batches during training
-    "eval_time_s",          # test-set evaluation, excluded from training throughput
-    "wall_time_s",          # the whole run: build, train, evaluate
 ]
+
+
+def key_columns() -> list[str]:
+    """Identify a run; sweep axes are among these, so a sweep is just several values in one column."""
+    return ["run_id", *config.key_columns()]
+
+
+def run_columns() -> list[str]:
+    keys = key_columns()
+    return [*keys, *RUN_INFO_COLUMNS, *(c for c in config.row_columns() if c not in keys),
+            *(m.name for m in metrics.METRICS)]
+
+
+KEY_COLUMNS = key_columns()
+RUN_COLUMNS = run_columns()
 
 CURVE_COLUMNS = ["run_id", "backend", "seed", "step", "epoch", "loss", "elapsed_s"]
 
 STEP_COLUMNS = ["run_id", "backend", "seed", "step", "step_ms"]
-
-# Per-run metrics the report tabulates, with their direction (higher is better?) and unit.
-METRICS = {
-    "test_accuracy": (True, ""),
-    "train_samples_per_s": (True, "samples/s"),
-    "step_ms_median": (False, "ms"),
-    "infer_samples_per_s": (True, "samples/s"),
-    "peak_memory_bytes": (False, "bytes"),
-    "first_step_s": (False, "s"),
-}

@@ -1,0 +1,95 @@
+"""The one table of measured columns: what each number in runs.csv is, and how to show and judge it.
+
+The report's tables, the plots and `compare` all read this table; runs.csv's measured columns are
+these names (bench.schema). Adding a metric is one `Metric(...)` line here plus the code in
+bench/train.py that computes it.
+
+Only `report=True` metrics get a report table, plots and a compare verdict; the others are recorded
+for the reader of runs.csv (and for the tables of the reported ones: step_ms_p10/p90 back step time).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str                     # the runs.csv column
+    title: str                    # table and plot heading
+    unit: str = ""                # unit after scaling, as shown ("" for counts)
+    scale: float = 1.0            # shown value = stored value * scale (bytes -> MiB, fraction -> %)
+    fmt: str = "{:.4f}"           # format of the scaled value
+    higher_is_better: bool | None = None  # None: no direction (not judged)
+    note: str = ""                # what the number is, under its report table
+    report: bool = False          # a report table and a compare row
+    plot: bool = False            # drawn in the bar and scaling plots
+    test: str = "seeds"           # compare: "steps" (pooled per-step times), "images" (two-proportion
+                                  # z-test over the test set) or "seeds" (one value per seed)
+    words: tuple[str, str] = ("faster", "slower")  # compare's flag when it improved / regressed
+    method_column: str | None = None  # a runs.csv column saying how it was measured (shown beside it)
+
+    def format(self, value) -> str:
+        """The scaled value with its format; — for a missing value."""
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "—"
+        return self.fmt.format(value * self.scale)
+
+    @property
+    def label(self) -> str:
+        """Title with unit, e.g. 'Peak memory (MiB)'."""
+        return f"{self.title} ({self.unit})" if self.unit else self.title
+
+    @property
+    def direction(self) -> str:
+        return {True: "higher is better", False: "lower is better", None: "no direction"}[self.higher_is_better]
+
+
+METRICS: list[Metric] = [
+    Metric("params", "Trainable parameters", fmt="{:,.0f}"),
+    Metric("test_accuracy", "Test accuracy", "%", scale=100, fmt="{:.2f} %", higher_is_better=True, report=True,
+           test="images", words=("better", "worse"),
+           note="On all 10,000 test images; mean and sample standard deviation over seeds (— with one seed)."),
+    Metric("final_train_loss", "Final training loss", higher_is_better=False),
+    Metric("train_steps", "Optimizer steps", fmt="{:,.0f}"),
+    Metric("train_time_s", "Training time", "s", higher_is_better=False),
+    Metric("train_samples_per_s", "Training throughput", "samples/s", fmt="{:,.0f}", higher_is_better=True,
+           report=True, plot=True,
+           note="Steady state: warm-up steps excluded; includes producing the batches, which step time does "
+                "not. Mean and std over seeds."),
+    Metric("step_ms_median", "Training step time", "ms", fmt="{:.3f}", higher_is_better=False, report=True,
+           plot=True, test="steps",
+           note="Every timed steady-state step of all seeds pooled (steps.csv): median, 10th and 90th "
+                "percentile. Ratio is of the medians."),
+    Metric("step_ms_p10", "Step time, 10th percentile", "ms", fmt="{:.3f}", higher_is_better=False),
+    Metric("step_ms_p90", "Step time, 90th percentile", "ms", fmt="{:.3f}", higher_is_better=False),
+    Metric("infer_samples_per_s", "Inference throughput", "samples/s", fmt="{:,.0f}", higher_is_better=True,
+           report=True, plot=True,
+           note="Forward only, no gradients, on the test set in batches of `eval_batch_size` (see the config;"
+                " it does not follow a batch_size sweep), first batch left out as warm-up. Mean and std over seeds."),
+    Metric("peak_memory_bytes", "Peak memory", "MiB", scale=1 / 2**20, fmt="{:,.1f}", higher_is_better=False,
+           report=True, plot=True, words=("better", "worse"), method_column="memory_method",
+           note="Mean over seeds in MiB (2^20 bytes). 'measured as' is the runner's memory_method: "
+                "numbers measured differently (e.g. CUDA allocator vs process RSS) are not comparable."),
+    Metric("first_step_s", "First step time", "s", higher_is_better=False, report=True,
+           note="The first training step timed alone: compilation and autotuning show up here. Mean over seeds."),
+    Metric("data_time_s", "Data time", "s", higher_is_better=False),
+    Metric("eval_time_s", "Evaluation time", "s", higher_is_better=False),
+    Metric("wall_time_s", "Wall time", "s", higher_is_better=False),
+]
+
+
+def by_name(name: str) -> Metric:
+    for metric in METRICS:
+        if metric.name == name:
+            return metric
+    raise KeyError(f"unknown metric {name!r}; expected one of: {', '.join(m.name for m in METRICS)}")
+
+
+def reported() -> list[Metric]:
+    """The metrics with a report table and a compare row, in report order (read at call time)."""
+    return [m for m in METRICS if m.report]
+
+
+def plotted() -> list[Metric]:
+    return [m for m in METRICS if m.plot]
