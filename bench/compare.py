@@ -1,28 +1,29 @@
 """`python -m bench compare DIR_A DIR_B [--threshold 5%] [--out DIR]`: is B better or worse than A?
 
-For every backend (and sweep point) ok in both, and every metric in bench.schema.METRICS, the
-report shows A, B, B/A and a flag. A change is flagged only when it is BOTH
+For every backend (and sweep point) ok in both, and every reported metric of bench.metrics, the
+comparison (compare.md and compare.html) shows A, B, B/A, p, a flag and the test that decided it.
+A change is flagged only when it is BOTH
 
   * beyond the threshold: |B/A - 1| > threshold (default 5 %), and
-  * significant at ALPHA = 0.05 by a two-sided Mann-Whitney U test on the repeated samples.
+  * significant at ALPHA = 0.05 by a two-sided test on the repeated samples (which test depends on
+    what the metric's values are drawn from, Metric.samples):
 
-Which samples:
-
-  * step time and training throughput: every timed per-step time in steps.csv, all seeds pooled.
-    Throughput is batch / step time, so the two share one test. Steps within a run are not fully
-    independent (thermal state, other processes), so with thousands of steps tiny shifts come out
-    "significant"; the threshold is what keeps those from being flagged.
+  * step time (samples "steps"): every timed per-step time in steps.csv, all seeds pooled, Mann-Whitney U.
+    Steps within a run are not fully independent (thermal state, other processes), so with thousands
+    of steps tiny shifts come out "significant"; the threshold is what keeps those from being flagged.
   * accuracy: every test image is a sample (10,000 per seed), so a two-proportion z-test on the
     correct counts, seeds pooled. (The images are the same across seeds, so pooling overstates
     independence a little; the threshold guards against that.)
-  * inference throughput, peak memory, first-step time: one value per seed. Mann-Whitney U when
+  * training and inference throughput, peak memory, first-step time: one value per seed. (Training
+    throughput includes producing the batches, which step time does not, so it is not step time's
+    test in disguise.) Mann-Whitney U when
     both sides have at least MIN_SEEDS = 4 seeds (with 3 vs 3 its smallest possible p is 0.1, so
     it could never pass); Welch's t-test with 2 or 3 seeds a side. With a single seed on a side no
     test is possible: a change beyond the threshold is flagged "inconclusive", which is shown but
-    is not a regression, and the row says why. Step-based metrics fall back to these rules if a
-    side has no steps.csv rows.
+    is not a regression, and the row says why. Step time falls back to these rules if a side has
+    no steps.csv rows.
 
-Flags: faster / slower for time and throughput, better / worse for accuracy and memory,
+Flags: Metric.words (faster / slower for time and throughput, better / worse for accuracy and memory),
 inconclusive, else unchanged. Regressions are "slower", "worse", and a backend that was ok in A but failed in B
 (a newly skipped backend is shown but not a regression: skipping is a property of the machine).
 
@@ -35,25 +36,31 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu, norm, ttest_ind
 
-from bench.config import SWEEP_AXES
+from bench import config, metrics, render
 from bench.cliargs import OneLineParser, parse
-from bench.report import (ResultsError, TITLES, _fmt_setting, backend_order,
-                          fmt_value, load_results, metric_table, ok_runs, point_label, step_samples, sweep_axes,
-                          unit_label)
-from bench.schema import METRICS
+from bench.results import Results, ResultsError, backend_order, load, metric_table, ok_runs, point_label, \
+    step_samples, sweep_axes
 from bench.storage import atomic_write_text
 
 ALPHA = 0.05
 MIN_SEEDS = 4
 TEST_IMAGES = 10_000  # accuracy is measured on the whole MNIST test set
-STEP_METRICS = ("step_ms_median", "train_samples_per_s")
-BETTER_WORSE = ("test_accuracy", "peak_memory_bytes")  # not about speed, so not "faster"
 IGNORED_ENV = ("timestamp",)  # always differs; shown, but not as a difference
+MANN_WHITNEY, WELCH, Z_TEST, CONSTANT, NO_TEST = (
+    "Mann-Whitney U", "Welch's t-test", "two-proportion z-test", "no spread", "no test")
+
+
+class Verdict(NamedTuple):
+    flag: str   # faster/slower, better/worse, inconclusive or unchanged
+    p: float    # two-sided p, NaN when no test was possible
+    note: str   # how it was decided, with the sample counts
+    test: str   # which test decided it (one of the names above)
 
 
 def parse_threshold(text: str) -> float:
@@ -67,78 +74,79 @@ def parse_threshold(text: str) -> float:
     return value / 100
 
 
-def judge(metric: str, a: float, b: float, samples_a, samples_b, threshold: float, from_steps: bool):
-    """(flag, p value or NaN, note) for one metric of one group."""
-    higher_better = METRICS[metric][0]
+def judge(metric: str | metrics.Metric, a: float, b: float, samples_a, samples_b, threshold: float,
+          from_steps: bool) -> Verdict:
+    """The verdict on one metric of one group."""
+    metric = metrics.by_name(metric) if isinstance(metric, str) else metric
     if not (np.isfinite(a) and np.isfinite(b)) or a == 0:
-        return "unchanged", np.nan, "no value to compare"
+        return Verdict("unchanged", np.nan, "no value to compare", NO_TEST)
     beyond = abs(b / a - 1) > threshold
     samples_a, samples_b = np.asarray(samples_a, float), np.asarray(samples_b, float)
-    p, note = significance(metric, a, b, samples_a, samples_b, from_steps)
+    p, test, note = significance(metric, a, b, samples_a, samples_b, from_steps)
     if np.isnan(p):
-        return ("inconclusive" if beyond else "unchanged"), p, note
+        return Verdict("inconclusive" if beyond else "unchanged", p, note, test)
     if beyond and p >= ALPHA:
         note += ": beyond threshold but not significant"
     if not (beyond and p < ALPHA):
-        return "unchanged", p, note
-    improved = (b > a) == higher_better
-    words = ("better", "worse") if metric in BETTER_WORSE else ("faster", "slower")
-    return words[0] if improved else words[1], p, note
+        return Verdict("unchanged", p, note, test)
+    improved = (b > a) == metric.higher_is_better
+    return Verdict(metric.words[0] if improved else metric.words[1], p, note, test)
 
 
-def significance(metric: str, a: float, b: float, samples_a: np.ndarray, samples_b: np.ndarray,
-                 from_steps: bool) -> tuple[float, str]:
-    """(two-sided p, or NaN when no test is possible; which test)."""
+def significance(metric: metrics.Metric, a: float, b: float, samples_a: np.ndarray, samples_b: np.ndarray,
+                 from_steps: bool) -> tuple[float, str, str]:
+    """(two-sided p or NaN when no test is possible, the test's name, a note with the sample counts)."""
     n_a, n_b = len(samples_a), len(samples_b)
     what = "steps" if from_steps else "seeds"
-    if metric == "test_accuracy":
+    if metric.samples == "images":
         images_a, images_b = max(n_a, 1) * TEST_IMAGES, max(n_b, 1) * TEST_IMAGES
         pooled = (a * images_a + b * images_b) / (images_a + images_b)
         spread = np.sqrt(pooled * (1 - pooled) * (1 / images_a + 1 / images_b))
         p = 1.0 if spread == 0 else 2 * norm.sf(abs(a - b) / spread)
-        return p, f"two-proportion z-test on {images_a:,} vs {images_b:,} test images"
+        return p, Z_TEST, f"{Z_TEST} on {images_a:,} vs {images_b:,} test images"
     if (from_steps and n_a and n_b) or min(n_a, n_b) >= MIN_SEEDS:
-        return mannwhitneyu(samples_a, samples_b, alternative="two-sided").pvalue, \
-            f"Mann-Whitney U on {n_a} vs {n_b} {what}"
+        p = mannwhitneyu(samples_a, samples_b, alternative="two-sided").pvalue
+        return p, MANN_WHITNEY, f"{MANN_WHITNEY} on {n_a} vs {n_b} {what}"
     if min(n_a, n_b) >= 2:
         if np.ptp(samples_a) == 0 and np.ptp(samples_b) == 0:  # no spread: any difference is certain
-            return float(samples_a[0] == samples_b[0]), f"constant over {n_a} vs {n_b} {what}"
-        return ttest_ind(samples_a, samples_b, equal_var=False).pvalue, f"Welch's t-test on {n_a} vs {n_b} {what}"
-    return np.nan, f"no test possible with {n_a} vs {n_b} {what}: run more seeds"
+            return float(samples_a[0] == samples_b[0]), CONSTANT, f"constant over {n_a} vs {n_b} {what}"
+        p = ttest_ind(samples_a, samples_b, equal_var=False).pvalue
+        return p, WELCH, f"{WELCH} on {n_a} vs {n_b} {what}"
+    return np.nan, NO_TEST, f"no test possible with {n_a} vs {n_b} {what}: run more seeds"
 
 
-def _samples(results: dict, metric: str, axes: list[str], key: dict, use_steps: bool) -> np.ndarray:
+def _samples(res: Results, metric: metrics.Metric, axes: list[str], key: dict, use_steps: bool) -> np.ndarray:
     if use_steps:
-        frame = step_samples(results["runs"], results["steps"], axes)
-        column = "step_ms"
+        frame, column = step_samples(res.runs, res.steps, axes), "step_ms"
     else:
-        frame, column = ok_runs(results["runs"]), metric
+        frame, column = ok_runs(res.runs), metric.name
     for name, value in key.items():
         frame = frame[frame[name] == value]
     return frame[column].dropna().to_numpy(dtype=float)
 
 
-def compare(a: dict, b: dict, threshold: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+def compare(a: Results, b: Results, threshold: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(metric rows, status rows) of B against A; both keyed by backend and the union of sweep axes."""
-    axes = [x for x in SWEEP_AXES if x in sweep_axes(a["runs"]) or x in sweep_axes(b["runs"])]
+    axes = [x for x in config.sweep_axes() if x in sweep_axes(a.runs) or x in sweep_axes(b.runs)]
     keys = ["backend", *axes]
+    columns = [*keys, "metric", "a", "b", "ratio", "p", "flag", "regression", "test", "note"]
     rows = []
-    for metric in METRICS:
-        ta, tb = (metric_table(r["runs"], r["steps"], metric, axes) for r in (a, b))
+    for metric in metrics.reported():
+        ta, tb = (metric_table(r.runs, r.steps, metric, axes) for r in (a, b))
         both = ta[[*keys, "value"]].merge(tb[[*keys, "value"]], on=keys, suffixes=("_a", "_b"))
         for _, r in both.iterrows():
             key = {k: r[k] for k in keys}
-            use_steps = metric in STEP_METRICS
+            use_steps = metric.samples == "steps"
             sa, sb = (_samples(x, metric, axes, key, use_steps) for x in (a, b))
             if use_steps and (len(sa) == 0 or len(sb) == 0):  # no steps.csv rows: per-seed rule instead
                 use_steps = False
                 sa, sb = (_samples(x, metric, axes, key, False) for x in (a, b))
-            flag, p, note = judge(metric, r["value_a"], r["value_b"], sa, sb, threshold, use_steps)
-            rows.append({**key, "metric": metric, "a": r["value_a"], "b": r["value_b"],
-                         "ratio": r["value_b"] / r["value_a"] if r["value_a"] else np.nan,
-                         "p": p, "flag": flag, "regression": flag in ("slower", "worse"), "note": note})
-    metric_rows = pd.DataFrame(rows, columns=[*keys, "metric", "a", "b", "ratio", "p", "flag", "regression", "note"])
-    return metric_rows, _status_changes(a, b, keys)
+            verdict = judge(metric, r["value_a"], r["value_b"], sa, sb, threshold, use_steps)
+            rows.append({**key, "metric": metric.name, "a": r["value_a"], "b": r["value_b"],
+                         "ratio": r["value_b"] / r["value_a"] if r["value_a"] else np.nan, "p": verdict.p,
+                         "flag": verdict.flag, "regression": verdict.flag in ("slower", "worse"),
+                         "test": verdict.test, "note": verdict.note})
+    return pd.DataFrame(rows, columns=columns), _status_changes(a, b, keys)
 
 
 def _status_changes(a: dict, b: dict, keys: list[str]) -> pd.DataFrame:
@@ -148,7 +156,7 @@ def _status_changes(a: dict, b: dict, keys: list[str]) -> pd.DataFrame:
             ok=("status", lambda s: (s == "ok").any()),
             status=("status", lambda s: "ok" if (s == "ok").any() else "failed" if (s == "failed").any() else "skipped"),
             reason=("error", lambda e: "; ".join(sorted(set(x for x in e if x)))))
-    sa, sb = summary(a["runs"]), summary(b["runs"])
+    sa, sb = summary(a.runs), summary(b.runs)
     joined = sa.reset_index().merge(sb.reset_index(), on=keys, how="outer", suffixes=("_a", "_b"))
     rows = []
     for _, r in joined.iterrows():
@@ -172,14 +180,15 @@ def _flatten(prefix: str, value, out: dict) -> dict:
     return out
 
 
-def differences(a: dict, b: dict) -> list[tuple[str, str, str]]:
+def differences(a: Results, b: Results) -> list[tuple[str, str, str]]:
     """(setting, A, B) for every config or environment key that differs, config first."""
-    env_a, env_b = _flatten("", a["env"], {}), _flatten("", b["env"], {})
+    env_a, env_b = _flatten("", a.env, {}), _flatten("", b.env, {})
     names = sorted(set(env_a) | set(env_b), key=lambda k: (not k.startswith("config."), k))
-    out = [(k, _fmt_setting(env_a.get(k)), _fmt_setting(env_b.get(k))) for k in names if k not in IGNORED_ENV]
+    out = [(k, render.fmt_setting(env_a.get(k)), render.fmt_setting(env_b.get(k)))
+           for k in names if k not in IGNORED_ENV]
     out = [row for row in out if row[1] != row[2]]
     for column in ("device", "dtype", "threads"):  # what ran, as recorded per row
-        va, vb = (", ".join(sorted(set(ok_runs(r["runs"])[column].dropna().astype(str)))) for r in (a, b))
+        va, vb = (", ".join(sorted(set(ok_runs(r.runs)[column].dropna().astype(str)))) for r in (a, b))
         if va != vb:
             out.append((f"runs.{column}", va or "—", vb or "—"))
     return out
@@ -197,70 +206,69 @@ def _fmt_p(p) -> str:
 
 
 def summary_lines(rows: pd.DataFrame, axes: list[str]) -> list[list[str]]:
-    return [[_where(r, axes), TITLES[r["metric"]] + (f" ({unit_label(r['metric'])})" if unit_label(r["metric"]) else ""),
-             fmt_value(r["metric"], r["a"]), fmt_value(r["metric"], r["b"]),
-             "—" if not np.isfinite(r["ratio"]) else f"{r['ratio']:.3f}", _fmt_p(r["p"]),
-             r["flag"].upper() if r["regression"] else r["flag"], r["note"]] for _, r in rows.iterrows()]
+    lines = []
+    for _, r in rows.iterrows():
+        metric = metrics.by_name(r["metric"])
+        lines.append([_where(r, axes), metric.label, metric.format(r["a"]), metric.format(r["b"]),
+                      render.fmt_ratio(r["ratio"], 3, ""), _fmt_p(r["p"]),
+                      r["flag"].upper() if r["regression"] else r["flag"], r["test"], r["note"]])
+    return lines
 
 
-HEADER = ["backend", "metric", "A", "B", "B/A", "p", "flag", "how decided"]
+HEADER = ["backend", "metric", "A", "B", "B/A", "p", "flag", "test", "how decided"]
 
 
-def to_markdown(a: dict, b: dict, rows: pd.DataFrame, status: pd.DataFrame, diffs, threshold: float) -> str:
-    axes = [c for c in rows.columns if c not in ("backend", "metric", "a", "b", "ratio", "p", "flag", "regression", "note")]
+def tests_used(rows: pd.DataFrame) -> str:
+    """What decided the rows, with counts: the header must not name a test that decided nothing."""
+    counts = rows["test"].value_counts()
+    return "; ".join(f"{test} ({n} row{'s' if n != 1 else ''})" for test, n in counts.items()) or "none"
+
+
+def build_blocks(a: Results, b: Results, rows: pd.DataFrame, status: pd.DataFrame, diffs,
+                 threshold: float) -> list[tuple]:
+    axes = [c for c in rows.columns if c in config.sweep_axes()]
     regressions = int(rows["regression"].sum() + status["regression"].sum())
-    lines = ["# LSTM Bench comparison: B against A", "",
-             f"- A: `{a['dir']}` ({a['env'].get('timestamp', 'time unknown')}, commit {a['env'].get('git_commit', '?')})",
-             f"- B: `{b['dir']}` ({b['env'].get('timestamp', 'time unknown')}, commit {b['env'].get('git_commit', '?')})",
-             f"- Threshold {threshold:.1%}; significance: two-sided Mann-Whitney U, alpha {ALPHA} (per-step times for "
-             f"step time and training throughput; per-seed values when both sides have at least {MIN_SEEDS} seeds).",
-             f"- **{regressions} regression(s) flagged.**" if regressions else "- No regression flagged.", "",
-             "## Differences in config and environment", ""]
+    provenance = lambda r: f"`{r.dir}` ({r.env.get('timestamp', 'time unknown')}, commit {r.env.get('git_commit', '?')})"  # noqa: E731
+    blocks: list[tuple] = [("h1", "LSTM Bench comparison: B against A"), ("ul", [
+        f"A: {provenance(a)}", f"B: {provenance(b)}",
+        f"Threshold {threshold:.1%}; a change is flagged only when it is also significant at alpha {ALPHA} "
+        f"(two-sided) by the test named in its row. Tests used here: {tests_used(rows)}. Step time is tested "
+        f"on every timed step; other metrics on per-seed values (Mann-Whitney U with at least {MIN_SEEDS} seeds "
+        f"a side, Welch's t-test with 2 or 3); accuracy by a two-proportion z-test over the test images.",
+        f"**{regressions} regression(s) flagged.**" if regressions else "No regression flagged."])]
+    blocks.append(("h2", "Differences in config and environment"))
     if diffs:
-        config_diffs = [d for d in diffs if d[0].startswith("config.")]
-        if config_diffs:
-            lines += ["**The configs differ**, so part of any change may come from the config, not the code.", ""]
-        lines += _md_table(["setting", "A", "B"], [list(d) for d in diffs])
+        if any(d[0].startswith("config.") for d in diffs):
+            blocks.append(("p", "**The configs differ**, so part of any change may come from the config, not the code."))
+        blocks.append(("table", ["setting", "A", "B"], [list(d) for d in diffs]))
     else:
-        lines.append("None: same config and environment (timestamps aside).")
-    lines += ["", "## Backends ok on one side only", ""]
-    if status.empty:
-        lines.append("None.")
-    else:
-        lines += _md_table(["backend", "A", "B", "reason", "regression"],
-                           [[_where(r, axes), r["a"], r["b"], r["reason"] or "—", "yes" if r["regression"] else "no"]
-                            for _, r in status.iterrows()])
-    lines += ["", "## Metrics", "",
-              "B/A above 1 means B is larger: better for throughput and accuracy, worse for time and memory. "
-              "Step time is the median of all timed steps; the rest are means over seeds. Memory in MiB. "
-              "Regressions are in capitals.", ""]
-    lines += _md_table(HEADER, summary_lines(rows, axes)) if len(rows) else ["No backend is ok in both."]
-    return "\n".join(lines) + "\n"
-
-
-def _md_table(header, rows) -> list[str]:
-    cell = lambda x: str(x).replace("|", "\\|")  # noqa: E731
-    return (["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
-            + ["| " + " | ".join(map(cell, r)) + " |" for r in rows])
-
-
-def _text_table(header, rows) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+        blocks.append(("p", "None: same config and environment (timestamps aside)."))
+    blocks.append(("h2", "Backends ok on one side only"))
+    blocks.append(("table", ["backend", "A", "B", "reason", "regression"],
+                   [[_where(r, axes), r["a"], r["b"], r["reason"] or "—", "yes" if r["regression"] else "no"]
+                    for _, r in status.iterrows()]) if len(status) else ("p", "None."))
+    blocks += [("h2", "Metrics"), ("p", "B/A above 1 means B is larger: better for throughput and accuracy, worse "
+                                        "for time and memory. Step time is the median of all timed steps; the rest "
+                                        "are means over seeds. Regressions are in capitals.")]
+    blocks.append(("table", HEADER, summary_lines(rows, axes)) if len(rows) else ("p", "No backend is ok in both."))
+    return blocks
 
 
 def write_compare(dir_a, dir_b, threshold: float = 0.05, out=None) -> tuple[Path, pd.DataFrame, pd.DataFrame, list]:
-    """Writes OUT/compare.md (OUT defaults to DIR_B); returns (path, metric rows, status rows, differences)."""
-    a, b = load_results(dir_a), load_results(dir_b)
+    """Writes OUT/compare.md and OUT/compare.html (OUT defaults to DIR_B); returns (compare.md path,
+    metric rows, status rows, differences)."""
+    a, b = load(dir_a), load(dir_b)
     rows, status = compare(a, b, threshold)
-    order = {name: i for i, name in enumerate(backend_order(pd.concat([a["runs"], b["runs"]]), a["env"]))}
-    rows = rows.assign(_o=rows["backend"].map(order), _m=rows["metric"].map(list(METRICS).index))
-    axes = [c for c in rows.columns if c in SWEEP_AXES]
+    order = {name: i for i, name in enumerate(backend_order(pd.concat([a.runs, b.runs]), a.env))}
+    metric_order = [m.name for m in metrics.reported()]
+    rows = rows.assign(_o=rows["backend"].map(order), _m=rows["metric"].map(metric_order.index))
+    axes = [c for c in rows.columns if c in config.sweep_axes()]
     rows = rows.sort_values(["_o", *axes, "_m"]).drop(columns=["_o", "_m"]).reset_index(drop=True)
     diffs = differences(a, b)
+    blocks = build_blocks(a, b, rows, status, diffs, threshold)
     path = Path(out if out is not None else dir_b) / "compare.md"
-    atomic_write_text(path, to_markdown(a, b, rows, status, diffs, threshold))
+    atomic_write_text(path, render.markdown(blocks))
+    atomic_write_text(path.with_suffix(".html"), render.html(blocks, blocks[0][1]))
     return path, rows, status, diffs
 
 
@@ -269,7 +277,7 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("dir_a", help="baseline results directory")
     parser.add_argument("dir_b", help="results directory to judge")
     parser.add_argument("--threshold", default="5%", help="smallest relative change to flag, e.g. 5%% (default)")
-    parser.add_argument("--out", help="where to write compare.md (default: DIR_B)")
+    parser.add_argument("--out", help="where to write compare.md and compare.html (default: DIR_B)")
     args = parse(parser, argv)
     if isinstance(args, int):
         return args
@@ -287,10 +295,10 @@ def cli(argv: list[str]) -> int:
     for _, r in status.iterrows():
         print(f"{r['backend']}: {r['a']} in A, {r['b']} in B" + (f" ({r['reason']})" if r["reason"] else "")
               + (" REGRESSION" if r["regression"] else ""))
-    axes = [c for c in rows.columns if c in SWEEP_AXES]
+    axes = [c for c in rows.columns if c in config.sweep_axes()]
     if len(rows):
-        print(_text_table(HEADER[:-1], [line[:-1] for line in summary_lines(rows, axes)]))
+        print(render.text_table(HEADER[:-1], [line[:-1] for line in summary_lines(rows, axes)]))
     regressions = int(rows["regression"].sum() + status["regression"].sum())
-    print(f"{regressions} regression(s) beyond {threshold:.1%}; wrote {path}" if regressions
-          else f"no regression beyond {threshold:.1%}; wrote {path}")
+    print(f"{regressions} regression(s) beyond {threshold:.1%}; wrote {path} and {path.with_suffix('.html')}"
+          if regressions else f"no regression beyond {threshold:.1%}; wrote {path} and {path.with_suffix('.html')}")
     return 1 if regressions else 0

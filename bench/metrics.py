@@ -24,8 +24,9 @@ class Metric:
     note: str = ""                # what the number is, under its report table
     report: bool = False          # a report table and a compare row
     plot: bool = False            # drawn in the bar and scaling plots
-    test: str = "seeds"           # compare: "steps" (pooled per-step times), "images" (two-proportion
-                                  # z-test over the test set) or "seeds" (one value per seed)
+    samples: str = "seeds"        # what a value is drawn from, for summaries and compare's test: "steps"
+                                  # (steps.csv's per-step times, pooled), "images" (a proportion over the
+                                  # test set) or "seeds" (one value per seed)
     words: tuple[str, str] = ("faster", "slower")  # compare's flag when it improved / regressed
     method_column: str | None = None  # a runs.csv column saying how it was measured (shown beside it)
 
@@ -48,7 +49,7 @@ class Metric:
 METRICS: list[Metric] = [
     Metric("params", "Trainable parameters", fmt="{:,.0f}"),
     Metric("test_accuracy", "Test accuracy", "%", scale=100, fmt="{:.2f} %", higher_is_better=True, report=True,
-           test="images", words=("better", "worse"),
+           samples="images", words=("better", "worse"),
            note="On all 10,000 test images; mean and sample standard deviation over seeds (— with one seed)."),
     Metric("final_train_loss", "Final training loss", higher_is_better=False),
     Metric("train_steps", "Optimizer steps", fmt="{:,.0f}"),
@@ -58,7 +59,7 @@ METRICS: list[Metric] = [
            note="Steady state: warm-up steps excluded; includes producing the batches, which step time does "
                 "not. Mean and std over seeds."),
     Metric("step_ms_median", "Training step time", "ms", fmt="{:.3f}", higher_is_better=False, report=True,
-           plot=True, test="steps",
+           plot=True, samples="steps",
            note="Every timed steady-state step of all seeds pooled (steps.csv): median, 10th and 90th "
                 "percentile. Ratio is of the medians."),
     Metric("step_ms_p10", "Step time, 10th percentile", "ms", fmt="{:.3f}", higher_is_better=False),

@@ -1,12 +1,13 @@
 """Seaborn figures for a report: one PNG per question, one fixed colour per backend everywhere.
 
-All plots read the frames of bench.report.load_results; only ok runs are drawn (the report lists
-the others). Error bars are +-1 standard deviation over seeds (none with one seed), except step
+All plots read a bench.results.Results; only ok runs are drawn (the report lists the others). The
+bar and scaling plots draw every metric of bench.metrics with plot=True, in the table's order. Error bars are +-1 standard deviation over seeds (none with one seed), except step
 time, whose bars span the 10th to 90th percentile of every timed step, as in the report table.
 """
 from __future__ import annotations
 
 import io
+import math
 import textwrap
 import zlib
 from pathlib import Path
@@ -22,7 +23,8 @@ import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
-from bench.report import backend_order, ok_runs, point_label, step_samples, sweep_axes  # noqa: E402
+from bench import metrics  # noqa: E402
+from bench.results import Results, point_label  # noqa: E402
 from bench.storage import atomic_write_bytes  # noqa: E402
 
 # Fixed, so a backend keeps its colour across plots, reports and machines.
@@ -44,35 +46,42 @@ def backend_colors(backends: list[str]) -> dict[str, str]:
     return colors
 
 
-BAR_METRICS = [  # (column, title, y label, scale)
-    ("train_samples_per_s", "Training throughput (higher is better)", "samples/s", 1),
-    ("infer_samples_per_s", "Inference throughput (higher is better)", "samples/s", 1),
-    ("step_ms_median", "Training step time (lower is better)", "ms per step", 1),
-    ("peak_memory_bytes", "Peak memory (lower is better)", "MiB", 1 / 2**20),
-]
+TITLES = {
+    "bars": "Throughput, step time and memory per backend",
+    "accuracy": "Test accuracy per backend",
+    "curves": "Learning curves",
+}
 
 
-def write_plots(results: dict, plot_dir: Path) -> dict[str, Path]:
-    """Draws every plot the results allow; returns {name: path} in the order the report shows them."""
-    runs, env = results["runs"], results["env"]
-    ok = ok_runs(runs).copy()
+def write_plots(res: Results, plot_dir: Path) -> dict[str, tuple[str, Path]]:
+    """Draws every plot the results allow; returns {name: (title, path)} in the order the report shows them."""
+    ok = res.ok.copy()
     if ok.empty:
         return {}
-    axes = sweep_axes(runs)
-    order = backend_order(ok, env)
-    colors = backend_colors(backend_order(runs, env))
+    axes = res.axes
+    order = [b for b in res.backends if b in set(ok["backend"])]
+    colors = backend_colors(res.backends)
     ok["point"] = _points(ok, axes)
     files = {
-        "bars": _save(_bars(ok, step_samples(runs, results["steps"], axes), axes, order, colors), plot_dir / "bars.png"),
-        "accuracy": _save(_accuracy(ok, axes, order, colors), plot_dir / "accuracy.png"),
+        "bars": (TITLES["bars"], _save(_bars(ok, res.step_samples(axes), axes, order, colors), plot_dir / "bars.png")),
+        "accuracy": (TITLES["accuracy"], _save(_accuracy(ok, axes, order, colors), plot_dir / "accuracy.png")),
     }
-    curves = _curves_of_ok_runs(results["curves"], ok, axes)
+    curves = _curves_of_ok_runs(res.curves, ok, axes)
     if not curves.empty:
-        files["curves"] = _save(_curves(curves, axes, order, colors), plot_dir / "curves.png")
+        files["curves"] = (TITLES["curves"], _save(_curves(curves, axes, order, colors), plot_dir / "curves.png"))
     for axis in axes:
-        files[f"scaling_{axis}"] = _save(_scaling(ok, axis, [a for a in axes if a != axis], order, colors),
-                                         plot_dir / f"scaling_{axis}.png")
+        figure = _scaling(ok, axis, [a for a in axes if a != axis], order, colors)
+        files[f"scaling_{axis}"] = (f"Scaling with {axis} (log-log)", _save(figure, plot_dir / f"scaling_{axis}.png"))
     return files
+
+
+def _grid(count: int):
+    """Two panels a row, as many rows as the plotted metrics need; spare panels are hidden."""
+    rows = max(1, math.ceil(count / 2))
+    fig, grid = plt.subplots(rows, 2, figsize=(12, 4 * rows), squeeze=False)
+    for ax in grid.flat[count:]:
+        ax.set_visible(False)
+    return fig, list(grid.flat[:count])
 
 
 def _save(fig, path: Path) -> Path:
@@ -113,24 +122,26 @@ def _legend(fig, order: list[str], colors: dict[str, str], marker: str = "s") ->
 
 def _bars(ok, samples, axes, order, colors):
     """Grouped bars: x is the backend, or the sweep point with one bar per backend in it."""
-    fig, grid = plt.subplots(2, 2, figsize=(12, 8))
+    plotted = metrics.plotted()
+    fig, panels = _grid(len(plotted))
     x = "point" if axes else "backend"
     x_order = _point_order(ok, axes) if axes else order
     samples = samples.assign(point=_points(samples, axes)) if len(samples) else samples
-    for ax, (column, title, ylabel, scale) in zip(grid.flat, BAR_METRICS):
-        if column == "step_ms_median" and len(samples):
-            data, y, est, err = samples.assign(y=samples["step_ms"]), "y", "median", ("pi", 80)
+    for ax, metric in zip(panels, plotted):
+        title = f"{metric.title} ({metric.direction})"
+        if metric.samples == "steps" and len(samples):
+            data, y, est, err = samples.assign(y=samples["step_ms"] * metric.scale), "y", "median", ("pi", 80)
             title += "\nbar: median of all timed steps; whiskers: p10 to p90"
         else:
-            data, y, est, err = ok.assign(y=ok[column] * scale), "y", "mean", "sd"
+            data, y, est, err = ok.assign(y=ok[metric.name] * metric.scale), "y", "mean", "sd"
             title += "\nbar: mean over seeds; whiskers: ±1 sd (none with one seed)"
-        if column == "peak_memory_bytes":
-            methods = sorted(set(ok["memory_method"].dropna().astype(str)))
+        if metric.method_column:
+            methods = sorted(set(ok[metric.method_column].dropna().astype(str)))
             title += "\n" + textwrap.shorten("measured as: " + "; ".join(methods), 70)
         sns.barplot(data=data, x=x, y=y, hue="backend", order=x_order, hue_order=order, palette=colors,
                     estimator=est, errorbar=err, capsize=0.15, err_kws={"linewidth": 1.2}, legend=False, ax=ax)
-        ax.set(title=title, ylabel=ylabel, xlabel=" / ".join(axes) if axes else "")
-        ax.set_ylim(bottom=0)  # all four are non-negative; a noisy sd whisker must not suggest otherwise
+        ax.set(title=title, ylabel=metric.unit, xlabel=" / ".join(axes) if axes else "")
+        ax.set_ylim(bottom=0)  # every metric drawn is non-negative; a noisy sd whisker must not suggest otherwise
         ax.title.set_fontsize(10)
     fig.suptitle("Per backend" + (" and sweep point" if axes else ""), fontsize=13)
     _legend(fig, order, colors)
@@ -196,36 +207,29 @@ def _curves(curves, axes, order, colors):
     return fig
 
 
-SCALING_METRICS = [
-    ("train_samples_per_s", "Training throughput", "samples/s", 1),
-    ("step_ms_median", "Median step time", "ms per step", 1),
-    ("infer_samples_per_s", "Inference throughput", "samples/s", 1),
-    ("peak_memory_bytes", "Peak memory", "MiB", 1 / 2**20),
-]
-
-
 def _scaling(ok, axis, others, order, colors):
     """Metric against one sweep axis on log-log axes; other swept axes become line styles."""
-    fig, grid = plt.subplots(2, 2, figsize=(12, 8))
+    plotted = metrics.plotted()
+    fig, panels = _grid(len(plotted))
     data = ok.assign(other=_points(ok, others)) if others else ok.assign(other="")
     values = sorted(set(data[axis].astype(float)))
-    for ax, (column, title, ylabel, scale) in zip(grid.flat, SCALING_METRICS):
-        sns.lineplot(data=data.assign(y=data[column] * scale), x=axis, y="y", hue="backend", hue_order=order,
+    for ax, metric in zip(panels, plotted):
+        sns.lineplot(data=data.assign(y=data[metric.name] * metric.scale), x=axis, y="y", hue="backend", hue_order=order,
                      palette=colors, style="other" if others else None, markers=bool(others), dashes=bool(others),
                      marker=None if others else "o", errorbar="sd", err_style="bars",
-                     legend=bool(others) and ax is grid.flat[-1], ax=ax)
+                     legend=bool(others) and ax is panels[-1], ax=ax)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks(values)
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
         _plain_log_ticks(ax.yaxis)
-        ax.set(title=f"{title} against {axis} (log-log)", xlabel=axis, ylabel=f"{ylabel} (log scale)")
+        ax.set(title=f"{metric.title} against {axis} (log-log)", xlabel=axis, ylabel=f"{metric.unit} (log scale)")
         ax.title.set_fontsize(10)
     if others:  # seaborn's legend repeats the backends and sits on the data; keep only the styles, outside
-        handles, labels = grid.flat[-1].get_legend_handles_labels()
+        handles, labels = panels[-1].get_legend_handles_labels()
         start = labels.index("other") + 1
-        grid.flat[-1].get_legend().remove()
+        panels[-1].get_legend().remove()
         fig.legend(handles[start:], labels[start:], title="line style", loc="upper left",
                    bbox_to_anchor=(1.0, 0.6), frameon=False)
     fig.suptitle(f"Scaling with {axis}: mean over seeds, whiskers ±1 sd (none with one seed)", fontsize=13)

@@ -93,11 +93,25 @@ def test_one_seed_a_side_is_inconclusive_not_a_regression(tmp_path):
     assert compare.cli([str(a), str(b)]) == 0
 
 
+def test_header_names_only_the_tests_used_and_html_is_written(tmp_path):
+    a = make_compare_fixture(tmp_path / "a", rng_seed=1, seeds=(0,))
+    b = make_compare_fixture(tmp_path / "b", rng_seed=2, seeds=(0,))
+    path, rows, _, _ = compare.write_compare(a, b, 0.05)
+    # One seed a side: step time by Mann-Whitney U over steps, accuracy by z-test, the rest untestable.
+    assert dict(rows["test"].value_counts()) == {"no test": 8, "Mann-Whitney U": 2, "two-proportion z-test": 2}
+    header = path.read_text().split("## Differences")[0]
+    for used in ("no test (8 rows)", "Mann-Whitney U (2 rows)", "two-proportion z-test (2 rows)"):
+        assert used in header
+    assert "Welch's t-test (" not in header
+    html = path.with_suffix(".html").read_text()
+    assert html.startswith("<!doctype html>") and "<table>" in html and "two-proportion z-test (2 rows)" in html
+
+
 def test_judge_needs_both_threshold_and_significance():
     rng = np.random.default_rng(0)
     a, b = rng.normal(10, 5, 6), rng.normal(11, 5, 6)  # 10 % apart on average but buried in noise
-    result, p, note = compare.judge("first_step_s", 10.0, 11.0, a, b, 0.05, from_steps=False)
-    assert result == "unchanged" and p > 0.05 and "not significant" in note
+    result, p, note, test = compare.judge("first_step_s", 10.0, 11.0, a, b, 0.05, from_steps=False)
+    assert result == "unchanged" and p > 0.05 and "not significant" in note and test == "Mann-Whitney U"
     assert compare.judge("peak_memory_bytes", 100, 120, [100] * 4, [120] * 4, 0.05, False)[0] == "worse"
     assert compare.judge("test_accuracy", 0.9, 0.99, [0.9], [0.99], 0.05, False)[0] == "better"
     assert compare.judge("peak_memory_bytes", 100, 100, [100] * 2, [100] * 2, 0.05, False)[0] == "unchanged"

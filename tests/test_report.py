@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 from results_factory import make_no_baseline_fixture, make_report_fixture  # noqa: E402
 
-from bench import report  # noqa: E402
+from bench import report, results  # noqa: E402
 from bench.plots import FIXED_COLORS, backend_colors  # noqa: E402
 
 
@@ -42,13 +42,12 @@ def test_files_written(sweep_dir):
 
 def test_sweep_axis_detected_from_ok_rows(sweep_dir):
     # The failed loop run at batch 128 is not a sweep point with results; 32 and 64 are.
-    runs = report.load_results(sweep_dir)["runs"]
-    assert report.sweep_axes(runs) == ["batch_size"]
+    assert results.load(sweep_dir).axes == ["batch_size"]
 
 
 def test_accuracy_table_mean_std_and_ratio(sweep_dir):
-    results = report.load_results(sweep_dir)
-    table = report.metric_table(results["runs"], results["steps"], "test_accuracy")
+    res = results.load(sweep_dir)
+    table = res.summary("test_accuracy")
     cudnn = rows_of(table, backend="cudnn", batch_size=32)
     assert cudnn["n"] == 3 and cudnn["mean"] == pytest.approx(0.98) and cudnn["std"] == pytest.approx(0.01)
     loop = rows_of(table, backend="loop", batch_size=32)
@@ -59,21 +58,21 @@ def test_accuracy_table_mean_std_and_ratio(sweep_dir):
 
 
 def test_throughput_ratios_per_sweep_point(sweep_dir):
-    results = report.load_results(sweep_dir)
-    table = report.metric_table(results["runs"], results["steps"], "train_samples_per_s")
+    res = results.load(sweep_dir)
+    table = res.summary("train_samples_per_s")
     assert rows_of(table, backend="cudnn", batch_size=64)["mean"] == pytest.approx(2200)
     assert rows_of(table, backend="cudnn", batch_size=64)["std"] == pytest.approx(200)
     assert rows_of(table, backend="loop", batch_size=32)["ratio"] == pytest.approx(550 / 1100)
     assert rows_of(table, backend="gru", batch_size=64)["ratio"] == pytest.approx(3300 / 2200)
-    infer = report.metric_table(results["runs"], results["steps"], "infer_samples_per_s")
+    infer = res.summary("infer_samples_per_s")
     assert rows_of(infer, backend="loop", batch_size=64)["ratio"] == pytest.approx(8000 / 20000)
 
 
 def test_step_time_pools_every_step(sweep_dir):
     # cudnn at batch 32: seeds add 0, 1, 2 ms to steps 10..13, so the 12 pooled steps sort to
     # 10 11 11 12 12 12 13 13 13 14 14 15: median 12.5; linear p10 at rank 1.1 = 11; p90 at 9.9 = 14.
-    results = report.load_results(sweep_dir)
-    table = report.metric_table(results["runs"], results["steps"], "step_ms_median")
+    res = results.load(sweep_dir)
+    table = res.summary("step_ms_median")
     cudnn = rows_of(table, backend="cudnn", batch_size=32)
     assert (cudnn["steps"], cudnn["median"], cudnn["p10"], cudnn["p90"]) == (12, 12.5, 11.0, 14.0)
     # batch 64: 20 22 24 26 per seed -> median 23, p10 20, p90 26; loop is 50 ms flat: ratio 50/23.
@@ -83,8 +82,8 @@ def test_step_time_pools_every_step(sweep_dir):
 
 
 def test_memory_table_says_how_it_was_measured(sweep_dir):
-    results = report.load_results(sweep_dir)
-    table = report.metric_table(results["runs"], results["steps"], "peak_memory_bytes")
+    res = results.load(sweep_dir)
+    table = res.summary("peak_memory_bytes")
     loop = rows_of(table, backend="loop", batch_size=32)
     assert loop["mean"] == 150 * 2**20 and loop["ratio"] == pytest.approx(1.5) and loop["method"] == "cpu peak RSS growth"
     text = (sweep_dir / "report.md").read_text()
@@ -105,7 +104,7 @@ def test_markdown_tables_hold_formatted_numbers(sweep_dir):
 def test_skipped_and_failed_rows_listed_with_reasons(sweep_dir):
     text = (sweep_dir / "report.md").read_text()
     assert text.count("triton needs a CUDA device; running on cpu") == 6
-    assert "| loop | 0 | 128 | 64 | 28 | 2 | failed | RuntimeError: simulated out of memory |" in text
+    assert "| loop | 0 | 128 | 64 | 2 | 28 | failed | RuntimeError: simulated out of memory |" in text
     assert "21 runs: 14 ok, 6 skipped, 1 failed" in text
     assert "| triton | 0 | 6 | 0 |" in text  # backends summary keeps the backend that never ran
     assert "simulated out of memory" in (sweep_dir / "report.html").read_text()
@@ -116,11 +115,11 @@ def test_no_baseline_is_stated_and_ratios_empty(tmp_path):
     path = report.write_report(directory)
     text = path.read_text()
     assert "No ratios against the baseline" in text and "cudnn needs CUDA; device is cpu" in text
-    results = report.load_results(directory)
-    table = report.metric_table(results["runs"], results["steps"], "train_samples_per_s")
+    res = results.load(directory)
+    table = res.summary("train_samples_per_s")
     assert table["ratio"].isna().all()
     # No steps.csv rows: step time falls back to the per-run summary and says so.
-    step = report.metric_table(results["runs"], results["steps"], "step_ms_median").iloc[0]
+    step = res.summary("step_ms_median").iloc[0]
     assert (step["source"], step["median"], step["p10"], step["p90"]) == ("runs.csv", 62.5, 60, 70)
     assert "— (per-run summaries)" in text
     assert not (directory / "plots/scaling_batch_size.png").exists()
