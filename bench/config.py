@@ -123,8 +123,9 @@ class Config:
         return data
 
 
-# Values computed from the fields, saved beside them in env.json and runs.csv.
-DERIVED = ("input_size",)
+# Values computed from the fields, saved beside them in env.json and runs.csv: name -> the field it follows
+# in the report's settings table.
+DERIVED = {"input_size": "seq_len"}
 
 # Everything below reads the table at call time (not at import), so a field added to Config (or to a
 # subclass put in its place, as the tests do) reaches the parser, the rows and the report at once.
@@ -145,7 +146,10 @@ def cli_keys() -> tuple[str, ...]:
 
 def setting_keys() -> tuple[str, ...]:
     """The keys of to_dict, in the order the report's settings table lists them."""
-    return (*fields(), *DERIVED)
+    keys = []
+    for name in fields():
+        keys += [name, *(derived for derived, after in DERIVED.items() if after == name)]
+    return tuple(keys)
 
 
 def column_name(name: str) -> str:
@@ -156,7 +160,7 @@ def column_name(name: str) -> str:
 
 def row_columns() -> tuple[str, ...]:
     """runs.csv's config columns: fields in declaration order, then the derived values."""
-    return tuple(column_name(n) for n, f in fields().items() if f.metadata["column"]) + DERIVED
+    return tuple(column_name(n) for n, f in fields().items() if f.metadata["column"]) + tuple(DERIVED)
 
 
 def key_columns() -> tuple[str, ...]:

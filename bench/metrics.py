@@ -27,7 +27,7 @@ class Metric:
     samples: str = "seeds"        # what a value is drawn from, for summaries and compare's test: "steps"
                                   # (steps.csv's per-step times, pooled), "images" (a proportion over the
                                   # test set) or "seeds" (one value per seed)
-    words: tuple[str, str] = ("faster", "slower")  # compare's flag when it improved / regressed
+    words: tuple[str, str] = ("better", "worse")  # compare's flag when it improved / regressed
     method_column: str | None = None  # a runs.csv column saying how it was measured (shown beside it)
 
     def format(self, value) -> str:
@@ -46,33 +46,35 @@ class Metric:
         return {True: "higher is better", False: "lower is better", None: "no direction"}[self.higher_is_better]
 
 
+SPEED = ("faster", "slower")  # the flags of time and throughput metrics
+
 METRICS: list[Metric] = [
     Metric("params", "Trainable parameters", fmt="{:,.0f}"),
     Metric("test_accuracy", "Test accuracy", "%", scale=100, fmt="{:.2f} %", higher_is_better=True, report=True,
-           samples="images", words=("better", "worse"),
+           samples="images",
            note="On all 10,000 test images; mean and sample standard deviation over seeds (— with one seed)."),
     Metric("final_train_loss", "Final training loss", higher_is_better=False),
     Metric("train_steps", "Optimizer steps", fmt="{:,.0f}"),
     Metric("train_time_s", "Training time", "s", higher_is_better=False),
     Metric("train_samples_per_s", "Training throughput", "samples/s", fmt="{:,.0f}", higher_is_better=True,
-           report=True, plot=True,
+           report=True, plot=True, words=SPEED,
            note="Steady state: warm-up steps excluded; includes producing the batches, which step time does "
                 "not. Mean and std over seeds."),
     Metric("step_ms_median", "Training step time", "ms", fmt="{:.3f}", higher_is_better=False, report=True,
-           plot=True, samples="steps",
+           plot=True, samples="steps", words=SPEED,
            note="Every timed steady-state step of all seeds pooled (steps.csv): median, 10th and 90th "
                 "percentile. Ratio is of the medians."),
     Metric("step_ms_p10", "Step time, 10th percentile", "ms", fmt="{:.3f}", higher_is_better=False),
     Metric("step_ms_p90", "Step time, 90th percentile", "ms", fmt="{:.3f}", higher_is_better=False),
     Metric("infer_samples_per_s", "Inference throughput", "samples/s", fmt="{:,.0f}", higher_is_better=True,
-           report=True, plot=True,
+           report=True, plot=True, words=SPEED,
            note="Forward only, no gradients, on the test set in batches of `eval_batch_size` (see the config;"
                 " it does not follow a batch_size sweep), first batch left out as warm-up. Mean and std over seeds."),
     Metric("peak_memory_bytes", "Peak memory", "MiB", scale=1 / 2**20, fmt="{:,.1f}", higher_is_better=False,
-           report=True, plot=True, words=("better", "worse"), method_column="memory_method",
+           report=True, plot=True, method_column="memory_method",
            note="Mean over seeds in MiB (2^20 bytes). 'measured as' is the runner's memory_method: "
                 "numbers measured differently (e.g. CUDA allocator vs process RSS) are not comparable."),
-    Metric("first_step_s", "First step time", "s", higher_is_better=False, report=True,
+    Metric("first_step_s", "First step time", "s", higher_is_better=False, report=True, words=SPEED,
            note="The first training step timed alone: compilation and autotuning show up here. Mean over seeds."),
     Metric("data_time_s", "Data time", "s", higher_is_better=False),
     Metric("eval_time_s", "Evaluation time", "s", higher_is_better=False),

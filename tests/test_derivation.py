@@ -1,0 +1,87 @@
+"""A knob or a metric is one table entry: added in a fixture, it reaches every place derived from it."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+from results_factory import make_compare_fixture  # noqa: E402
+
+from bench import compare, config as config_mod, metrics, report, runner, schema  # noqa: E402
+from bench.config import Config, knob  # noqa: E402
+
+
+@dataclass(frozen=True)
+class WithNewKnobs(Config):
+    dropout: float = knob(0.0, "dropout between LSTM layers", flag="--dropout", column=True)
+    width: int = knob(8, "a new sweepable size", flag="--width", sweep=True)
+
+
+@pytest.fixture
+def new_knobs(monkeypatch):
+    monkeypatch.setattr(config_mod, "Config", WithNewKnobs)
+
+
+def test_a_new_config_field_reaches_parser_row_columns_and_settings(new_knobs):
+    args = runner.parse_args(["--dropout", "0.25", "--width", "16", "--backends", "loop", "--sweep", "width=4,8"])
+    config = runner.build_config(args)
+    assert (config.dropout, config.width, config.sweep) == (0.25, 16, {"width": [4, 8]})
+    row = runner.base_row("loop", 0, config, torch.device("cpu"))
+    assert (row["dropout"], row["width"]) == (0.25, 16)
+    assert {"dropout", "width"} <= set(schema.run_columns())
+    assert "width" in schema.key_columns() and "dropout" not in schema.key_columns()
+    assert config_mod.sweep_axes()[-1] == "width"
+    settings = report.config_rows({"config": config.to_dict()})
+    assert ["config.dropout", "0.25"] in settings and ["config.width", "16"] in settings
+    # the settings table lists known keys in table order, before keys it does not know
+    saved = config.to_dict() | {"from_an_older_version": 1}
+    names = [name for name, _ in report.config_rows({"config": saved})]
+    assert names.index("config.width") < names.index("config.from_an_older_version")
+
+
+def test_without_the_fixture_the_new_flag_is_unknown():
+    with pytest.raises(Exception, match="unrecognized arguments: --dropout"):
+        runner.parse_args(["--dropout", "0.25"])
+
+
+def test_every_flag_of_the_table_parses_to_its_field():
+    args = runner.parse_args(["--batch-size", "32", "--hidden", "16", "--layers", "3", "--seq-len", "56",
+                              "--train-limit", "100", "--warmup-steps", "2", "--no-isolate", "--lr", "0.01",
+                              "--data-root", "/tmp/x", "--seeds", "1,2", "--threads", "1"])
+    config = runner.build_config(args)
+    assert (config.batch_size, config.hidden_size, config.num_layers, config.seq_len, config.input_size) == (32, 16, 3, 56, 14)
+    assert (config.train_limit, config.warmup_steps, config.isolate, config.lr) == (100, 2, False, 0.01)
+    assert (config.data_root, config.seeds, config.threads) == ("/tmp/x", (1, 2), 1)
+
+
+GRAD_NORM = metrics.Metric("grad_norm", "Gradient norm", fmt="{:.3f}", higher_is_better=False, report=True,
+                           plot=True, note="Mean L2 norm of the gradients over the steady-state steps.")
+
+
+def add_grad_norm(directory: Path, values: dict[str, float]) -> None:
+    """What the training code would have written for the new metric."""
+    runs = pd.read_csv(directory / "runs.csv")
+    runs["grad_norm"] = runs["backend"].map(values)
+    runs.to_csv(directory / "runs.csv", index=False)
+
+
+def test_a_new_metric_reaches_report_plots_and_compare(tmp_path, monkeypatch):
+    monkeypatch.setattr(metrics, "METRICS", [*metrics.METRICS, GRAD_NORM])
+    assert "grad_norm" in schema.run_columns()
+    a = make_compare_fixture(tmp_path / "a", rng_seed=1, seeds=(0, 1))
+    b = make_compare_fixture(tmp_path / "b", rng_seed=2, seeds=(0, 1))
+    add_grad_norm(a, {"cudnn": 1.5, "loop": 2.0})
+    add_grad_norm(b, {"cudnn": 1.5, "loop": 4.0})
+    text = report.write_report(a).read_text()
+    assert "### Gradient norm (lower is better)" in text and "Mean L2 norm of the gradients" in text
+    assert "| loop | 2 | 2.000 | 0.000 | 1.33× |" in text  # mean, std, ratio vs cudnn 2.0 / 1.5
+    assert (a / "plots" / "bars.png").is_file()  # five plotted metrics: a third row of panels
+    _, rows, _, _ = compare.write_compare(a, b, 0.05)
+    loop = rows[(rows["backend"] == "loop") & (rows["metric"] == "grad_norm")].iloc[0]
+    assert loop["flag"] == "worse" and loop["regression"]  # 4.0 vs 2.0 on both seeds, lower is better
+    assert "Gradient norm" in (b / "compare.md").read_text()
