@@ -178,9 +178,10 @@ def new_results_dir() -> Path:
 def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device]:
     """Checks every input; writes nothing."""
     if args.resume:
-        given = [key for key in config_mod.cli_keys() + ("config",) if getattr(args, key) is not None] + (["sweep"] if args.sweep else [])
+        flags = {key: config_mod.fields()[key].metadata["flag"] for key in config_mod.cli_keys()} | {"config": "--config"}
+        given = [flag for key, flag in flags.items() if getattr(args, key) is not None] + (["--sweep"] if args.sweep else [])
         if given:
-            raise UsageError(f"--resume uses the saved config; drop --{given[0].replace('_', '-')}")
+            raise UsageError(f"--resume uses the saved config; drop {given[0]}")
         out_dir = Path(args.resume)
         env = storage.load_env(out_dir)
         if "config" not in env:

@@ -85,3 +85,9 @@ def test_a_new_metric_reaches_report_plots_and_compare(tmp_path, monkeypatch):
     loop = rows[(rows["backend"] == "loop") & (rows["metric"] == "grad_norm")].iloc[0]
     assert loop["flag"] == "worse" and loop["regression"]  # 4.0 vs 2.0 on both seeds, lower is better
     assert "Gradient norm" in (b / "compare.md").read_text()
+
+
+@pytest.mark.parametrize("flag, value", [("--hidden", "16"), ("--no-isolate", None), ("--config", "c.toml")])
+def test_resume_names_the_flag_the_user_typed(tmp_path, capsys, flag, value):
+    assert runner.cli(["--resume", str(tmp_path), flag, *([value] if value else [])]) == 2
+    assert f"--resume uses the saved config; drop {flag}\n" in capsys.readouterr().err
