@@ -18,11 +18,12 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 import impls
 from bench import config as config_mod
 from bench import envinfo, storage
-from bench.cliargs import OneLineParser, UsageError
+from bench.cliargs import OneLineParser, UsageError, parse
 from bench.config import Config
 from bench.isolate import WorkerDied, WorkerError, call_in_subprocess
 from bench.schema import ENV_FILE, RUNS_FILE
@@ -86,13 +87,22 @@ def one_line(error: BaseException) -> str:
     return text.splitlines()[0][:500] if text else type(error).__name__
 
 
-def execute(config: Config, out_dir: Path, device: torch.device, data, log=print) -> list[dict]:
+def say(line: str) -> None:
+    """Prints a line above the progress bars instead of through them."""
+    tqdm.write(line)
+
+
+def execute(config: Config, out_dir: Path, device: torch.device, data, log=say) -> list[dict]:
     """Runs what runs.csv in out_dir does not hold yet; returns the rows written now."""
     done = set(storage.load_runs(out_dir)["run_id"]) if (out_dir / RUNS_FILE).exists() else set()
     storage.drop_unfinished(out_dir, done)
     from bench.train import train_and_measure  # heavy imports only once input is known good
+    cells = plan(config)
+    todo = sum(run_id(backend, seed, point) not in done for backend, seed, point in cells)
+    # The outer bar: all runs of this call, with an ETA; each run draws its own bar of steps below it.
+    bar = tqdm(total=todo, desc="runs", unit="run", disable=not sys.stderr.isatty())
     written = []
-    for backend, seed, point in plan(config):
+    for number, (backend, seed, point) in enumerate(cells, 1):
         row = base_row(backend, seed, point, device)
         if row["run_id"] in done:
             continue
@@ -111,7 +121,7 @@ def execute(config: Config, out_dir: Path, device: torch.device, data, log=print
                 row.update(status="ok", **result.metrics)
             except Exception as error:  # one backend's failure must not end the others' runs
                 row.update(status="failed", error=one_line(error))
-                if log is print and not isinstance(error, (WorkerError, WorkerDied)):  # a worker prints its own
+                if log is say and not isinstance(error, (WorkerError, WorkerDied)):  # a worker prints its own
                     traceback.print_exc(file=sys.stderr)
             finally:
                 if device.type == "cuda":
@@ -120,12 +130,15 @@ def execute(config: Config, out_dir: Path, device: torch.device, data, log=print
         storage.append_run(out_dir, row, [key | r for r in result.curve] if result else [],
                            [key | r for r in result.steps] if result else [])
         written.append(row)
-        log(summary_line(row))
+        log(summary_line(row, number, len(cells)))
+        bar.update()
+    bar.close()
     return written
 
 
-def summary_line(row: dict) -> str:
-    head = f"{row['backend']:<7} seed {row['seed']} b{row['batch_size']} h{row['hidden_size']} t{row['seq_len']}"
+def summary_line(row: dict, number: int, total: int) -> str:
+    head = (f"run {number} of {total}: {row['backend']:<7} seed {row['seed']} b{row['batch_size']} "
+            f"h{row['hidden_size']} t{row['seq_len']}")
     if row["status"] != "ok":
         return f"{head}  {row['status'].upper()}: {row['error']}"
     return (f"{head}  acc {row['test_accuracy']:.4f}  train {row['train_samples_per_s']:,.0f} samples/s  "
@@ -133,7 +146,7 @@ def summary_line(row: dict) -> str:
             f"mem {row['peak_memory_bytes'] / 2**20:.1f} MiB  first step {row['first_step_s']:.2f} s")
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def parse_args(argv: list[str]) -> argparse.Namespace | int:
     parser = OneLineParser(prog="bench run", description="Train backends on row-by-row MNIST and record results.")
     parser.add_argument("--backends", help=f"comma-separated, from: {','.join(impls.names())}")
     parser.add_argument("--epochs", type=int)
@@ -158,7 +171,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     where.add_argument("--out", help="results directory (default: a new one under results/runs/)")
     where.add_argument("--resume", help="finish an interrupted results directory, with its saved config")
     parser.add_argument("--report", action="store_true", help="write report.md/html and plots when done")
-    return parser.parse_args(argv)
+    parser.add_argument("--dry-run", action="store_true", help="print the plan (backend x seed x sweep point) and exit; writes and downloads nothing")
+    return parse(parser, argv)  # --help returns 0, bad input returns 2 after one line
 
 
 CLI_KEYS = ("backends", "epochs", "batch_size", "hidden_size", "num_layers", "seq_len", "lr", "seeds", "device",
@@ -239,13 +253,31 @@ def write_env(out_dir: Path, config: Config, device: torch.device) -> None:
     storage.write_json(out_dir / ENV_FILE, env or now)
 
 
+def plan_text(config: Config, out_dir: Path, device: torch.device) -> str:
+    """What `bench run` would do, one line per run, in the order it would do them."""
+    cells = plan(config)
+    done = set(storage.load_runs(out_dir)["run_id"]) if (out_dir / RUNS_FILE).exists() else set()
+    lines = [f"plan: {len(cells)} run(s) on {device} into {out_dir} (dry run: nothing written, no data fetched)"]
+    for number, (backend, seed, point) in enumerate(cells, 1):
+        available = impls.availability(backend, device)
+        note = "  (done)" if run_id(backend, seed, point) in done else \
+            "" if available.ok else f"  (would be skipped: {available.reason})"
+        lines.append(f"  {number:>3}. {run_id(backend, seed, point)}{note}")
+    return "\n".join(lines)
+
+
 def cli(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if isinstance(args, int):  # --help (0) or a bad flag (2, its line already printed)
+        return args
     try:
-        args = parse_args(argv)
         config, out_dir, device = prepare(args)
     except (UsageError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.dry_run:
+        print(plan_text(config, out_dir, device))
+        return 0
     from bench.data import DataError, load_mnist
     try:
         data = load_mnist(config.data_root, quiet=False)
