@@ -11,6 +11,8 @@ import argparse
 import fcntl
 import itertools
 import os
+import re
+import socket
 import sys
 import time
 import traceback
@@ -28,7 +30,9 @@ from bench.config import Config
 from bench.isolate import WorkerDied, WorkerError, call_in_subprocess
 from bench.schema import ENV_FILE, RUNS_FILE
 
-RESULTS_ROOT = Path(__file__).resolve().parent.parent / "results" / "runs"
+# Relative: results land under the directory `bench run` is started from, wherever the package lives.
+RESULTS_ROOT = Path("results") / "runs"
+LATEST = "latest"
 
 # glibc's malloc returns large freed blocks to the OS and faults them back in on the next step; a fresh
 # worker pays that on every step (cudnn on CPU measured 8.7 ms a step with glibc's defaults, 4.7 ms
@@ -168,7 +172,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace | int:
                         help="sweep an axis (batch_size, hidden_size, seq_len, num_layers); repeatable")
     parser.add_argument("--config", help="TOML or YAML file with config keys")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--out", help="results directory (default: a new one under results/runs/)")
+    where.add_argument("--out", help="results directory (default: ./results/runs/<time>-<host>/ under the current directory)")
     where.add_argument("--resume", help="finish an interrupted results directory, with its saved config")
     parser.add_argument("--report", action="store_true", help="write report.md/html and plots when done")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (backend x seed x sweep point) and exit; writes and downloads nothing")
@@ -200,13 +204,39 @@ def build_config(args: argparse.Namespace) -> Config:
     return config_mod.from_dict(overrides)
 
 
+def short_host() -> str:
+    """The machine's name up to the first dot, reduced to what is safe in a directory name."""
+    name = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname().split(".")[0]).strip("-")
+    return name or "host"
+
+
 def new_results_dir() -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    """RESULTS_ROOT/<local time>-<host>: runs copied together from two machines never collide, and
+    the name says where each came from. Only a name is picked here; nothing is created."""
+    root = RESULTS_ROOT.resolve()
+    stamp = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{short_host()}"
     for suffix in [""] + [f"-{i}" for i in range(1, 100)]:
-        candidate = RESULTS_ROOT / f"{stamp}{suffix}"
+        candidate = root / f"{stamp}{suffix}"
         if not candidate.exists():
             return candidate
-    raise UsageError(f"could not pick a new results directory under {RESULTS_ROOT}")
+    raise UsageError(f"could not pick a new results directory under {root}")
+
+
+def point_latest(out_dir: Path) -> None:
+    """out_dir.parent/latest names out_dir: a relative symlink swapped in with one rename (readers see the
+    old target or the new one), or, where symlinks are refused, a text file holding the name."""
+    link, name = out_dir.parent / LATEST, out_dir.name
+    scratch = out_dir.parent / f".{LATEST}.{os.getpid()}"
+    try:
+        scratch.unlink(missing_ok=True)
+        scratch.symlink_to(name, target_is_directory=True)
+        if link.is_dir() and not link.is_symlink():
+            raise OSError(f"{link} is a real directory; not replacing it")
+        os.replace(scratch, link)
+    except OSError:
+        scratch.unlink(missing_ok=True)
+        if not (link.is_dir() and not link.is_symlink()):
+            storage.atomic_write_text(link, name + "\n")
 
 
 def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device]:
@@ -223,7 +253,7 @@ def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device]:
         config = config_mod.from_dict(saved)
     else:
         config = build_config(args)
-        out_dir = Path(args.out) if args.out else new_results_dir()
+        out_dir = Path(args.out).resolve() if args.out else new_results_dir()
         if (out_dir / RUNS_FILE).exists():
             raise UsageError(f"{out_dir} already holds results; use --resume {out_dir} or another --out")
     device = resolve_device(config.device)
@@ -291,6 +321,8 @@ def cli(argv: list[str]) -> int:
         return 2
     with held:  # closing the file releases the lock
         write_env(out_dir, config, device)
+        if not (args.out or args.resume):  # a directory we named: RESULTS_ROOT/latest follows it
+            point_latest(out_dir)
         print(f"results: {out_dir}  device: {device}  data: {data.source}")
         started = time.perf_counter()
         execute(config, out_dir, device, data)

@@ -208,7 +208,8 @@ def test_root_resolution(tmp_path, monkeypatch):
     assert fetch.resolve_root(tmp_path / "explicit") == tmp_path / "explicit"
     assert fetch.resolve_root() == tmp_path / "env"
     monkeypatch.delenv(fetch.ENV_ROOT)
-    assert fetch.resolve_root() == fetch.DEFAULT_ROOT
+    monkeypatch.chdir(tmp_path)
+    assert fetch.resolve_root() == tmp_path.resolve() / "data"   # follows the user, not the package
 
 
 # ---------------------------------------------------------------------------------------------
