@@ -1,4 +1,4 @@
-"""The CLI: python -m bench {data,run,report,compare,bench-compare} ...
+"""The CLI: python -m bench (or the `lstm-bench` script) {list,data,run,report,compare,bench-compare} ...
 
 Each subcommand lives in its module as `cli(argv) -> exit code`; bad input exits 2 with one line.
 """
@@ -8,6 +8,7 @@ import importlib
 import sys
 
 COMMANDS = {
+    "list": ("bench.backends", "list every backend and whether it can run here"),
     "data": ("bench.data", "fetch and verify MNIST"),
     "run": ("bench.runner", "train backends on MNIST and record results"),
     "report": ("bench.report", "write report.md/html and plots for a results directory"),
@@ -17,7 +18,7 @@ COMMANDS = {
 
 
 def usage() -> str:
-    lines = ["usage: python -m bench COMMAND [ARGS]", "", "commands:"]
+    lines = ["usage: lstm-bench COMMAND [ARGS]   (or: python -m bench COMMAND [ARGS])", "", "commands:"]
     lines += [f"  {name:<14} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 

