@@ -15,8 +15,7 @@ A change is flagged only when it is BOTH
     correct counts, seeds pooled. (The images are the same across seeds, so pooling overstates
     independence a little; the threshold guards against that.)
   * training and inference throughput, peak memory, first-step time: one value per seed. (Training
-    throughput includes producing the batches, which step time does not, so it is not step time's
-    test in disguise.) Mann-Whitney U when
+    throughput shares step time's clock but is judged per seed: there the run is the unit.) Mann-Whitney U when
     both sides have at least MIN_SEEDS = 4 seeds (with 3 vs 3 its smallest possible p is 0.1, so
     it could never pass); Welch's t-test with 2 or 3 seeds a side. With a single seed on a side no
     test is possible: a change beyond the threshold is flagged "inconclusive", which is shown but

@@ -58,8 +58,9 @@ METRICS: list[Metric] = [
     Metric("train_time_s", "Training time", "s", higher_is_better=False),
     Metric("train_samples_per_s", "Training throughput", "samples/s", fmt="{:,.0f}", higher_is_better=True,
            report=True, plot=True, words=SPEED,
-           note="Steady state: warm-up steps excluded; includes producing the batches, which step time does "
-                "not. Mean and std over seeds."),
+           note="Steady state: samples after warm-up ÷ their summed step times (forward, backward, optimizer; "
+                "the same clock as step time, so producing the batches is excluded: see data_time_s). "
+                "Mean and std over seeds."),
     Metric("step_ms_median", "Training step time", "ms", fmt="{:.3f}", higher_is_better=False, report=True,
            plot=True, samples="steps", words=SPEED,
            note="Every timed steady-state step of all seeds pooled (steps.csv): median, 10th and 90th "
