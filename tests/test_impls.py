@@ -6,7 +6,7 @@ import impls
 
 
 def test_names_and_families():
-    assert impls.names() == ["cudnn", "loop", "triton", "gru"]
+    assert impls.names() == ["cudnn", "loop", "triton", "triton-step", "gru"]
     assert {impls.spec(n).family for n in impls.names()} == {"lstm", "gru"}
 
 
