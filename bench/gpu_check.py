@@ -266,9 +266,9 @@ def write_table(table: pd.DataFrame, env: dict[str, str], out_dir: Path = OUT_DI
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     csv_path, md_path = out_dir / f"{name}_{stamp}.csv", out_dir / f"{name}_{stamp}.md"
+    header = [f"# {name}", "", note, "", ", ".join(f"{k} {v}" for k, v in env.items())]
     for path, write in ((csv_path, lambda p: table.assign(**env).to_csv(p, index=False)),
-                        (md_path, lambda p: p.write_text(to_markdown(table, [f"# {name}", "", note, "",
-                                                                              ", ".join(f"{k} {v}" for k, v in env.items())])))):
+                        (md_path, lambda p: p.write_text(to_markdown(table, header)))):
         partial = path.with_suffix(path.suffix + ".partial")  # written whole or not at all
         write(partial)
         partial.replace(path)

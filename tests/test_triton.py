@@ -311,7 +311,8 @@ def test_gpu_check_backends_and_verdicts(monkeypatch):
     describe = gpu_check.describe_kernels
     assert describe(["void RNN_blockPersist_fp_LSTM<float, float, float, 128>(...)"]) == "cuDNN persistent RNN kernel"
     assert describe(["void elemWiseRNNcell<float>(...)", "sm80_xmma_gemm"]) == "cuDNN, not its persistent kernel"
-    assert describe(["void at::native::(anonymous namespace)::lstm_cell_forward<c10::BFloat16>(...)"]).startswith("NOT cuDNN")
+    aten_cell = "void at::native::(anonymous namespace)::lstm_cell_forward<c10::BFloat16>(...)"
+    assert describe([aten_cell]).startswith("NOT cuDNN")
     assert describe(["lstm_seq_fwd_kernel", "lstm_seq_bwd_kernel", "ampere_sgemm"]) == "persistent Triton kernels"
 
 
