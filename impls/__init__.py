@@ -1,7 +1,7 @@
 """The backends, as data: one literal registry table maps a name to a factory and what it needs.
 
     impls.build("loop", input_size=28, hidden_size=64, num_layers=2)  -> nn.Module like torch.nn.LSTM
-    impls.names()                                                    -> ["cudnn", "loop", "triton", "gru"]
+    impls.names()                                                    -> ["cudnn", "loop", "triton", "triton-step", "gru"]
     impls.availability("triton", "cpu")                              -> Availability(ok=False, reason=...)
 
 Factories are "module:attribute" strings imported on first use, so asking for `cudnn` never
@@ -31,7 +31,10 @@ class Backend:
 REGISTRY: dict[str, Backend] = {
     "cudnn":  Backend("impls.cudnn:CudnnLSTM", "lstm", "torch", "torch.nn.LSTM: cuDNN on CUDA, ATen's kernel on CPU"),
     "loop":   Backend("impls.loop:LoopLSTM", "lstm", "torch", "PyTorch cell loop, one step at a time, gate by gate"),
-    "triton": Backend("impls.triton_lstm:TritonLSTM", "lstm", "triton", "cuBLAS h@W_hh + one fused Triton gate kernel per step"),
+    "triton": Backend("impls.triton_lstm:TritonLSTM", "lstm", "triton",
+                      "one persistent Triton kernel per layer and pass: all T steps in one launch, W_hh resident"),
+    "triton-step": Backend("impls.triton_step:TritonStepLSTM", "lstm", "triton",
+                           "per step: cuBLAS h@W_hh + one fused Triton gate kernel (two launches a step)"),
     "gru":    Backend("impls.gru:TorchGRU", "gru", "torch", "torch.nn.GRU, the baseline"),
 }
 
