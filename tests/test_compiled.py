@@ -64,23 +64,17 @@ def test_a_partial_batch_does_not_compile_a_new_graph():
         assert _train_call(module, batch).shape == (batch, SHAPE["steps"], SHAPE["hidden"])
     assert compile_stats()["compilations"] == first["compilations"]
 
-    module.eval()   # evaluation is its own graph (no autograd), compiled once for every batch size
+    # Evaluation is its own graph (no autograd; no other test compiles it), so the counters must move
+    # once, and then stay put for every batch size.
+    module.eval()
     with torch.no_grad():
         module(torch.randn(SHAPE["batch"], SHAPE["steps"], SHAPE["input_size"]))
         after_eval = compile_stats()
-        assert after_eval["compilations"] <= first["compilations"] + 1
-        module(torch.randn(2, SHAPE["steps"], SHAPE["input_size"]))
+        assert after_eval["compilations"] == first["compilations"] + 1
+        assert after_eval["compile_s"] > first["compile_s"]
+        for batch in (2, 7):
+            module(torch.randn(batch, SHAPE["steps"], SHAPE["input_size"]))
     assert compile_stats()["compilations"] == after_eval["compilations"]
-
-
-def test_compile_stats_count_a_new_graph_and_its_time():
-    """The counters must move when something compiles: a shape never seen before (hidden 3)."""
-    before = compile_stats()
-    module = impls.build("compiled", 2, 3, 1)
-    module(torch.randn(2, 2, 2))[0].sum().backward()
-    after = compile_stats()
-    assert after["compilations"] == before["compilations"] + 1
-    assert after["compile_s"] > before["compile_s"]
 
 
 def test_compiled_state_dict_is_nn_lstms():
