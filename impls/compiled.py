@@ -15,10 +15,14 @@ For the harness (no `bench` import here):
 
     compile_stats() -> {"compilations": int, "compile_s": float}
 
-process-wide totals since the process started: `compilations` counts the graphs Dynamo compiled
-(a recompilation adds one), `compile_s` is the wall time spent compiling: Dynamo tracing plus
-Inductor's forward compile, the backward graph's compile that AOTAutograd defers to the first
-backward, and CUDA graph recording. A run takes the difference of two calls.
+process-wide totals: `compilations` counts the graphs Dynamo compiled since the process started
+(a recompilation adds one; torch._dynamo.utils.counters["stats"]["unique_graphs"]), `compile_s` the
+wall time spent compiling since this module was imported (Dynamo's compile-event callbacks): Dynamo
+tracing plus Inductor's forward compile, the backward graph's compile that AOTAutograd defers to
+the first backward, and CUDA graph recording. A run takes the difference of two calls, before its
+first step and after its evaluation warm-up. Measured on the 2-core CPU: the default shape's
+training graph took 287-469 s to compile with a cold cache (machine heavily loaded), so the first
+step of a run is far from its steady state.
 """
 from __future__ import annotations
 
