@@ -6,12 +6,12 @@ import impls
 
 
 def test_names_and_families():
-    assert impls.names() == ["cudnn", "loop", "triton", "triton-step", "gru"]
+    assert impls.names() == ["cudnn", "loop", "triton", "triton-step", "gru", "compiled", "compiled-graphs", "aten"]
     assert {impls.spec(n).family for n in impls.names()} == {"lstm", "gru"}
 
 
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(ValueError, match=r"unknown backend 'lsmt'; expected one of: cudnn, loop, triton, triton-step, gru"):
+    with pytest.raises(ValueError, match=r"unknown backend 'lsmt'; expected one of: cudnn, loop, triton, triton-step, gru, compiled, compiled-graphs, aten$"):
         impls.build("lsmt", 28, 64)
 
 
