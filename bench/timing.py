@@ -2,7 +2,9 @@
 
 CUDA work is asynchronous: a host clock read without a synchronize measures the launch, not the
 work. Per-step times therefore come from CUDA events (read after one synchronize at the end),
-and host clocks are read only after `sync(device)`.
+and host clocks are read only after `sync(device)`. StepTimer times whole steps; SplitTimer adds a
+mark after the forward, for forward and backward apart. MemoryMeter reads CUDA's allocator peaks,
+or on CPU the kernel's exact peak-RSS counter (VmHWM), with a sampling thread only as a fallback.
 """
 from __future__ import annotations
 
