@@ -1,4 +1,5 @@
 """bench.timing: the CPU memory meter's exact high-water mark, its fallback, and the split step timer."""
+import gc
 import math
 
 import pytest
@@ -16,6 +17,15 @@ def allocate_and_free(mib=200):
     total = float(block[::4096].sum())
     del block
     return total
+
+
+@pytest.fixture(autouse=True)
+def no_collection_inside():
+    """Garbage from earlier tests freed mid-region would lower RSS and hide a few pages of the peak."""
+    gc.collect()
+    gc.disable()
+    yield
+    gc.enable()
 
 
 @pytest.mark.skipif(not timing.reset_high_water_mark(), reason="no /proc/self/clear_refs peak reset here")
