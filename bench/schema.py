@@ -35,7 +35,13 @@ RUN_COLUMNS = KEY_COLUMNS + [
     "data_time_s",          # time spent producing batches during training
     "eval_time_s",          # test-set evaluation, excluded from training throughput
     "wall_time_s",          # the whole run: build, train, evaluate
+    "host",                 # the machine the cell ran on (socket.gethostname() in the worker)
+    "device_name",          # the GPU's name, or the CPU model
+    "device_uuid",          # the GPU's UUID (torch.cuda.get_device_properties(i).uuid); empty on CPU
 ]
+
+# Added after results were first written: a results directory without them still loads (empty cells).
+OPTIONAL_RUN_COLUMNS = ("host", "device_name", "device_uuid")
 
 CURVE_COLUMNS = ["run_id", "backend", "seed", "step", "epoch", "loss", "elapsed_s"]
 

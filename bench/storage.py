@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.schema import CURVE_COLUMNS, CURVES_FILE, ENV_FILE, RUN_COLUMNS, RUNS_FILE, STEP_COLUMNS, STEPS_FILE
+from bench.schema import (CURVE_COLUMNS, CURVES_FILE, ENV_FILE, OPTIONAL_RUN_COLUMNS, RUN_COLUMNS, RUNS_FILE,
+                          STEP_COLUMNS, STEPS_FILE)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -61,6 +62,8 @@ def append_rows(path: str | Path, rows: list[dict], columns: list[str]) -> None:
     """Appends rows (each must use only `columns`) by rewriting the file atomically."""
     path = Path(path)
     old = path.read_text() if path.exists() else ""
+    if old and old.split("\n", 1)[0] != ",".join(columns):  # written by an older version: widen it first
+        old = _csv_text(list(csv.DictReader(io.StringIO(old))), columns, header=True)
     atomic_write_text(path, old + _csv_text(rows, columns, header=not old))
 
 
@@ -77,11 +80,15 @@ def load_runs(directory: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"no {RUNS_FILE} in {directory}: expected a results directory written by `bench run`")
     frame = pd.read_csv(path, keep_default_na=False, na_values=[""],
-                        dtype={"error": str, "impl_detail": str, "memory_method": str})
+                        dtype={"error": str, "impl_detail": str, "memory_method": str}
+                        | dict.fromkeys(OPTIONAL_RUN_COLUMNS, str))
+    for column in OPTIONAL_RUN_COLUMNS:  # results written before these columns existed
+        if column not in frame.columns:
+            frame[column] = ""
     missing = [c for c in RUN_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {', '.join(missing)}")
-    for column in ("error", "impl_detail", "memory_method"):
+    for column in ("error", "impl_detail", "memory_method") + OPTIONAL_RUN_COLUMNS:
         frame[column] = frame[column].fillna("")
     return frame
 
