@@ -213,8 +213,8 @@ class RayExecutor:
         if ray is None:
             raise ExecutorError("RayExecutor.run outside `with executor:`")
         cpus, gpus = self.resources(device)
-        task = ray.remote(_ray_cell)
-        options = dict(num_cpus=cpus, num_gpus=gpus, max_calls=1, max_retries=self.retries, retry_exceptions=False)
+        task = ray.remote(max_calls=1)(_ray_cell)  # a fresh worker process for every cell
+        options = dict(num_cpus=cpus, num_gpus=gpus, max_retries=self.retries, retry_exceptions=False)
         data_ref = ray.put(data)  # once: every task reads it from the object store, on whichever node
         pending = {task.options(name=f"bench {cell.run_id}", **options).remote(
                        self.train, cell.config, cell.backend, cell.seed, data_ref, device, cpus): cell
