@@ -180,8 +180,10 @@ class RayExecutor:
                 ray.init(num_cpus=self.num_cpus or os.cpu_count(), runtime_env=runtime_env,
                          include_dashboard=False, logging_level="WARNING")
         except Exception as error:
+            hint = (" (a cluster with token authentication needs RAY_AUTH_MODE=token and its token; see README)"
+                    if self.address and "RAY_AUTH_MODE" not in os.environ else "")
             raise ExecutorError(f"ray: could not join or start a cluster at {self.address or 'this machine'}: "
-                                f"{one_line(error)}") from None
+                                f"{one_line(error)}{hint}") from None
         self._ray = ray
         self.nodes = [{"host": n["NodeManagerHostname"], "cpus": int(n["Resources"].get("CPU", 0)),
                        "gpus": int(n["Resources"].get("GPU", 0))} for n in ray.nodes() if n["Alive"]]
