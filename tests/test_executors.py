@@ -112,3 +112,15 @@ def test_a_driver_killed_mid_run_resumes_without_loss_or_duplicates(tmp_path, da
     for table in (storage.load_curves(out), storage.load_steps(out)):  # no orphans of the killed cell
         assert set(table.run_id) == set(after.run_id)
         assert not table.duplicated(["run_id", "step"]).any()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--executor", "slurm"], "--executor must be one of: local, ray; got 'slurm'"),
+    (["--cell-cpus", "2"], "--ray-address and --cell-cpus need --executor ray"),
+    (["--executor", "ray", "--cell-cpus", "0"], "--cell-cpus must be a positive integer, got 0"),
+    (["--retries", "-1"], "--retries must be 0 or more, got -1"),
+])
+def test_bad_executor_flags_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
+    assert runner.cli(argv + ["--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {message}\n" and not (tmp_path / "out").exists()
