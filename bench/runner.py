@@ -62,8 +62,8 @@ def check_config(config: Config, device: torch.device) -> None:
             raise UsageError(f"unknown backend {name!r}; expected one of: {', '.join(impls.names())}")
     if len(set(config.backends)) != len(config.backends):
         raise UsageError(f"backends listed twice: {', '.join(config.backends)}")
-    if config.dtype != "float32" and device.type != "cuda":
-        raise UsageError(f"dtype {config.dtype} needs a CUDA device; on {device.type} use float32")
+    if config.dtype == "float16" and device.type != "cuda":
+        raise UsageError(f"dtype float16 needs a CUDA device; on {device.type} use float32 or bfloat16")
 
 
 def plan(config: Config) -> list[tuple[str, int, Config]]:
@@ -98,7 +98,9 @@ def execute(config: Config, out_dir: Path, device: torch.device, data, log=say) 
     """Runs what runs.csv in out_dir does not hold yet; returns the rows written now."""
     done = set(storage.load_runs(out_dir)["run_id"]) if (out_dir / RUNS_FILE).exists() else set()
     storage.drop_unfinished(out_dir, done)
+    from bench import stats  # scipy
     from bench.train import train_and_measure  # heavy imports only once input is known good
+    peaks = storage.load_env(out_dir).get("peak", {})
     cells = plan(config)
     todo = sum(run_id(backend, seed, point) not in done for backend, seed, point in cells)
     # The outer bar: all runs of this call, with an ETA; each run draws its own bar of steps below it.
@@ -120,7 +122,9 @@ def execute(config: Config, out_dir: Path, device: torch.device, data, log=say) 
                                                 env=worker_env())
                 else:
                     result = train_and_measure(point, backend, seed, data, device)
-                row.update(status="ok", **result.metrics)
+                row.update(status="ok", **finish_metrics(result.metrics, backend, point, peaks))
+                if result.correct is not None:  # before the row: a run is done only once runs.csv holds it
+                    stats.save_correctness(out_dir, row["run_id"], result.correct)
             except Exception as error:  # one backend's failure must not end the others' runs
                 row.update(status="failed", error=one_line(error))
                 if log is say and not isinstance(error, (WorkerError, WorkerDied)):  # a worker prints its own
@@ -136,6 +140,48 @@ def execute(config: Config, out_dir: Path, device: torch.device, data, log=say) 
         bar.update()
     bar.close()
     return written
+
+
+def finish_metrics(metrics: dict, backend: str, config: Config, peaks: dict) -> dict:
+    """The worker's metrics as row columns: efficiency against the directory's peak for the run's dtype
+    (env.json: peak, measured by ensure_peak), and the profiler's rnn_engine as impl_detail where it says
+    something: always for cudnn (including "not cuDNN"), for other backends only when an RNN op showed up."""
+    from bench import flops
+    metrics = dict(metrics)
+    engine = metrics.pop("rnn_engine", None)
+    if engine and (backend == "cudnn" or not engine.startswith("not cuDNN")):
+        metrics["impl_detail"] = engine
+    peak = peaks.get(config.dtype, {}).get("gflops", float("nan"))
+    metrics["efficiency"] = flops.efficiency(metrics.get("achieved_gflops", float("nan")), peak)
+    return metrics
+
+
+def ensure_peak(out_dir: Path, config: Config, device: torch.device, measure=None) -> dict:
+    """env.json's "peak": {dtype: bench.peak.measure_peak(...)} for every dtype the plan runs, measured once per
+    results directory on its device (a resume keeps the saved figures), with the config's threads and tf32."""
+    from bench.peak import measure_peak
+    from bench.train import DTYPES, apply_tf32
+    measure = measure or measure_peak
+    env = storage.load_env(out_dir)
+    peaks = env.setdefault("peak", {})
+    missing = sorted({point.dtype for _, _, point in plan(config)} - set(peaks))
+    if not missing:
+        return peaks
+    threads = torch.get_num_threads()
+    try:
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        apply_tf32(config.tf32)
+        for dtype in missing:
+            try:
+                peaks[dtype] = measure(device, DTYPES[dtype])
+            except Exception as error:  # no peak: efficiency stays empty, the runs still run
+                peaks[dtype] = {"gflops": float("nan"), "error": one_line(error)}
+    finally:
+        torch.set_num_threads(threads)
+    env["float32_matmul_precision"] = torch.get_float32_matmul_precision()
+    storage.write_json(out_dir / ENV_FILE, env)
+    return peaks
 
 
 def summary_line(row: dict, number: int, total: int) -> str:
@@ -306,6 +352,9 @@ def cli(argv: list[str]) -> int:
             point_latest(out_dir)
         print(f"results: {out_dir}  device: {device}  data: {data.source}")
         started = time.perf_counter()
+        for dtype, peak in ensure_peak(out_dir, config, device).items():
+            print(f"peak {dtype} GEMM on {device}: {peak['gflops']:,.1f} GFLOP/s"
+                  + (f" ({peak['error']})" if "error" in peak else f" ({peak['shape']})"))
         execute(config, out_dir, device, data)
         print(f"done in {time.perf_counter() - started:.1f} s: {out_dir / RUNS_FILE}")
         if args.report:

@@ -20,6 +20,8 @@ RUN_INFO_COLUMNS = [
     "impl_detail",          # what really ran, e.g. "cuDNN 91002" or "ATen native kernel on cpu"
     "threads",              # torch.get_num_threads() during the run (config.threads may be unset)
     "memory_method",        # how peak_memory_bytes was measured
+    "matmul_precision",     # torch.get_float32_matmul_precision() in the worker (with config.tf32)
+    "top_kernels",          # the three ops/kernels taking the most time under torch.profiler, with shares
 ]
 
 
