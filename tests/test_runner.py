@@ -261,3 +261,29 @@ def test_a_directory_in_use_is_refused(tmp_path, capsys, monkeypatch, data):
     assert not (out / "env.json").exists() and not (out / "runs.csv").exists()
     with runner.lock(out):  # released again
         pass
+
+
+def test_compiled_records_compile_time_and_no_recompilation_after_the_first_step(tmp_path, monkeypatch):
+    """Issue 14: compile_s > 0 in the row, and the process-wide graph count stays put once training started
+    (230 images: four batches of 50 and a partial one of 30, which must not compile a new graph)."""
+    import impls.compiled
+    torch._dynamo.reset()  # graphs from earlier tests would be reused: this run must compile its own
+    # reset() also drops the compile-event callbacks that impls.compiled registered at import: put them back.
+    torch._dynamo.callback_handler.register_start_callback(impls.compiled._on_compile_start)
+    torch._dynamo.callback_handler.register_end_callback(impls.compiled._on_compile_end)
+    seen = []
+
+    class Recording(bench.train.SplitTimer):
+        def stop(self):
+            super().stop()
+            seen.append(impls.compiled.compile_stats()["compilations"])
+
+    monkeypatch.setattr(bench.train, "SplitTimer", Recording)
+    config = from_dict(dict(backends=("compiled",), train_limit=230, batch_size=50, hidden_size=12, num_layers=1,
+                            seq_len=7, warmup_steps=1, eval_batch_size=100, curve_every=1, device="cpu",
+                            isolate=False))
+    runner.execute(config, tmp_path, torch.device("cpu"), synthetic_mnist(), log=lambda _: None)
+    row = storage.load_runs(tmp_path).iloc[0]
+    assert row.status == "ok", row.error
+    assert row.compile_s > 0 and row.compilations >= 1
+    assert len(seen) == 5 and seen[1:] == [seen[1]] * 4, seen
