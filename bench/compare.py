@@ -8,12 +8,17 @@ A change is flagged only when it is BOTH
   * significant at ALPHA = 0.05 by a two-sided test on the repeated samples (which test depends on
     what the metric's values are drawn from, Metric.samples):
 
-  * step time (samples "steps"): every timed per-step time in steps.csv, all seeds pooled, Mann-Whitney U.
-    Steps within a run are not fully independent (thermal state, other processes), so with thousands
-    of steps tiny shifts come out "significant"; the threshold is what keeps those from being flagged.
-  * accuracy: every test image is a sample (10,000 per seed), so a two-proportion z-test on the
-    correct counts, seeds pooled. (The images are the same across seeds, so pooling overstates
-    independence a little; the threshold guards against that.)
+  * step time (samples "steps"): the run is the unit: one median per seed (runs.csv's step_ms_median),
+    judged by the per-seed rules below, since the steps of one run share its caches and neighbours and
+    thousands of them make tiny shifts "significant". The A and B columns stay the pooled medians of
+    every timed step (as in the report). Time metrics (step time, throughputs, first step) add a
+    bootstrap 95 % confidence interval of the ratio of per-run medians (bench.stats.bootstrap_ci) to
+    the row's note where both sides have at least 3 seeds.
+  * accuracy: both runs score the same 10,000 test images, so the test is paired: McNemar's exact
+    test on the images where A and B disagree, seed s of A paired with seed s of B and the discordant
+    counts pooled (bench.stats.mcnemar), when both sides saved per-image correctness
+    (DIR/predictions/<run_id>.npy). Older directories without those files fall back to a two-proportion
+    z-test on the correct counts, seeds pooled (which overstates independence), and the row says so.
   * training and inference throughput, peak memory, first-step time: one value per seed. (Training
     throughput shares step time's clock but is judged per seed: there the run is the unit.) Mann-Whitney U when
     both sides have at least MIN_SEEDS = 4 seeds (with 3 vs 3 its smallest possible p is 0.1, so
@@ -53,6 +58,7 @@ TEST_IMAGES = 10_000  # accuracy is measured on the whole MNIST test set
 IGNORED_ENV = ("timestamp",)  # always differs; shown, but not as a difference
 MANN_WHITNEY, WELCH, Z_TEST, CONSTANT, NO_TEST = (
     "Mann-Whitney U", "Welch's t-test", "two-proportion z-test", "no spread", "no test")
+MCNEMAR = "McNemar exact"
 
 
 class Verdict(NamedTuple):
@@ -135,17 +141,72 @@ def compare(a: Results, b: Results, threshold: float) -> tuple[pd.DataFrame, pd.
         both = ta[[*keys, "value"]].merge(tb[[*keys, "value"]], on=keys, suffixes=("_a", "_b"))
         for _, r in both.iterrows():
             key = {k: r[k] for k in keys}
-            use_steps = metric.samples == "steps"
+            use_steps = False  # the run is the unit: per-seed values (step time: per-run medians)
             sa, sb = (_samples(x, metric, axes, key, use_steps) for x in (a, b))
-            if use_steps and (len(sa) == 0 or len(sb) == 0):  # no steps.csv rows: per-seed rule instead
-                use_steps = False
-                sa, sb = (_samples(x, metric, axes, key, False) for x in (a, b))
-            verdict = judge(metric, r["value_a"], r["value_b"], sa, sb, threshold, use_steps)
+            verdict = None
+            if metric.samples == "images":
+                verdict = paired_accuracy(metric, a, b, axes, key, r["value_a"], r["value_b"], threshold)
+            if verdict is None:
+                verdict = judge(metric, r["value_a"], r["value_b"], sa, sb, threshold, use_steps)
+                if metric.samples == "images":
+                    verdict = verdict._replace(note=verdict.note + " (no per-image predictions on both sides: "
+                                                                   "unpaired fallback)")
+            if metric.words == metrics.SPEED:
+                verdict = verdict._replace(note=verdict.note + interval_note(sa, sb))
             rows.append({**key, "metric": metric.name, "a": r["value_a"], "b": r["value_b"],
                          "ratio": r["value_b"] / r["value_a"] if r["value_a"] else np.nan, "p": verdict.p,
                          "flag": verdict.flag, "regression": verdict.flag in ("slower", "worse"),
                          "test": verdict.test, "note": verdict.note})
     return pd.DataFrame(rows, columns=columns), _status_changes(a, b, keys)
+
+
+def _ok_at(res: Results, axes: list[str], key: dict) -> pd.DataFrame:
+    frame = ok_runs(res.runs)
+    for name, value in key.items():
+        frame = frame[frame[name] == value]
+    return frame
+
+
+def paired_accuracy(metric: metrics.Metric, a: Results, b: Results, axes: list[str], key: dict, value_a: float,
+                    value_b: float, threshold: float) -> Verdict | None:
+    """McNemar's exact test on per-image correctness, seeds paired by number and pooled; None when no seed
+    has a predictions file on both sides (the caller falls back to the z-test)."""
+    from bench import stats
+    runs_a, runs_b = _ok_at(a, axes, key), _ok_at(b, axes, key)
+    by_seed_b = dict(zip(runs_b["seed"], runs_b["run_id"]))
+    pairs = []
+    for seed, run in zip(runs_a["seed"], runs_a["run_id"]):
+        if seed not in by_seed_b:
+            continue
+        correct_a, correct_b = stats.load_correctness(a.dir, run), stats.load_correctness(b.dir, by_seed_b[seed])
+        if correct_a is not None and correct_b is not None:
+            pairs.append((correct_a, correct_b))
+    if not pairs:
+        return None
+    result = stats.mcnemar(pairs)
+    note = (f"{MCNEMAR} on {result['a_only'] + result['b_only']:,} discordant images (A only right "
+            f"{result['a_only']:,}, B only {result['b_only']:,}), {result['seeds']} paired seed(s)")
+    p = result["p_value"]
+    if not (np.isfinite(value_a) and np.isfinite(value_b)) or value_a == 0:
+        return Verdict("unchanged", np.nan, "no value to compare", NO_TEST)
+    beyond = abs(value_b / value_a - 1) > threshold
+    if beyond and p >= ALPHA:
+        note += ": beyond threshold but not significant"
+    if not (beyond and p < ALPHA):
+        return Verdict("unchanged", p, note, MCNEMAR)
+    improved = (value_b > value_a) == metric.higher_is_better
+    return Verdict(metric.words[0] if improved else metric.words[1], p, note, MCNEMAR)
+
+
+def interval_note(samples_a: np.ndarray, samples_b: np.ndarray) -> str:
+    """'; B/A 95% CI [low, high] (bootstrap over per-run values)', or why there is none."""
+    from bench import stats
+    if len(samples_a) == 0 or len(samples_b) == 0:
+        return ""
+    ci = stats.bootstrap_ci(samples_a, samples_b)
+    if not np.isfinite(ci["low"]):
+        return "; no bootstrap interval (fewer than 3 runs a side)"
+    return f"; B/A 95% CI [{ci['low']:.3f}, {ci['high']:.3f}] (bootstrap over per-run medians/values)"
 
 
 def _status_changes(a: dict, b: dict, keys: list[str]) -> pd.DataFrame:
@@ -231,9 +292,11 @@ def build_blocks(a: Results, b: Results, rows: pd.DataFrame, status: pd.DataFram
     blocks: list[tuple] = [("h1", "LSTM Bench comparison: B against A"), ("ul", [
         f"A: {provenance(a)}", f"B: {provenance(b)}",
         f"Threshold {threshold:.1%}; a change is flagged only when it is also significant at alpha {ALPHA} "
-        f"(two-sided) by the test named in its row. Tests used here: {tests_used(rows)}. Step time is tested "
-        f"on every timed step; other metrics on per-seed values (Mann-Whitney U with at least {MIN_SEEDS} seeds "
-        f"a side, Welch's t-test with 2 or 3); accuracy by a two-proportion z-test over the test images.",
+        f"(two-sided) by the test named in its row. Tests used here: {tests_used(rows)}. The run is the unit for "
+        f"time and throughput (per-seed values; step time: per-run medians): Mann-Whitney U with at least "
+        f"{MIN_SEEDS} seeds a side, Welch's t-test with 2 or 3, with a bootstrap 95% CI of B/A in the row's note "
+        f"from 3 seeds a side; accuracy by McNemar's exact test on per-image correctness (paired, seeds pooled), "
+        f"or a two-proportion z-test where a side has no predictions files.",
         f"**{regressions} regression(s) flagged.**" if regressions else "No regression flagged."])]
     blocks.append(("h2", "Differences in config and environment"))
     if diffs:

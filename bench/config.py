@@ -58,8 +58,11 @@ class Config:
                         flag="--seq-len", sweep=True)
     num_classes: int = knob(10, "output classes (digits)")
     device: str = knob("auto", "auto | cpu | cuda[:N] (auto = cuda when available, else cpu)", flag="--device")
-    dtype: str = knob("float32", "float32 | float16 | bfloat16 (half types are CUDA-only)", flag="--dtype",
+    dtype: str = knob("float32", "float32 | float16 | bfloat16 (float16 is CUDA-only)", flag="--dtype",
                       column=True)
+    tf32: bool = knob(False, "allow TF32 for float32 matmuls in both cuBLAS and cuDNN (CUDA only; cuDNN's own "
+                             "default is on, cuBLAS's off: false makes float32 mean the same for every backend)",
+                      flag="--tf32", column=True)
     train_limit: int | None = knob(None, "train on the first N images only (smoke runs); unset = all",
                                    flag="--train-limit", type=int, column=True)
     warmup_steps: int = knob(10, "steps left out of steady-state throughput (the first is timed alone)",
@@ -90,6 +93,8 @@ class Config:
                 raise ValueError(f"config: {key} must be a positive integer or unset, got {value!r}")
         if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"config: warmup_steps must be a non-negative integer, got {self.warmup_steps!r}")
+        if not isinstance(self.tf32, bool):
+            raise ValueError(f"config: tf32 must be true or false, got {self.tf32!r}")
         if not isinstance(self.isolate, bool):
             raise ValueError(f"config: isolate must be true or false, got {self.isolate!r}")
         if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) or not self.lr > 0:

@@ -77,6 +77,37 @@ METRICS: list[Metric] = [
                 "numbers measured differently (e.g. CUDA allocator vs process RSS) are not comparable."),
     Metric("first_step_s", "First step time", "s", higher_is_better=False, report=True, words=SPEED,
            note="The first training step timed alone: compilation and autotuning show up here. Mean over seeds."),
+    Metric("fwd_ms_median", "Forward time", "ms", fmt="{:.3f}", higher_is_better=False, words=SPEED,
+           note="Median steady-state time of a step's forward and loss (the step's first mark to its second)."),
+    Metric("bwd_ms_median", "Backward + optimizer time", "ms", fmt="{:.3f}", higher_is_better=False, words=SPEED,
+           note="Median steady-state time of zeroing the gradients, the backward and the optimizer step; "
+                "forward + backward = the whole step (shared marks)."),
+    Metric("step_gflop", "Work per step", "GFLOP", fmt="{:.4f}",
+           note="Matmul FLOPs of one full-batch training step (bench.flops): 2·M·N·K per matmul, forward = input "
+                "projections + recurrent products of every layer + head, backward = 2 × forward."),
+    Metric("achieved_gflops", "Achieved GFLOP/s", "GFLOP/s", fmt="{:.2f}", higher_is_better=True, words=SPEED,
+           note="step_gflop ÷ the median steady-state step time."),
+    Metric("efficiency", "Efficiency", "%", scale=100, fmt="{:.2f} %", higher_is_better=True,
+           note="achieved_gflops ÷ the device's peak GFLOP/s for the run's dtype, measured once per results "
+                "directory by a large square GEMM (env.json: peak)."),
+    Metric("out_rel_err", "Output error vs float64", fmt="{:.2e}", higher_is_better=False,
+           note="‖logits − logits_ref‖ ÷ ‖logits_ref‖ on the first 256 test images, initial weights, against "
+                "the same model in float64 on the CPU with nn.LSTM / nn.GRU (bench.numerics)."),
+    Metric("grad_rel_err", "Gradient error vs float64", fmt="{:.2e}", higher_is_better=False,
+           note="The largest over parameters of ‖g − g_ref‖ ÷ ‖g_ref‖ of the loss's gradient, same batch and "
+                "reference as out_rel_err."),
+    Metric("kernels_per_step", "Kernels per step", fmt="{:,.1f}", higher_is_better=False,
+           note="Under torch.profiler after evaluation (untimed): device kernels per training step on CUDA, "
+                "top-level ATen ops per step on CPU (bench.profiling)."),
+    Metric("compilations", "Compilations", fmt="{:,.0f}",
+           note="Graphs torch.compile compiled during the run (numerics, training, evaluation); 0 for backends "
+                "that compile nothing."),
+    Metric("compile_s", "Compile time", "s", fmt="{:.2f}", higher_is_better=False,
+           note="Seconds spent compiling during the run, apart from the steady-state step times (the first "
+                "step and the evaluation warm-up hold it)."),
+    Metric("peak_reserved_bytes", "Peak reserved memory", "MiB", scale=1 / 2**20, fmt="{:,.1f}",
+           higher_is_better=False,
+           note="CUDA: growth of the caching allocator's pool at its peak (max_memory_reserved); empty on CPU."),
     Metric("data_time_s", "Data time", "s", higher_is_better=False),
     Metric("eval_time_s", "Evaluation time", "s", higher_is_better=False),
     Metric("wall_time_s", "Wall time", "s", higher_is_better=False),

@@ -69,6 +69,9 @@ def write_plots(res: Results, plot_dir: Path) -> dict[str, tuple[str, Path]]:
     curves = _curves_of_ok_runs(res.curves, ok, axes)
     if not curves.empty:
         files["curves"] = (TITLES["curves"], _save(_curves(curves, axes, order, colors), plot_dir / "curves.png"))
+    if "efficiency" in ok and ok["efficiency"].notna().any():
+        files["efficiency"] = ("Efficiency against the measured peak", _save(_efficiency(ok, axes, order, colors),
+                                                                             plot_dir / "efficiency.png"))
     for axis in axes:
         figure = _scaling(ok, axis, [a for a in axes if a != axis], order, colors)
         files[f"scaling_{axis}"] = (f"Scaling with {axis} (log-log)", _save(figure, plot_dir / f"scaling_{axis}.png"))
@@ -234,5 +237,22 @@ def _scaling(ok, axis, others, order, colors):
                    bbox_to_anchor=(1.0, 0.6), frameon=False)
     fig.suptitle(f"Scaling with {axis}: mean over seeds, whiskers ±1 sd (none with one seed)", fontsize=13)
     _legend(fig, order, colors, marker="o")
+    fig.tight_layout()
+    return fig
+
+
+def _efficiency(ok, axes, order, colors):
+    """Achieved GFLOP/s as a percentage of the device's peak GEMM, per backend (mean over seeds)."""
+    has_sweep = bool(axes)
+    fig, ax = plt.subplots(figsize=(min(14, max(6, 1.2 * len(order) * ok["point"].nunique())), 4.5))
+    data = ok.assign(pct=100 * ok["efficiency"])
+    x = "point" if has_sweep else "backend"
+    sns.barplot(data=data, x=x, y="pct", hue="backend", order=_point_order(ok, axes) if has_sweep else order,
+                hue_order=order, palette=colors, errorbar="sd", legend=False, ax=ax)
+    ax.set(title="Efficiency: achieved matmul GFLOP/s ÷ peak GEMM GFLOP/s (higher is better)\n"
+                 "bars: mean over seeds, whiskers: ±1 sd (none with one seed)",
+           ylabel="efficiency (% of peak)", xlabel="")
+    ax.title.set_fontsize(10)
+    _legend(fig, order, colors)
     fig.tight_layout()
     return fig

@@ -123,11 +123,123 @@ def build_blocks(res: Results, plot_files: dict[str, tuple[str, Path]], baseline
         blocks.append(("table", *rendered_metric_table(table, metric, axes, baseline)) if len(table)
                       else ("p", "No ok runs."))
 
+    blocks += efficiency_blocks(res, baseline) + numerics_blocks(res, baseline) + what_ran_blocks(res)
+
     if plot_files:
         blocks.append(("h2", "Plots"))
         for name, (title, path) in plot_files.items():
             blocks += [("h3", title), ("img", path.relative_to(res.dir).as_posix(), name)]
     return blocks
+
+
+# ---------------------------------------------------------------- efficiency, numerics, what ran (issue 13)
+
+def _merged(res: Results, names: list[str], baseline: str = BASELINE) -> pd.DataFrame:
+    """One row per backend (x sweep point): each metric's value (mean over seeds, or pooled median for
+    step time) as a column of its name, its ratio to the baseline as NAME_ratio, and the run count."""
+    axes, merged = res.axes, None
+    for name in names:
+        table = res.summary(name, axes, baseline)
+        if table.empty:
+            return table
+        table = table[["backend", *axes, "n", "value", "ratio"]].rename(
+            columns={"value": name, "ratio": f"{name}_ratio"})
+        merged = table if merged is None else merged.merge(table.drop(columns="n"), on=["backend", *axes])
+    return merged
+
+
+def _has(res: Results, *columns: str) -> bool:
+    return all(c in res.runs.columns for c in columns) and not res.ok.empty
+
+
+def _distinct(res: Results, row, column: str) -> str:
+    ok = res.ok
+    group = ok[ok["backend"] == row["backend"]]
+    for axis in res.axes:
+        group = group[group[axis] == row[axis]]
+    values = sorted(set(group[column].dropna().astype(str))) if column in group else []
+    return "; ".join(v for v in values if v) or "—"
+
+
+def precision_note(res: Results) -> str:
+    """Which float32 applied: config.tf32 and the matmul precision the workers reported."""
+    tf32 = res.env.get("config", {}).get("tf32")
+    applied = ", ".join(sorted(set(res.ok["matmul_precision"].dropna().astype(str)))) \
+        if "matmul_precision" in res.ok else ""
+    return (f"float32: config.tf32 = {render.fmt_setting(tf32) if tf32 is not None else '— (not recorded)'} "
+            "(applied in every worker to torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32; "
+            "no effect on CPU); torch.get_float32_matmul_precision() in the workers: "
+            f"{applied or '— (not recorded)'}.")
+
+
+def efficiency_blocks(res: Results, baseline: str = BASELINE) -> list[tuple]:
+    names = ["step_gflop", "step_ms_median", "achieved_gflops", "efficiency"]
+    if not _has(res, *names):
+        return []
+    table = _merged(res, names, baseline)
+    peaks = res.env.get("peak", {})
+    peak_text = "; ".join(f"{dtype}: {p.get('gflops', float('nan')):,.1f} GFLOP/s"
+                          + (f" ({p['shape']} on {p.get('device', '?')}, {p.get('threads', '?')} threads, {p['method']})"
+                             if "shape" in p else f" (not measured: {p.get('error', 'unknown')})")
+                          for dtype, p in peaks.items()) or "not measured (no peak in env.json)"
+    blocks = [("h2", "Efficiency"),
+              ("p", "efficiency = achieved GFLOP/s ÷ peak GFLOP/s, where achieved = step GFLOP ÷ the median "
+                    "steady-state step time, and step GFLOP counts the matmul FLOPs of one full-batch training "
+                    "step (2·M·N·K per matmul; forward = every layer's input projection and recurrent products "
+                    "plus the head, backward = 2 × forward; bench.flops). Gate nonlinearities, the loss and the "
+                    "optimizer are not counted. Peak = the fastest large square GEMM on this device and dtype, "
+                    f"measured once per results directory: {peak_text}."),
+              ("p", precision_note(res))]
+    rows = [[str(r["backend"]), *(render.fmt_axis(r[a]) for a in res.axes), str(int(r["n"])),
+             metrics.by_name("step_gflop").format(r["step_gflop"]),
+             metrics.by_name("step_ms_median").format(r["step_ms_median"]),
+             metrics.by_name("achieved_gflops").format(r["achieved_gflops"]),
+             metrics.by_name("efficiency").format(r["efficiency"])] for _, r in table.iterrows()]
+    header = ["backend", *res.axes, "runs", "step GFLOP", "median step (ms)", "achieved GFLOP/s", "efficiency"]
+    return blocks + [("table", header, rows)]
+
+
+def numerics_blocks(res: Results, baseline: str = BASELINE) -> list[tuple]:
+    names = ["out_rel_err", "grad_rel_err"]
+    if not _has(res, *names):
+        return []
+    table = _merged(res, names, baseline)
+    rows = [[str(r["backend"]), *(render.fmt_axis(r[a]) for a in res.axes), _distinct(res, r, "dtype"),
+             str(int(r["n"])), metrics.by_name("out_rel_err").format(r["out_rel_err"]),
+             render.fmt_ratio(r["out_rel_err_ratio"]), metrics.by_name("grad_rel_err").format(r["grad_rel_err"]),
+             render.fmt_ratio(r["grad_rel_err_ratio"])] for _, r in table.iterrows()]
+    header = ["backend", *res.axes, "dtype", "runs", "output rel. error", f"÷ {baseline}'s",
+              "worst gradient rel. error", f"÷ {baseline}'s"]
+    return [("h2", "Numerics against float64"),
+            ("p", "Before training, on the first 256 test images and the run's freshly initialised weights, at the "
+                  "run's dtype: the logits and every parameter gradient of the loss against the same model in "
+                  "float64 on the CPU with torch.nn.LSTM (nn.GRU for gru) and copied weights. output = "
+                  "‖logits − ref‖ ÷ ‖ref‖; gradient = the largest over parameters of ‖g − g_ref‖ ÷ ‖g_ref‖. "
+                  f"Mean over seeds; the ratio columns divide by {baseline}'s error at the same point "
+                  "(above 1: less accurate than it). " + precision_note(res)),
+            ("table", header, rows)]
+
+
+def what_ran_blocks(res: Results) -> list[tuple]:
+    names = ["kernels_per_step", "compilations", "compile_s", "step_ms_median"]
+    if not _has(res, *names, "top_kernels"):
+        return []
+    table = _merged(res, names)
+    rows = [[str(r["backend"]), *(render.fmt_axis(r[a]) for a in res.axes),
+             metrics.by_name("kernels_per_step").format(r["kernels_per_step"]), _distinct(res, r, "top_kernels"),
+             _distinct(res, r, "impl_detail"), metrics.by_name("compilations").format(r["compilations"]),
+             metrics.by_name("compile_s").format(r["compile_s"]),
+             metrics.by_name("step_ms_median").format(r["step_ms_median"])] for _, r in table.iterrows()]
+    header = ["backend", *res.axes, "kernels / step", "top 3 (share of time)", "what ran", "compilations",
+              "compile (s)", "median step (ms)"]
+    return [("h2", "What ran"),
+            ("p", "After evaluation, 3 training steps under torch.profiler (after one unprofiled step; outside every "
+                  "timed figure, and they change the weights only after accuracy was measured): device kernels per "
+                  "step on CUDA, top-level ATen ops per step on CPU, and the three names taking the most time "
+                  "(self time on CPU). Compile time is the run's total time spent in torch.compile (numerics, "
+                  "first training steps and the evaluation warm-up), reported apart from the steady-state step "
+                  "time, which excludes it. Means over seeds."),
+            ("table", header, rows)]
 
 
 # ---------------------------------------------------------------- entry points

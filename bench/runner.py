@@ -61,8 +61,8 @@ def check_config(config: Config, device: torch.device) -> None:
             raise UsageError(f"unknown backend {name!r}; expected one of: {', '.join(impls.names())}")
     if len(set(config.backends)) != len(config.backends):
         raise UsageError(f"backends listed twice: {', '.join(config.backends)}")
-    if config.dtype != "float32" and device.type != "cuda":
-        raise UsageError(f"dtype {config.dtype} needs a CUDA device; on {device.type} use float32")
+    if config.dtype == "float16" and device.type != "cuda":
+        raise UsageError(f"dtype float16 needs a CUDA device; on {device.type} use float32 or bfloat16")
 
 
 def plan(config: Config) -> list[tuple[str, int, Config]]:
@@ -94,6 +94,8 @@ def execute(config: Config, out_dir: Path, device: torch.device, data, log=say, 
     from bench.executors import LocalExecutor
     done = set(storage.load_runs(out_dir)["run_id"]) if (out_dir / RUNS_FILE).exists() else set()
     storage.drop_unfinished(out_dir, done)
+    from bench import stats  # scipy
+    peaks = storage.load_env(out_dir).get("peak", {})
     executor = executor or LocalExecutor(env=worker_env())
     planned = plan(config)
     total = sum(run_id(backend, seed, point) not in done for backend, seed, point in planned)
@@ -124,10 +126,56 @@ def execute(config: Config, out_dir: Path, device: torch.device, data, log=say, 
         row = rows[cell.run_id]
         if isinstance(outcome, Failed):  # one backend's failure must not end the others' runs
             write(row | {"status": "failed", "error": outcome.reason}, None)
-        else:
-            write(row | {"status": "ok"} | outcome.metrics, outcome)
+            continue
+        if outcome.correct is not None:  # before the row: a run is done only once runs.csv holds it
+            stats.save_correctness(out_dir, cell.run_id, outcome.correct)
+        write(row | {"status": "ok"} | finish_metrics(outcome.metrics, cell.backend, cell.config, peaks), outcome)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     bar.close()
     return written
+
+
+def finish_metrics(metrics: dict, backend: str, config: Config, peaks: dict) -> dict:
+    """The worker's metrics as row columns: efficiency against the directory's peak for the run's dtype
+    (env.json: peak, measured by ensure_peak), and the profiler's rnn_engine as impl_detail where it says
+    something: always for cudnn (including "not cuDNN"), for other backends only when an RNN op showed up."""
+    from bench import flops
+    metrics = dict(metrics)
+    engine = metrics.pop("rnn_engine", None)
+    if engine and (backend == "cudnn" or not engine.startswith("not cuDNN")):
+        metrics["impl_detail"] = engine
+    peak = peaks.get(config.dtype, {}).get("gflops", float("nan"))
+    metrics["efficiency"] = flops.efficiency(metrics.get("achieved_gflops", float("nan")), peak)
+    return metrics
+
+
+def ensure_peak(out_dir: Path, config: Config, device: torch.device, measure=None) -> dict:
+    """env.json's "peak": {dtype: bench.peak.measure_peak(...)} for every dtype the plan runs, measured once per
+    results directory on its device (a resume keeps the saved figures), with the config's threads and tf32."""
+    from bench.peak import measure_peak
+    from bench.train import DTYPES, apply_tf32
+    measure = measure or measure_peak
+    env = storage.load_env(out_dir)
+    peaks = env.setdefault("peak", {})
+    missing = sorted({point.dtype for _, _, point in plan(config)} - set(peaks))
+    if not missing:
+        return peaks
+    threads = torch.get_num_threads()
+    try:
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        apply_tf32(config.tf32)
+        for dtype in missing:
+            try:
+                peaks[dtype] = measure(device, DTYPES[dtype])
+            except Exception as error:  # no peak: efficiency stays empty, the runs still run
+                peaks[dtype] = {"gflops": float("nan"), "error": executors.one_line(error)}
+    finally:
+        torch.set_num_threads(threads)
+    env["float32_matmul_precision"] = torch.get_float32_matmul_precision()
+    storage.write_json(out_dir / ENV_FILE, env)
+    return peaks
 
 
 def summary_line(row: dict, number: int, total: int) -> str:
@@ -317,6 +365,9 @@ def run_with(executor, args: argparse.Namespace, config: Config, out_dir: Path, 
         executors.record(out_dir, executor, device)
         print(f"results: {out_dir}  device: {device}  data: {data.source}  executor: {executor.name}")
         started = time.perf_counter()
+        for dtype, peak in ensure_peak(out_dir, config, device).items():
+            print(f"peak {dtype} GEMM on {device}: {peak['gflops']:,.1f} GFLOP/s"
+                  + (f" ({peak['error']})" if "error" in peak else f" ({peak['shape']})"))
         execute(config, out_dir, device, data, executor=executor)
         print(f"done in {time.perf_counter() - started:.1f} s: {out_dir / RUNS_FILE}")
         if args.report:

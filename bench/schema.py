@@ -23,6 +23,8 @@ RUN_INFO_COLUMNS = [
     "host",                 # the machine the cell ran on (socket.gethostname() in the worker)
     "device_name",          # the GPU's name, or the CPU model
     "device_uuid",          # the GPU's UUID (torch.cuda.get_device_properties(i).uuid); empty on CPU
+    "matmul_precision",     # torch.get_float32_matmul_precision() in the worker (with config.tf32)
+    "top_kernels",          # the three ops/kernels taking the most time under torch.profiler, with shares
 ]
 
 

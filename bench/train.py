@@ -18,9 +18,12 @@ import impls
 from bench.config import Config
 from bench.data import BatchLoader, Mnist
 from bench.model import RowClassifier
-from bench.timing import MemoryMeter, StepTimer, percentile, sync
+from bench import flops, numerics, profiling
+from bench.timing import MemoryMeter, SplitTimer, percentile, sync
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+NUMERICS_IMAGES = 256  # the first test images; at 1000, cudnn's own CPU bias-gradient error doubles to 2e-5
+PROFILED_STEPS = 3     # steady-state steps under torch.profiler, after evaluation
 
 
 class NonFiniteLoss(RuntimeError):
@@ -32,6 +35,7 @@ class RunResult:
     metrics: dict        # the measured columns of runs.csv
     curve: list[dict]    # curves.csv rows, without the run key
     steps: list[dict]    # steps.csv rows, without the run key
+    correct: object = None  # per-image correctness on the test set (numpy bools), for compare's paired test
 
 
 def build_model(config: Config, backend: str, device: torch.device) -> nn.Module:
@@ -46,6 +50,8 @@ class StepLog:
     losses: list[float]      # every step's loss
     batch_sizes: list[int]   # every step's sample count
     step_ms: list[float]     # every step's duration (forward, backward, optimizer; the data fetch excluded)
+    fwd_ms: list[float]      # every step's forward and loss
+    bwd_ms: list[float]      # every step's zeroing, backward and optimizer step
     warmup: int              # steps [0, warmup) are left out of the steady-state figures
     first_step_s: float      # the first step alone, its data fetch excluded
     data_time_s: float       # producing batches, over all steps
@@ -58,39 +64,101 @@ def train_and_measure(config: Config, backend: str, seed: int, data: Mnist, devi
     if config.threads:
         torch.set_num_threads(config.threads)
     warm_up_process(device)  # before seeding: it draws random numbers, and only in a process's first run
+    apply_tf32(config.tf32)
+    compiled_before = compile_stats()
     torch.manual_seed(seed)
     loader = BatchLoader(data.train_images, data.train_labels, batch_size=config.batch_size,
                          seq_len=config.seq_len, device=device, dtype=dtype, shuffle=True, seed=seed,
                          limit=config.train_limit)
     test_loader = BatchLoader(data.test_images, data.test_labels, batch_size=config.eval_batch_size,
                               seq_len=config.seq_len, device=device, dtype=dtype, shuffle=False)
+    errors = check_numerics(config, backend, seed, test_loader, device)  # leaves the RNG as seeded
     meter = MemoryMeter(device)  # the datasets are inputs, not the model's cost: they stay outside
     with meter:
         model = build_model(config, backend, device)
         log = train_steps(model, loader, config, device, desc=f"{backend} seed {seed}")
         eval_started = time.perf_counter()
-        accuracy, infer_samples_per_s = evaluate(model, test_loader, device)
+        accuracy, infer_samples_per_s, correct = evaluate(model, test_loader, device, per_image=True)
         eval_time = time.perf_counter() - eval_started
+    compiled = {k: v - compiled_before[k] for k, v in compile_stats().items()}
+    what_ran = profile_training(model, loader, config, device)  # untimed; its extra steps change the weights
 
     metrics = {
         "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "test_accuracy": accuracy,
         "infer_samples_per_s": infer_samples_per_s,
         "peak_memory_bytes": meter.peak_bytes,
+        "peak_reserved_bytes": meter.peak_reserved_bytes,
         "memory_method": meter.method,
         "eval_time_s": eval_time,
-    } | step_metrics(log, config.curve_every)
+        "matmul_precision": torch.get_float32_matmul_precision(),
+    } | step_metrics(log, config.curve_every) | errors | compiled | what_ran
+    metrics |= work_metrics(config, backend, metrics["step_ms_median"])
     metrics |= {"threads": torch.get_num_threads(), "wall_time_s": time.perf_counter() - run_started}
     curve = loss_curve(log, config.curve_every, len(loader))
     steps = [{"step": i, "step_ms": ms} for i, ms in enumerate(log.step_ms) if i >= log.warmup]
-    return RunResult(metrics, curve, steps)
+    return RunResult(metrics, curve, steps, correct)
+
+
+def apply_tf32(enabled: bool) -> None:
+    """config.tf32 for both libraries: cuDNN allows TF32 by default and cuBLAS does not, so float32 meant
+    different things for different backends until both are set the same way. No effect on CPU."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+def compile_stats() -> dict:
+    """impls.compiled's process-wide compile counters, zeros while no compiled backend was imported:
+    asked only from sys.modules, so other backends do not pay for importing torch._dynamo."""
+    compiled = sys.modules.get("impls.compiled")
+    return compiled.compile_stats() if compiled else {"compilations": 0, "compile_s": 0.0}
+
+
+def check_numerics(config: Config, backend: str, seed: int, test_loader: BatchLoader, device: torch.device) -> dict:
+    """out_rel_err and grad_rel_err (bench.numerics) of the run's freshly initialised model on the first
+    NUMERICS_IMAGES test images. The model is built and dropped here, then the seed is set again, so training
+    starts from the same weights and random stream as without this check; it runs outside the memory meter."""
+    model = build_model(config, backend, device)
+    images, labels = test_loader.images[:NUMERICS_IMAGES], test_loader.labels[:NUMERICS_IMAGES]
+    errors = numerics.backend_error(backend, model, images, labels)
+    del model
+    torch.manual_seed(seed)
+    return {"out_rel_err": errors["out_rel_err"], "grad_rel_err": errors["grad_rel_err"]}
+
+
+def profile_training(model: nn.Module, loader: BatchLoader, config: Config, device: torch.device) -> dict:
+    """kernels_per_step, top_kernels and rnn_engine (which RNN implementation the names show), from PROFILED_STEPS training
+    steps on the first training batch under torch.profiler (bench.profiling), after one unprofiled step.
+    A fresh Adam of the same settings stands in for the run's (same ops per step after its first step, which
+    is the unprofiled one). It runs after evaluation, so its extra steps change no measured figure."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    loss_fn = nn.CrossEntropyLoss()
+    images, labels = next(iter(loader))
+
+    def step():
+        loss = loss_fn(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    found = profiling.profile_steps(step, PROFILED_STEPS, device)
+    return {"kernels_per_step": found["kernels_per_step"], "top_kernels": found["top_kernels"],
+            "rnn_engine": found["rnn_engine"]}  # not a column: the runner folds it into impl_detail
+
+
+def work_metrics(config: Config, backend: str, step_ms: float) -> dict:
+    """step_gflop (bench.flops: matmul FLOPs of one full-batch step) and achieved_gflops at the median step
+    time; efficiency needs the device's peak, which the runner holds (env.json)."""
+    work = flops.step_flops(impls.spec(backend).family, config.batch_size, config.seq_len, config.input_size,
+                            config.hidden_size, config.num_layers, config.num_classes)["total"]
+    return {"step_gflop": work / 1e9, "achieved_gflops": flops.achieved_gflops(work, step_ms)}
 
 
 def train_steps(model: nn.Module, loader: BatchLoader, config: Config, device: torch.device, desc: str) -> StepLog:
     """config.epochs passes over loader with Adam; raises NonFiniteLoss if the loss stops being finite."""
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     loss_fn = nn.CrossEntropyLoss()
-    timer = StepTimer(device)
+    timer = SplitTimer(device)
     total_steps = config.epochs * len(loader)
     warmup = min(config.warmup_steps, max(total_steps - 1, 1))
     losses = torch.empty(total_steps, device=device)  # filled on device: no per-step sync
@@ -115,6 +183,7 @@ def train_steps(model: nn.Module, loader: BatchLoader, config: Config, device: t
                 first_started = time.perf_counter()
             timer.start()
             loss = loss_fn(model(images), labels)
+            timer.forward_done()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -134,7 +203,9 @@ def train_steps(model: nn.Module, loader: BatchLoader, config: Config, device: t
     if not all(math.isfinite(v) for v in step_losses):
         first_bad = next(i for i, v in enumerate(step_losses) if not math.isfinite(v))
         raise NonFiniteLoss(f"training loss became {step_losses[first_bad]} at step {first_bad}")
-    return StepLog(step_losses, batch_sizes, timer.durations_ms(), warmup, first_step_s, data_time, train_time)
+    fwd_ms, bwd_ms = timer.split_ms()
+    return StepLog(step_losses, batch_sizes, timer.durations_ms(), fwd_ms, bwd_ms, warmup, first_step_s, data_time,
+                   train_time)
 
 
 def step_metrics(log: StepLog, curve_every: int) -> dict:
@@ -152,6 +223,8 @@ def step_metrics(log: StepLog, curve_every: int) -> dict:
         "step_ms_median": percentile(steady_ms, 50),
         "step_ms_p10": percentile(steady_ms, 10),
         "step_ms_p90": percentile(steady_ms, 90),
+        "fwd_ms_median": percentile(log.fwd_ms[log.warmup:], 50),
+        "bwd_ms_median": percentile(log.bwd_ms[log.warmup:], 50),
         "first_step_s": log.first_step_s,
         "data_time_s": log.data_time_s,
     }
@@ -185,19 +258,26 @@ def warm_up_process(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: BatchLoader, device: torch.device):
-    """Accuracy on all test images, and forward throughput over all batches but the first (warm-up)."""
+def evaluate(model: nn.Module, loader: BatchLoader, device: torch.device, per_image: bool = False):
+    """Accuracy on all test images, and forward throughput over all batches but the first (warm-up);
+    per_image=True adds a third value: each test image's correctness (numpy bools, test-set order)."""
     model.eval()
     correct = timed_samples = 0
+    hits = []
     timed_from = None
     for index, (images, labels) in enumerate(loader):
         if index == 1:
             sync(device)
             timed_from = time.perf_counter()
-        correct += (model(images).argmax(dim=1) == labels).sum()
+        hit = model(images).argmax(dim=1) == labels
+        correct += hit.sum()
+        if per_image:
+            hits.append(hit)  # stays on the device: read back once, after the clock
         if index >= 1:
             timed_samples += labels.shape[0]
     sync(device)
     throughput = timed_samples / (time.perf_counter() - timed_from) if timed_from else float("nan")
     model.train()
+    if per_image:
+        return int(correct) / len(loader.labels), throughput, torch.cat(hits).cpu().numpy()
     return int(correct) / len(loader.labels), throughput

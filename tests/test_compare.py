@@ -97,10 +97,10 @@ def test_header_names_only_the_tests_used_and_html_is_written(tmp_path):
     a = make_compare_fixture(tmp_path / "a", rng_seed=1, seeds=(0,))
     b = make_compare_fixture(tmp_path / "b", rng_seed=2, seeds=(0,))
     path, rows, _, _ = compare.write_compare(a, b, 0.05)
-    # One seed a side: step time by Mann-Whitney U over steps, accuracy by z-test, the rest untestable.
-    assert dict(rows["test"].value_counts()) == {"no test": 8, "Mann-Whitney U": 2, "two-proportion z-test": 2}
+    # One seed a side: the run is the unit, so nothing but accuracy (z-test, no predictions files) is testable.
+    assert dict(rows["test"].value_counts()) == {"no test": 10, "two-proportion z-test": 2}
     header = path.read_text().split("## Differences")[0]
-    for used in ("no test (8 rows)", "Mann-Whitney U (2 rows)", "two-proportion z-test (2 rows)"):
+    for used in ("no test (10 rows)", "two-proportion z-test (2 rows)"):
         assert used in header
     assert "Welch's t-test (" not in header
     html = path.with_suffix(".html").read_text()
@@ -163,3 +163,47 @@ def test_threshold_parsing():
     assert compare.parse_threshold("2.5") == pytest.approx(0.025)
     with pytest.raises(ValueError):
         compare.parse_threshold("150%")
+
+
+def _write_predictions(directory, backend_correct: dict):
+    """Per-image correctness files for every ok run of the fixture directory, per backend."""
+    import pandas as pd
+    from bench import stats
+    runs = pd.read_csv(Path(directory) / "runs.csv")
+    for _, run in runs[runs["status"] == "ok"].iterrows():
+        if run["backend"] in backend_correct:
+            stats.save_correctness(directory, str(run["run_id"]), backend_correct[run["backend"]])
+
+
+def test_accuracy_is_paired_by_mcnemar_when_both_sides_saved_predictions(tmp_path):
+    a = make_compare_fixture(tmp_path / "a", rng_seed=1)
+    worse = make_compare_fixture(tmp_path / "b", rng_seed=2, accuracy_shift={"loop": -0.10})
+    same = make_compare_fixture(tmp_path / "c", rng_seed=3)
+    rng = np.random.default_rng(0)
+    right = rng.random(10_000) < 0.95
+    fewer = right & (rng.random(10_000) < 0.85)  # B loses images A got right, never the other way round
+    _write_predictions(a, {"loop": right, "cudnn": right})
+    _write_predictions(worse, {"loop": fewer, "cudnn": right})
+    _write_predictions(same, {"loop": right, "cudnn": right})
+
+    path, rows, _, _ = compare.write_compare(a, worse, 0.05)
+    acc = flag(rows, "loop", "test_accuracy")
+    assert acc["test"] == compare.MCNEMAR and acc["flag"] == "worse" and acc["p"] < 1e-6
+    assert "B only 0" in acc["note"] and "paired seed" in acc["note"]
+    assert "McNemar exact (" in path.read_text().split("## Differences")[0]
+
+    _, rows, _, _ = compare.write_compare(a, same, 0.05)
+    acc = flag(rows, "loop", "test_accuracy")
+    assert acc["test"] == compare.MCNEMAR and acc["flag"] == "unchanged" and acc["p"] == 1.0
+    assert "0 discordant images" in acc["note"]
+
+
+def test_time_rows_carry_a_bootstrap_interval_of_per_run_medians(base, tmp_path):
+    slow = make_compare_fixture(tmp_path / "b", rng_seed=2, step_factor={"loop": 1.3})
+    _, rows, _, _ = compare.write_compare(base, slow, 0.05)
+    note = flag(rows, "loop", "step_ms_median")["note"]
+    low, high = (float(x) for x in note.split("CI [")[1].split("]")[0].split(", "))
+    assert 1.2 < low <= high < 1.4  # 3 seeds a side, each slowed 1.3x
+    one = make_compare_fixture(tmp_path / "c", rng_seed=3, seeds=(0,))
+    _, rows, _, _ = compare.write_compare(base, one, 0.05)
+    assert "no bootstrap interval (fewer than 3 runs a side)" in flag(rows, "loop", "step_ms_median")["note"]

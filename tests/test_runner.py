@@ -6,9 +6,10 @@ import torch
 
 import bench.train
 import impls
-from bench import runner, storage
+from bench import runner, stats, storage
 from bench.config import from_dict
 from bench.data import Mnist
+from bench.peak import measure_peak
 from bench.schema import CURVE_COLUMNS, RUN_COLUMNS, STEP_COLUMNS
 
 
@@ -50,6 +51,9 @@ def data():
 
 
 def test_execute_writes_every_column_with_plausible_values(tmp_path, tiny, data):
+    peaks = runner.ensure_peak(tmp_path, tiny, torch.device("cpu"),
+                               measure=lambda device, dtype: measure_peak(device, dtype, min_run_time=0.2))
+    assert peaks["float32"]["gflops"] > 0 and storage.load_env(tmp_path)["peak"] == peaks
     rows = runner.execute(tiny, tmp_path, torch.device("cpu"), data, log=lambda _: None)
     runs = storage.load_runs(tmp_path)
     assert list(runs.columns) == RUN_COLUMNS and len(rows) == len(runs) == 4
@@ -69,7 +73,22 @@ def test_execute_writes_every_column_with_plausible_values(tmp_path, tiny, data)
     lstm_params = 4 * (8 * 28 + 8 * 8 + 16) + 4 * (8 * 8 + 8 * 8 + 16) + 8 * 10 + 10
     assert by_backend.loc["cudnn", "params"] == by_backend.loc["loop", "params"] == lstm_params
     assert by_backend.loc["gru", "params"] < lstm_params
-    assert by_backend.loc["cudnn", "impl_detail"].startswith("ATen")
+    # What ran: the profiler's RNN op names show oneDNN (or ATen's native cells) for cudnn on CPU.
+    assert by_backend.loc["cudnn", "impl_detail"].startswith(("oneDNN", "ATen"))
+    assert (ok.kernels_per_step > 0).all() and ok.top_kernels.str.contains("aten::").all()
+    assert by_backend.loc["loop", "kernels_per_step"] > by_backend.loc["cudnn", "kernels_per_step"]
+    # Numerics against float64, float32 on CPU; the forward/backward split; nothing compiled.
+    assert (ok.out_rel_err < 1e-5).all() and (ok.grad_rel_err < 1e-5).all() and (ok.grad_rel_err > 0).all()
+    assert (ok.fwd_ms_median > 0).all() and (ok.bwd_ms_median > 0).all()
+    assert (ok.compilations == 0).all() and (ok.compile_s == 0).all() and ok.peak_reserved_bytes.isna().all()
+    assert (ok.matmul_precision == "highest").all() and (~ok.tf32.astype(bool)).all()
+    # Efficiency against the peak measured above: a real fraction of it.
+    assert (ok.step_gflop > 0).all() and ok.efficiency.between(0, 1, inclusive="neither").all()
+    assert by_backend.loc["gru", "step_gflop"] < by_backend.loc["cudnn", "step_gflop"]
+    for run in ok.run_id:  # per-image correctness for compare's paired test
+        correct = stats.load_correctness(tmp_path, run)
+        assert correct is not None and correct.shape == (200,)
+    assert stats.load_correctness(tmp_path, by_backend.loc["triton", "run_id"]) is None
 
     curves, steps = storage.load_curves(tmp_path), storage.load_steps(tmp_path)
     assert list(curves.columns) == CURVE_COLUMNS and list(steps.columns) == STEP_COLUMNS
@@ -77,6 +96,19 @@ def test_execute_writes_every_column_with_plausible_values(tmp_path, tiny, data)
     assert curves.groupby("backend").step.apply(list).map(lambda s: s == [2, 4]).all()
     assert (curves.loss > 0).all() and curves.groupby("backend").elapsed_s.is_monotonic_increasing.all()
     assert steps.groupby("backend").size().eq(3).all()  # 4 steps, 1 of them warm-up
+
+
+def test_bfloat16_on_cpu_runs_or_becomes_a_row(tmp_path, tiny, data):
+    config = tiny.replace(backends=("cudnn", "loop"), dtype="bfloat16")
+    runner.check_config(config, torch.device("cpu"))  # allowed on CPU now; float16 is not
+    runner.execute(config, tmp_path, torch.device("cpu"), data, log=lambda _: None)
+    runs = storage.load_runs(tmp_path).set_index("backend")
+    assert set(runs.status) <= {"ok", "failed"} and (runs.dtype == "bfloat16").all()
+    for backend, row in runs.iterrows():
+        if row.status == "failed":
+            assert row.error, backend
+        else:  # bfloat16 keeps ~3 significant digits: errors far above float32's, far below 1
+            assert 1e-4 < row.out_rel_err < 0.1 and 1e-4 < row.grad_rel_err < 1, backend
 
 
 def test_same_seed_same_curve(tmp_path, tiny, data):
@@ -161,7 +193,7 @@ def test_sweep_plans_every_point(tiny):
     (["--backends", "cudnn,nope"], "unknown backend 'nope'; expected one of: cudnn, loop, triton, triton-step, gru, compiled, compiled-graphs, aten"),
     (["--hidden", "0"], "hidden_size must be a positive integer, got 0"),
     (["--batch-size", "-5"], "batch_size must be a positive integer"),
-    (["--dtype", "bfloat16", "--device", "cpu"], "dtype bfloat16 needs a CUDA device"),
+    (["--dtype", "float16", "--device", "cpu"], "dtype float16 needs a CUDA device"),
     (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
     (["--sweep", "width=1,2"], "unknown sweep axis 'width'"),
@@ -229,3 +261,29 @@ def test_a_directory_in_use_is_refused(tmp_path, capsys, monkeypatch, data):
     assert not (out / "env.json").exists() and not (out / "runs.csv").exists()
     with runner.lock(out):  # released again
         pass
+
+
+def test_compiled_records_compile_time_and_no_recompilation_after_the_first_step(tmp_path, monkeypatch):
+    """Issue 14: compile_s > 0 in the row, and the process-wide graph count stays put once training started
+    (230 images: four batches of 50 and a partial one of 30, which must not compile a new graph)."""
+    import impls.compiled
+    torch._dynamo.reset()  # graphs from earlier tests would be reused: this run must compile its own
+    # reset() also drops the compile-event callbacks that impls.compiled registered at import: put them back.
+    torch._dynamo.callback_handler.register_start_callback(impls.compiled._on_compile_start)
+    torch._dynamo.callback_handler.register_end_callback(impls.compiled._on_compile_end)
+    seen = []
+
+    class Recording(bench.train.SplitTimer):
+        def stop(self):
+            super().stop()
+            seen.append(impls.compiled.compile_stats()["compilations"])
+
+    monkeypatch.setattr(bench.train, "SplitTimer", Recording)
+    config = from_dict(dict(backends=("compiled",), train_limit=230, batch_size=50, hidden_size=12, num_layers=1,
+                            seq_len=7, warmup_steps=1, eval_batch_size=100, curve_every=1, device="cpu",
+                            isolate=False))
+    runner.execute(config, tmp_path, torch.device("cpu"), synthetic_mnist(), log=lambda _: None)
+    row = storage.load_runs(tmp_path).iloc[0]
+    assert row.status == "ok", row.error
+    assert row.compile_s > 0 and row.compilations >= 1
+    assert len(seen) == 5 and seen[1:] == [seen[1]] * 4, seen
