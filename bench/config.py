@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import tomllib
 from dataclasses import dataclass, field
@@ -129,6 +130,13 @@ DERIVED = {"input_size": "seq_len"}
 
 # Everything below reads the table at call time (not at import), so a field added to Config (or to a
 # subclass put in its place, as the tests do) reaches the parser, the rows and the report at once.
+
+
+def sweep_points(sweep: dict) -> list[dict]:
+    """Every combination of the sweep's values, in plan order ([{}] without a sweep): the runner plans
+    these, and the results model compares the plan saved in env.json with the rows on disk."""
+    axes = list(sweep)
+    return [dict(zip(axes, values)) for values in itertools.product(*(sweep[a] for a in axes))]
 
 
 def fields() -> dict[str, dataclasses.Field]:

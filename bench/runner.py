@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import itertools
 import os
 import re
 import socket
@@ -68,10 +67,8 @@ def check_config(config: Config, device: torch.device) -> None:
 
 def plan(config: Config) -> list[tuple[str, int, Config]]:
     """Every (backend, seed, config of that sweep point), in a fixed order."""
-    axes = list(config.sweep)
-    points = [dict(zip(axes, values)) for values in itertools.product(*(config.sweep[a] for a in axes))]
     return [(backend, seed, config.replace(sweep={}, **point))
-            for point in points for backend in config.backends for seed in config.seeds]
+            for point in config_mod.sweep_points(config.sweep) for backend in config.backends for seed in config.seeds]
 
 
 def run_id(backend: str, seed: int, config: Config) -> str:

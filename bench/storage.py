@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench import metrics
 from bench.schema import CURVE_COLUMNS, CURVES_FILE, ENV_FILE, RUN_COLUMNS, RUNS_FILE, STEP_COLUMNS, STEPS_FILE
 
 
@@ -142,7 +143,11 @@ def load_runs(directory: str | Path) -> pd.DataFrame:
     path = Path(directory) / RUNS_FILE
     if not path.exists():
         raise FileNotFoundError(f"no {RUNS_FILE} in {directory}: expected a results directory written by `bench run`")
-    frame = read_complete_csv(path, keep_default_na=False, na_values=[""],
+    # Text columns keep "nan" as text (a backend may be called that); a measured value written as
+    # nan (a run with nothing to time) is a missing number, not a string that breaks arithmetic.
+    measured = {m.name for m in metrics.METRICS}
+    na = {column: ["", "nan", "NaN", "-nan"] if column in measured else [""] for column in RUN_COLUMNS}
+    frame = read_complete_csv(path, keep_default_na=False, na_values=na,
                               dtype={"error": str, "impl_detail": str, "memory_method": str})
     missing = [c for c in RUN_COLUMNS if c not in frame.columns]
     if missing:
