@@ -177,6 +177,24 @@ def load_env(directory: str | Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def drop_failed(directory: str | Path) -> int:
+    """Removes the failed rows of runs.csv in one atomic rewrite (the file keeps its header and every
+    other row), so `--retry-failed` reruns them as missing cells; returns how many were dropped. A
+    failed run wrote no curve or step rows, so runs.csv is the only file that holds it."""
+    path = Path(directory) / RUNS_FILE
+    text = path.read_bytes().decode()
+    rows = list(csv.reader(io.StringIO(text[:text.rfind("\n") + 1])))  # a torn last line is no row
+    if not rows:
+        return 0
+    status = rows[0].index("status")
+    keep = [rows[0]] + [row for row in rows[1:] if row[status] != "failed"]
+    if len(keep) < len(rows):
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows(keep)
+        atomic_write_text(path, buffer.getvalue())
+    return len(rows) - len(keep)
+
+
 def drop_unfinished(directory: str | Path, finished: set[str]) -> None:
     """Removes curve and step rows of runs that never got their runs.csv row (a killed run)."""
     directory = Path(directory)
