@@ -26,6 +26,10 @@ class WorkerDied(RuntimeError):
     """The worker ended without sending a result."""
 
 
+class WorkerTimedOut(WorkerDied):
+    """The worker ran past its time limit and was killed."""
+
+
 def _describe_exit(code: int | None) -> str:
     if code is not None and code < 0:
         try:
@@ -70,11 +74,12 @@ def _environment(env: dict[str, str]):
                 os.environ[key] = value
 
 
-def call_in_subprocess(function, *args, env: dict[str, str] | None = None):
+def call_in_subprocess(function, *args, env: dict[str, str] | None = None, timeout_s: float | None = None):
     """function(*args) in a spawned process (CUDA-safe). `function` must be importable by name; tensor
     arguments travel through shared memory, but the result should be plain data, since tensors made
     in the worker vanish with it. `env` adds variables the worker starts with (read at its start-up,
-    like the C allocator's)."""
+    like the C allocator's). `timeout_s` (None or 0: no limit): a worker without a result after that
+    long, its start included, is killed (WorkerTimedOut), so a hanging backend cannot stall a run."""
     context = mp.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(target=_worker, args=(sender, function, args, os.getpid()), daemon=True)
@@ -82,6 +87,10 @@ def call_in_subprocess(function, *args, env: dict[str, str] | None = None):
         process.start()
     sender.close()  # so that recv() sees EOF if the worker dies
     try:
+        if timeout_s and not receiver.poll(timeout_s):
+            process.kill()
+            process.join()
+            raise WorkerTimedOut(f"timed out after {timeout_s:g} s")
         status, payload = receiver.recv()
     except EOFError:
         process.join()

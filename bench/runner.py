@@ -26,7 +26,7 @@ from bench import config as config_mod
 from bench import envinfo, storage
 from bench.cliargs import OneLineParser, UsageError, parse
 from bench.config import Config
-from bench.isolate import WorkerDied, WorkerError, call_in_subprocess
+from bench.isolate import WorkerDied, WorkerError, WorkerTimedOut, call_in_subprocess
 from bench.schema import ENV_FILE, RUNS_FILE
 
 # Relative: results land under the directory `bench run` is started from, wherever the package lives.
@@ -106,7 +106,7 @@ def base_row(backend: str, seed: int, config: Config, device: torch.device) -> d
 
 
 def one_line(error: BaseException) -> str:
-    text = str(error) if isinstance(error, WorkerError) else f"{type(error).__name__}: {error}".strip()
+    text = str(error) if isinstance(error, (WorkerError, WorkerTimedOut)) else f"{type(error).__name__}: {error}".strip()
     return text.splitlines()[0][:500] if text else type(error).__name__
 
 
@@ -138,7 +138,7 @@ def execute(config: Config, out_dir: Path, device: torch.device, data, log=say) 
             try:
                 if point.isolate:
                     result = call_in_subprocess(train_and_measure, point, backend, seed, data, device,
-                                                env=worker_env())
+                                                env=worker_env(), timeout_s=point.timeout or None)
                 else:
                     result = train_and_measure(point, backend, seed, data, device)
                 row.update(status="ok", **result.metrics)

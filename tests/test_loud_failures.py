@@ -233,3 +233,18 @@ def test_a_full_disk_is_one_line_and_finished_rows_stay(tmp_path, capsys, fake_d
     monkeypatch.setattr(storage, "append_run", real)
     assert runner.cli(["--resume", str(out)]) == 0
     assert list(storage.load_runs(out).backend) == ["cudnn", "gru"]
+
+
+
+def test_a_hanging_backend_times_out_and_the_next_one_runs(tmp_path, capsys, fake_data, monkeypatch):
+    """The limit counts the worker's start too (about 20 s on a loaded 2-core machine), hence 40 s."""
+    import sleepy
+    monkeypatch.setitem(impls.REGISTRY, "sleepy", sleepy.SLEEPY)
+    monkeypatch.setattr("bench.train.train_and_measure", sleepy.train_with_the_sleepy_backend)
+    out = tmp_path / "run"
+    argv = ["--backends", "sleepy,gru", *[a for a in SMALL if a != "--no-isolate"], "--timeout", "40"]
+    assert runner.cli([*argv, "--out", str(out)]) == 1
+    runs = storage.load_runs(out).set_index("backend")
+    assert runs.loc["sleepy", "status"] == "failed" and runs.loc["sleepy", "error"] == "timed out after 40 s"
+    assert runs.loc["gru", "status"] == "ok"
+    assert "1 of 2 run(s) failed" in capsys.readouterr().err
