@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from bench import config, metrics
-from bench.schema import RUNS_FILE
+from bench.schema import RUN_COLUMNS, RUNS_FILE
 from bench.storage import load_curves, load_env, load_runs, load_steps
 
 BASELINE = "cudnn"
@@ -86,11 +86,13 @@ def load(directory: str | Path) -> Results:
     directory = Path(directory)
     if not directory.is_dir():
         raise ResultsError(f"{directory}: no such directory")
-    if not (directory / RUNS_FILE).is_file():
-        raise ResultsError(f"{directory}: not a results directory (no {RUNS_FILE}; write one with `python -m bench run`)")
     try:
-        runs = load_runs(directory)
-        curves, steps, env = load_curves(directory), load_steps(directory), load_env(directory)
+        env = load_env(directory)
+        if not (directory / RUNS_FILE).is_file() and "config" not in env:
+            raise ResultsError(f"{directory}: not a results directory (no {RUNS_FILE}; write one with `python -m bench run`)")
+        # a run killed (or still busy) before its first row: every planned cell is missing
+        runs = load_runs(directory) if (directory / RUNS_FILE).is_file() else pd.DataFrame(columns=RUN_COLUMNS)
+        curves, steps = load_curves(directory), load_steps(directory)
     except (ValueError, OSError, pd.errors.ParserError) as error:
         raise ResultsError(f"{directory}: unreadable results: {error}") from None
     # run_id joins runs to curves and steps; read as text everywhere so "7" and 7 are the same run.

@@ -248,3 +248,10 @@ def test_a_hanging_backend_times_out_and_the_next_one_runs(tmp_path, capsys, fak
     assert runs.loc["sleepy", "status"] == "failed" and runs.loc["sleepy", "error"] == "timed out after 40 s"
     assert runs.loc["gru", "status"] == "ok"
     assert "1 of 2 run(s) failed" in capsys.readouterr().err
+
+
+def test_a_run_killed_before_its_first_row_reports_every_cell_missing(tmp_path):
+    directory = tmp_path / "run"
+    write_env(directory, backends=("cudnn", "gru"), seeds=(0,))
+    text = report.write_report(directory).read_text()
+    assert "2 runs: 0 ok, 0 skipped, 0 failed, 2 not run (interrupted or still running)" in text
