@@ -48,7 +48,7 @@ def knob(default, help: str, *, flag: str | None = None, type=None, column: bool
 
 @dataclass(frozen=True)
 class Config:
-    backends: tuple[str, ...] = knob(("cudnn", "loop", "triton", "gru"), "comma-separated backends, run in this order",
+    backends: tuple[str, ...] = knob(("cudnn", "loop", "triton", "triton-step", "gru", "compiled", "compiled-graphs", "aten"), "comma-separated backends, run in this order",
                                      flag="--backends", column="backend", key=True)
     seeds: tuple[int, ...] = knob((0,), "comma-separated integers, e.g. 0,1,2; one run per backend and seed",
                                   flag="--seeds", column="seed", key=True)

@@ -14,7 +14,6 @@ import re
 import socket
 import sys
 import time
-import traceback
 from datetime import datetime
 from pathlib import Path
 
@@ -23,10 +22,10 @@ from tqdm import tqdm
 
 import impls
 from bench import config as config_mod
-from bench import envinfo, storage
+from bench import envinfo, executors, storage
 from bench.cliargs import OneLineParser, UsageError, parse
 from bench.config import Config
-from bench.isolate import WorkerDied, WorkerError, WorkerTimedOut, call_in_subprocess
+from bench.executors import Cell, Failed
 from bench.schema import ENV_FILE, RUNS_FILE
 
 # Relative: results land under the directory `bench run` is started from, wherever the package lives.
@@ -105,56 +104,49 @@ def base_row(backend: str, seed: int, config: Config, device: torch.device) -> d
             "device": str(device), "threads": torch.get_num_threads(), "error": ""}
 
 
-def one_line(error: BaseException) -> str:
-    text = str(error) if isinstance(error, (WorkerError, WorkerTimedOut)) else f"{type(error).__name__}: {error}".strip()
-    return text.splitlines()[0][:500] if text else type(error).__name__
-
-
 def say(line: str) -> None:
     """Prints a line above the progress bars instead of through them."""
     tqdm.write(line)
 
 
-def execute(config: Config, out_dir: Path, device: torch.device, data, log=say) -> list[dict]:
-    """Runs what runs.csv in out_dir does not hold yet; returns the rows written now."""
+def execute(config: Config, out_dir: Path, device: torch.device, data, log=say, executor=None) -> list[dict]:
+    """Runs what runs.csv in out_dir does not hold yet, on `executor` (default: local); returns the
+    rows written now, in the order the cells finished."""
+    from bench.executors import LocalExecutor
     done = set(storage.load_runs(out_dir)["run_id"]) if (out_dir / RUNS_FILE).exists() else set()
     storage.drop_unfinished(out_dir, done)
-    from bench.train import train_and_measure  # heavy imports only once input is known good
-    cells = plan(config)
-    todo = sum(run_id(backend, seed, point) not in done for backend, seed, point in cells)
+    executor = executor or LocalExecutor(env=worker_env(), timeout_s=config.timeout or None)
+    planned = plan(config)
+    total = sum(run_id(backend, seed, point) not in done for backend, seed, point in planned)
     # The outer bar: all runs of this call, with an ETA; each run draws its own bar of steps below it.
-    bar = tqdm(total=todo, desc="runs", unit="run", disable=not sys.stderr.isatty())
-    written = []
-    for number, (backend, seed, point) in enumerate(cells, 1):
+    bar = tqdm(total=total, desc="runs", unit="run", disable=not sys.stderr.isatty())
+    written, rows, cells = [], {}, []
+
+    def write(row: dict, result) -> None:
+        key = {k: row[k] for k in ("run_id", "backend", "seed")}
+        storage.append_run(out_dir, row, [key | r for r in result.curve] if result else [],
+                           [key | r for r in result.steps] if result else [])
+        written.append(row)
+        log(summary_line(row, len(written), total))
+        bar.update()
+
+    for backend, seed, point in planned:
         row = base_row(backend, seed, point, device)
         if row["run_id"] in done:
             continue
         available = impls.availability(backend, device)
         row["impl_detail"] = available.reason if available.ok else ""
-        result = None
-        if not available.ok:
-            row.update(status="skipped", error=available.reason)
+        if available.ok:
+            rows[row["run_id"]] = row
+            cells.append(Cell(row["run_id"], backend, seed, point))
         else:
-            try:
-                if point.isolate:
-                    result = call_in_subprocess(train_and_measure, point, backend, seed, data, device,
-                                                env=worker_env(), timeout_s=point.timeout or None)
-                else:
-                    result = train_and_measure(point, backend, seed, data, device)
-                row.update(status="ok", **result.metrics)
-            except Exception as error:  # one backend's failure must not end the others' runs
-                row.update(status="failed", error=one_line(error))
-                if log is say and not isinstance(error, (WorkerError, WorkerDied)):  # a worker prints its own
-                    traceback.print_exc(file=sys.stderr)
-            finally:
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-        key = {k: row[k] for k in ("run_id", "backend", "seed")}
-        storage.append_run(out_dir, row, [key | r for r in result.curve] if result else [],
-                           [key | r for r in result.steps] if result else [])
-        written.append(row)
-        log(summary_line(row, number, len(cells)))
-        bar.update()
+            write(row | {"status": "skipped", "error": available.reason}, None)
+    for cell, outcome in executor.run(cells, data, device):  # in the order they finish
+        row = rows[cell.run_id]
+        if isinstance(outcome, Failed):  # one backend's failure must not end the others' runs
+            write(row | {"status": "failed", "error": outcome.reason}, None)
+        else:
+            write(row | {"status": "ok"} | outcome.metrics, outcome)
     bar.close()
     return written
 
@@ -185,6 +177,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace | int:
     parser.add_argument("--report", action="store_true", help="write report.md/html and plots when done")
     parser.add_argument("--baseline", default="cudnn", help="the report's ratio column: value / BACKEND's (default cudnn)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (backend x seed x sweep point) and exit; writes and downloads nothing")
+    parser.add_argument("--executor", default="local", help="where cells run: local (default) | ray")
+    parser.add_argument("--ray-address", dest="ray_address", help="Ray cluster to join (default: $RAY_ADDRESS, "
+                        "else a local cluster started for the run)")
+    parser.add_argument("--cell-cpus", type=int, dest="cell_cpus",
+                        help="ray, CPU device: CPUs per cell (default: all of a node's, so cells never share one)")
+    parser.add_argument("--retries", type=int, default=0,
+                        help="re-run a cell whose worker or node died, up to N times (default 0; recorded)")
     return parse(parser, argv)  # --help returns 0, bad input returns 2 after one line
 
 
@@ -337,12 +336,24 @@ def cli(argv: list[str]) -> int:
         return args
     try:
         config, out_dir, device = prepare(args)
+        executor = executors.create(args.executor, env=worker_env(), ray_address=args.ray_address,
+                                    timeout_s=config.timeout or None,
+                                    cell_cpus=args.cell_cpus, retries=args.retries)
     except (UsageError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.dry_run:
         print(plan_text(config, out_dir, device))
         return 0
+    try:
+        with executor:  # local: the worker server imports torch while the data loads; ray: join or start a cluster
+            return run_with(executor, args, config, out_dir, device)
+    except executors.ExecutorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def run_with(executor, args: argparse.Namespace, config: Config, out_dir: Path, device: torch.device) -> int:
     from bench.data import DataError, load_mnist
     try:
         data = load_mnist(config.data_root, quiet=False)
@@ -359,11 +370,12 @@ def cli(argv: list[str]) -> int:
             write_env(out_dir, config, device)
             if not (args.out or args.resume):  # a directory we named: RESULTS_ROOT/latest follows it
                 point_latest(out_dir)
+            executors.record(out_dir, executor, device)
             if args.retry_failed:
-                print(f"retrying {storage.drop_failed(out_dir)} failed run(s)")
-            print(f"results: {out_dir}  device: {device}  data: {data.source}")
+                print(f"retrying {storage.drop_failed(out_dir, config.backends)} failed run(s)")
+            print(f"results: {out_dir}  device: {device}  data: {data.source}  executor: {executor.name}")
             started = time.perf_counter()
-            execute(config, out_dir, device, data)
+            execute(config, out_dir, device, data, executor=executor)
             print(f"done in {time.perf_counter() - started:.1f} s: {out_dir / RUNS_FILE}")
             if args.report:
                 from bench.report import write_report

@@ -20,6 +20,9 @@ RUN_INFO_COLUMNS = [
     "impl_detail",          # what really ran, e.g. "cuDNN 91002" or "ATen native kernel on cpu"
     "threads",              # torch.get_num_threads() during the run (config.threads may be unset)
     "memory_method",        # how peak_memory_bytes was measured
+    "host",                 # the machine the cell ran on (socket.gethostname() in the worker)
+    "device_name",          # the GPU's name, or the CPU model
+    "device_uuid",          # the GPU's UUID (torch.cuda.get_device_properties(i).uuid); empty on CPU
 ]
 
 
@@ -36,6 +39,8 @@ def run_columns() -> list[str]:
 
 KEY_COLUMNS = key_columns()
 RUN_COLUMNS = run_columns()
+REQUIRED_RUN_COLUMNS = [*KEY_COLUMNS, "status", "error"]  # older results lack later columns; never these
+TEXT_RUN_COLUMNS = ("error", "impl_detail", "memory_method", "host", "device_name", "device_uuid")
 
 CURVE_COLUMNS = ["run_id", "backend", "seed", "step", "epoch", "loss", "elapsed_s"]
 

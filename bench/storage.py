@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from bench import metrics
-from bench.schema import CURVE_COLUMNS, CURVES_FILE, ENV_FILE, RUN_COLUMNS, RUNS_FILE, STEP_COLUMNS, STEPS_FILE
+from bench.schema import (CURVE_COLUMNS, CURVES_FILE, ENV_FILE, REQUIRED_RUN_COLUMNS, TEXT_RUN_COLUMNS, RUN_COLUMNS, RUNS_FILE,
+                          STEP_COLUMNS, STEPS_FILE)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -83,7 +84,12 @@ def append_rows(path: str | Path, rows: list[dict], columns: list[str]) -> None:
             data = _csv_text([], columns, header=True).encode() + _csv_text(rows, columns, header=False).encode()
         else:          # rows follow the file's own header, which an older version may have ordered differently
             handle.seek(0)
-            data = _csv_text(rows, _file_columns(path, handle.readline(), columns), header=False).encode()
+            existing = _file_columns(path, handle.readline(), columns)
+            if len(existing) < len(columns):  # an older version measured less: widen the file first
+                handle.close()
+                _widen(path, columns)
+                return append_rows(path, rows, columns)
+            data = _csv_text(rows, existing, header=False).encode()
         handle.seek(end)
         handle.write(data)
         handle.flush()
@@ -94,11 +100,18 @@ def _file_columns(path: Path, header: bytes, columns: list[str]) -> list[str]:
     """The existing file's column order, when it holds the same columns; else one clear error, since rows
     written under another header would land in the wrong columns without a sound."""
     existing = next(csv.reader([header.decode()]))
-    if set(existing) != set(columns):
-        differ = sorted(set(existing) ^ set(columns))
+    if not set(existing) <= set(columns):
+        differ = sorted(set(existing) - set(columns))
         raise ValueError(f"{path}: its columns differ from this version's ({', '.join(differ[:6])}); "
                          "finish it with the version that wrote it, or start a new results directory")
     return existing
+
+
+def _widen(path: Path, columns: list[str]) -> None:
+    """Rewrites a file written with fewer columns under the full header (the new columns empty), atomically."""
+    rows = list(csv.DictReader(io.StringIO(read_complete_csv(path, dtype=str, keep_default_na=False)
+                                           .to_csv(index=False))))
+    atomic_write_text(path, _csv_text(rows, columns, header=True))
 
 
 def _drop_torn_line(handle, block: int = 1 << 16) -> int:
@@ -140,6 +153,8 @@ def append_run(directory: str | Path, run: dict, curve: list[dict], steps: list[
 
 
 def load_runs(directory: str | Path) -> pd.DataFrame:
+    """runs.csv as a DataFrame. Results written by an older version lack the columns added since: they
+    load with those empty (nothing was measured there), but the run key and status must be present."""
     path = Path(directory) / RUNS_FILE
     if not path.exists():
         raise FileNotFoundError(f"no {RUNS_FILE} in {directory}: expected a results directory written by `bench run`")
@@ -147,12 +162,14 @@ def load_runs(directory: str | Path) -> pd.DataFrame:
     # nan (a run with nothing to time) is a missing number, not a string that breaks arithmetic.
     measured = {m.name for m in metrics.METRICS}
     na = {column: ["", "nan", "NaN", "-nan"] if column in measured else [""] for column in RUN_COLUMNS}
-    frame = read_complete_csv(path, keep_default_na=False, na_values=na,
-                              dtype={"error": str, "impl_detail": str, "memory_method": str})
-    missing = [c for c in RUN_COLUMNS if c not in frame.columns]
+    frame = read_complete_csv(path, keep_default_na=False, na_values=na, dtype=dict.fromkeys(TEXT_RUN_COLUMNS, str))
+    missing = [c for c in REQUIRED_RUN_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {', '.join(missing)}")
-    for column in ("error", "impl_detail", "memory_method"):
+    for column in RUN_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = "" if column in TEXT_RUN_COLUMNS else float("nan")
+    for column in TEXT_RUN_COLUMNS:
         frame[column] = frame[column].fillna("")
     return frame
 
@@ -177,17 +194,19 @@ def load_env(directory: str | Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def drop_failed(directory: str | Path) -> int:
+def drop_failed(directory: str | Path, backends=None) -> int:
     """Removes the failed rows of runs.csv in one atomic rewrite (the file keeps its header and every
-    other row), so `--retry-failed` reruns them as missing cells; returns how many were dropped. A
+    other row), so `--retry-failed` reruns them as missing cells; only those of `backends` when given
+    (what `--resume --backends` will run); returns how many were dropped. A
     failed run wrote no curve or step rows, so runs.csv is the only file that holds it."""
     path = Path(directory) / RUNS_FILE
     text = path.read_bytes().decode()
     rows = list(csv.reader(io.StringIO(text[:text.rfind("\n") + 1])))  # a torn last line is no row
     if not rows:
         return 0
-    status = rows[0].index("status")
-    keep = [rows[0]] + [row for row in rows[1:] if row[status] != "failed"]
+    status, backend = rows[0].index("status"), rows[0].index("backend")
+    keep = [rows[0]] + [row for row in rows[1:]
+                        if row[status] != "failed" or (backends is not None and row[backend] not in backends)]
     if len(keep) < len(rows):
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerows(keep)

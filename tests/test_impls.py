@@ -6,12 +6,12 @@ import impls
 
 
 def test_names_and_families():
-    assert impls.names() == ["cudnn", "loop", "triton", "gru"]
+    assert impls.names() == ["cudnn", "loop", "triton", "triton-step", "gru", "compiled", "compiled-graphs", "aten"]
     assert {impls.spec(n).family for n in impls.names()} == {"lstm", "gru"}
 
 
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(ValueError, match=r"unknown backend 'lsmt'; expected one of: cudnn, loop, triton, gru"):
+    with pytest.raises(ValueError, match=r"unknown backend 'lsmt'; expected one of: cudnn, loop, triton, triton-step, gru, compiled, compiled-graphs, aten$"):
         impls.build("lsmt", 28, 64)
 
 
@@ -29,7 +29,7 @@ def test_build_returns_batch_first_modules_of_the_right_kind(name):
         assert state.shape == (2, 3, 64)
 
 
-@pytest.mark.parametrize("name", ["cudnn", "loop", "gru", "triton"])
+@pytest.mark.parametrize("name", ["cudnn", "loop", "gru", "triton", "triton-step"])
 @pytest.mark.parametrize("bad", [dict(hidden_size=0), dict(hidden_size=-3), dict(input_size=0), dict(num_layers=0),
                                  dict(hidden_size=2.5)])
 def test_non_positive_sizes_are_rejected(name, bad):
@@ -81,8 +81,9 @@ def test_unsupported_nn_lstm_options_are_rejected_clearly():
 def test_availability():
     for name in ("cudnn", "loop", "gru"):
         assert impls.availability(name, "cpu").ok
-    triton = impls.availability("triton", "cpu")
-    assert not triton.ok and "CUDA" in triton.reason
+    for name in ("triton", "triton-step"):
+        triton = impls.availability(name, "cpu")
+        assert not triton.ok and "CUDA" in triton.reason
     assert "ATen" in impls.availability("cudnn", "cpu").reason
     with pytest.raises(ValueError, match="unknown backend"):
         impls.availability("nope")
@@ -91,8 +92,9 @@ def test_availability():
 def test_triton_under_interpreter_is_usable_for_tests_only(monkeypatch):
     pytest.importorskip("triton")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    assert impls.availability("triton", "cpu", purpose="test").ok
-    assert not impls.availability("triton", "cpu", purpose="bench").ok
+    for name in ("triton", "triton-step"):
+        assert impls.availability(name, "cpu", purpose="test").ok
+        assert not impls.availability(name, "cpu", purpose="bench").ok
 
 
 def test_impls_never_imports_the_harness():

@@ -117,6 +117,8 @@ def test_retry_failed_replaces_the_failed_row(tmp_path, capsys, fake_data, boom,
     assert runner.cli(["--resume", str(out)]) == 1  # a plain resume keeps the failed row
     assert len(storage.load_runs(out)) == 2
     monkeypatch.setitem(impls.REGISTRY, "boom", impls.REGISTRY["cudnn"])  # the backend is fixed
+    assert runner.cli(["--resume", str(out), "--retry-failed", "--backends", "gru"]) == 1  # boom's row stays
+    assert storage.load_runs(out).set_index("backend").status.to_dict() == {"boom": "failed", "gru": "ok"}
     assert runner.cli(["--resume", str(out), "--retry-failed"]) == 0
     runs = storage.load_runs(out)
     assert runs.set_index("backend").status.to_dict() == {"gru": "ok", "boom": "ok"} and runs.run_id.is_unique
@@ -237,15 +239,24 @@ def test_a_full_disk_is_one_line_and_finished_rows_stay(tmp_path, capsys, fake_d
 
 
 def test_a_hanging_backend_times_out_and_the_next_one_runs(tmp_path, capsys, fake_data, monkeypatch):
-    """The limit counts the worker's start too (about 20 s on a loaded 2-core machine), hence 40 s."""
+    """Through the CLI and the local executor: the limit counts the worker's start too, hence 20 s."""
     import sleepy
+
+    from bench import executors
     monkeypatch.setitem(impls.REGISTRY, "sleepy", sleepy.SLEEPY)
-    monkeypatch.setattr("bench.train.train_and_measure", sleepy.train_with_the_sleepy_backend)
+    real_create = executors.create
+
+    def create_with_the_sleepy_backend(*args, **kwargs):
+        executor = real_create(*args, **kwargs)
+        executor.train = sleepy.train_with_the_sleepy_backend  # a worker registers the test backend itself
+        return executor
+
+    monkeypatch.setattr(executors, "create", create_with_the_sleepy_backend)
     out = tmp_path / "run"
-    argv = ["--backends", "sleepy,gru", *[a for a in SMALL if a != "--no-isolate"], "--timeout", "40"]
+    argv = ["--backends", "sleepy,gru", *[a for a in SMALL if a != "--no-isolate"], "--timeout", "20"]
     assert runner.cli([*argv, "--out", str(out)]) == 1
     runs = storage.load_runs(out).set_index("backend")
-    assert runs.loc["sleepy", "status"] == "failed" and runs.loc["sleepy", "error"] == "timed out after 40 s"
+    assert runs.loc["sleepy", "status"] == "failed" and runs.loc["sleepy", "error"] == "timed out after 20 s"
     assert runs.loc["gru", "status"] == "ok"
     assert "1 of 2 run(s) failed" in capsys.readouterr().err
 

@@ -158,7 +158,7 @@ def test_sweep_plans_every_point(tiny):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--backends", "cudnn,nope"], "unknown backend 'nope'; expected one of: cudnn, loop, triton, gru"),
+    (["--backends", "cudnn,nope"], "unknown backend 'nope'; expected one of: cudnn, loop, triton, triton-step, gru, compiled, compiled-graphs, aten"),
     (["--hidden", "0"], "hidden_size must be a positive integer, got 0"),
     (["--batch-size", "-5"], "batch_size must be a positive integer"),
     (["--dtype", "bfloat16", "--device", "cpu"], "dtype bfloat16 needs a CUDA device"),

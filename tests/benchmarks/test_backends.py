@@ -4,6 +4,11 @@ One pytest-benchmark group per (shape, pass), so a run prints one table per shap
 with the backends as rows. Backends not available here are skipped with the registry's reason.
 Under plain `pytest` each function runs once (smoke mode, see conftest.py); `make bench-ci` times them.
 Set LSTM_BENCH_DEVICE=cpu to benchmark the CPU on a CUDA machine.
+
+torch.compile backends (`compiled`, `compiled-graphs`) cost minutes of compilation per shape on a CPU:
+they are skipped in smoke mode (tests/test_compiled.py checks them) and timed at the default shape
+only; their compilation happens in the untimed first call, and its cost is in extra_info
+(`compile_s`, `compilations`).
 """
 from __future__ import annotations
 
@@ -31,8 +36,9 @@ class Shape:
     num_layers: int
 
 
+DEFAULT_SHAPE = "mnist-b50-h64"
 SHAPES = {
-    "mnist-b50-h64": Shape(batch=50, steps=28, input_size=28, hidden_size=64, num_layers=2),   # the default config
+    DEFAULT_SHAPE: Shape(batch=50, steps=28, input_size=28, hidden_size=64, num_layers=2),   # the default config
     "large-b256-h128": Shape(batch=256, steps=28, input_size=28, hidden_size=128, num_layers=2),
 }
 CASES = [pytest.param(shape, backend, id=f"{shape}-{backend}") for shape in SHAPES for backend in impls.names()]
@@ -51,6 +57,11 @@ def _setup(benchmark, shape_name: str, backend: str, kind: str):
     availability = impls.availability(backend, DEVICE, purpose="bench")
     if not availability.ok:
         pytest.skip(f"{backend} on {DEVICE.type}: {availability.reason}")
+    if impls.spec(backend).needs == "inductor":
+        if not benchmark.enabled:
+            pytest.skip(f"{backend}: compiling takes minutes, so smoke mode leaves it to tests/test_compiled.py")
+        if shape_name != DEFAULT_SHAPE:
+            pytest.skip(f"{backend}: timed at {DEFAULT_SHAPE} only, each shape costs minutes of compilation")
     shape = SHAPES[shape_name]
     benchmark.group = f"{shape_name} {kind}"
     benchmark.extra_info.update(backend=backend, family=impls.spec(backend).family, shape=shape_name,
@@ -63,6 +74,19 @@ def _setup(benchmark, shape_name: str, backend: str, kind: str):
         images = torch.randn(shape.batch, shape.steps, shape.input_size, device=DEVICE, dtype=DTYPE)
         labels = torch.randint(0, NUM_CLASSES, (shape.batch,), device=DEVICE)
     return shape, model, images, labels
+
+
+def _untimed_first_call(benchmark, backend: str, function) -> None:
+    """Calls `function` once; for torch.compile backends, records what that call compiled."""
+    if impls.spec(backend).needs != "inductor":
+        function()
+        return
+    from impls.compiled import compile_stats
+    before = compile_stats()
+    function()
+    after = compile_stats()
+    benchmark.extra_info.update(compile_s=round(after["compile_s"] - before["compile_s"], 3),
+                                compilations=after["compilations"] - before["compilations"])
 
 
 @WARMUP
@@ -79,7 +103,7 @@ def test_forward_nograd(benchmark, shape_name, backend):
         return logits
 
     if benchmark.enabled:
-        forward()   # lazy init / kernel compilation stays out of the timings
+        _untimed_first_call(benchmark, backend, forward)   # lazy init / kernel compilation stays out of the timings
     logits = benchmark(forward)
     assert logits.shape == (shape.batch, NUM_CLASSES)
     assert not logits.requires_grad
@@ -105,7 +129,7 @@ def test_train_step(benchmark, shape_name, backend):
         return loss.detach()
 
     if benchmark.enabled:
-        train_step()   # Adam's state and lazy init are created here, not in the timed rounds
+        _untimed_first_call(benchmark, backend, train_step)   # Adam's state, lazy init, compilation
     loss = benchmark(train_step)
     assert loss.ndim == 0 and torch.isfinite(loss)
     after = list(model.parameters())

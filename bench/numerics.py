@@ -1,0 +1,83 @@
+"""Numerical error of a backend against float64, on real images and a run's initial weights.
+
+Before training, a run's model (bench.model.RowClassifier around an impls backend, at the run's
+dtype and device) computes its logits and the gradient of the cross-entropy loss for every
+parameter on one fixed batch. The reference is the same model in float64 on the CPU, with
+torch.nn.LSTM (or nn.GRU for the "gru" family) and the weights copied through the state_dict
+(backends of a family share nn.LSTM's / nn.GRU's parameter names). Errors are norm-wise:
+
+    out_rel_err  = ||logits - logits_ref|| / ||logits_ref||
+    grad_rel_err = max over parameters p of ||g_p - g_ref_p|| / ||g_ref_p||   (grad_worst names p)
+
+The reference sees the same input values the backend saw (the batch rounded to the run's
+dtype), so the figures are the backend's arithmetic error, not the input's rounding.
+
+The run's model is left as it was: gradients come from torch.autograd.grad (no .grad is
+written), and the random number state is forked, so training sees the same weights and the
+same random stream with or without this check.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import impls
+from bench.model import RowClassifier
+
+REFERENCE = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+
+def _rel(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    expected = expected.detach().double().cpu()
+    error = (actual.detach().double().cpu() - expected).norm().item()
+    scale = expected.norm().item()
+    return error / scale if scale > 0 else error
+
+
+def reference_model(model: RowClassifier, family: str) -> RowClassifier:
+    """The float64 CPU twin of `model`: nn.LSTM / nn.GRU with the same sizes and copied weights."""
+    if family not in REFERENCE:
+        raise ValueError(f"numerics: family must be one of {', '.join(REFERENCE)}; got {family!r}")
+    rnn = model.rnn
+    twin = REFERENCE[family](rnn.input_size, rnn.hidden_size, rnn.num_layers, batch_first=rnn.batch_first,
+                             bias=getattr(rnn, "bias", True))
+    reference = RowClassifier(twin, rnn.hidden_size, model.head.out_features).double()
+    state = {key: value.detach().to("cpu", torch.float64) for key, value in model.state_dict().items()}
+    reference.load_state_dict(state)  # strict: a backend whose names differ is an error, not a silent skip
+    return reference
+
+
+def _logits_and_grads(model: nn.Module, images: torch.Tensor, labels: torch.Tensor):
+    params = dict((name, p) for name, p in model.named_parameters() if p.requires_grad)
+    logits = model(images)
+    loss = nn.functional.cross_entropy(logits, labels)  # at the model's dtype, as in training
+    grads = torch.autograd.grad(loss, list(params.values()))
+    return logits, dict(zip(params, grads))
+
+
+def numerical_error(model: RowClassifier, images: torch.Tensor, labels: torch.Tensor, family: str) -> dict:
+    """{"out_rel_err", "grad_rel_err", "grad_worst"} of `model` (any device and dtype) against float64.
+
+    images (B, T, D) and labels (B,) are moved to the model's device and dtype; see the module
+    docstring for the definitions.
+    """
+    parameter = next(model.parameters())
+    device, dtype = parameter.device, parameter.dtype
+    if images.dim() != 3 or labels.dim() != 1 or images.shape[0] != labels.shape[0]:
+        raise ValueError(f"numerics: expected images (B, T, D) and labels (B,), got "
+                         f"{tuple(images.shape)} and {tuple(labels.shape)}")
+    x = images.to(device=device, dtype=dtype)
+    y = labels.to(device=device, dtype=torch.int64)
+    forked = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=forked):  # building the twin draws its (discarded) initial weights
+        reference = reference_model(model, family)
+        logits, grads = _logits_and_grads(model, x, y)
+        logits_ref, grads_ref = _logits_and_grads(reference, x.detach().cpu().double(), y.cpu())
+    errors = {name: _rel(grads[name], grads_ref[name]) for name in grads_ref}
+    worst = max(errors, key=errors.get)
+    return {"out_rel_err": _rel(logits, logits_ref), "grad_rel_err": errors[worst], "grad_worst": worst}
+
+
+def backend_error(backend: str, model: RowClassifier, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """numerical_error for a registered backend name (its family from impls.REGISTRY)."""
+    return numerical_error(model, images, labels, impls.spec(backend).family)

@@ -1,0 +1,114 @@
+"""Tests that match the data, for `compare`, and the per-image correctness files they read.
+
+Accuracy: both runs score the same 10,000 test images, so the comparison is paired. McNemar's exact
+test looks only at the images where A and B disagree: under "no difference" an image that only
+A gets right is as likely as one that only B gets right, so the count of A-only images among the
+discordant ones is Binomial(n_discordant, 1/2); the p-value is the two-sided binomial test.
+Seeds are pooled by adding their discordant counts (seed s of A is paired with seed s of B).
+
+Time metrics: the run is the unit (one median per seed, since the steps of one run share its
+warm caches and neighbours). bootstrap_ci resamples the per-run medians of each side and gives a
+percentile interval for median(B) / median(A) (or the difference); Welch's t and Mann-Whitney U
+are there for when a p-value is wanted.
+
+Per-image correctness: one file per run, DIR/predictions/<run_id>.npy, a .npy of bools (one per
+test image, in test-set order; ~10 kB), written atomically.
+"""
+from __future__ import annotations
+
+import io
+import math
+import re
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from scipy import stats
+
+from bench.storage import atomic_write_bytes
+
+PREDICTIONS_DIR = "predictions"
+MCNEMAR = "McNemar exact (two-sided binomial on discordant images, pooled over seeds)"
+_RUN_ID = re.compile(r"^[A-Za-z0-9_.=+-]+$")
+
+
+def _bools(values, what: str) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 1 or array.dtype != np.bool_:
+        raise ValueError(f"{what}: expected a 1-D array of bools (one per test image), got {array.dtype} {array.shape}")
+    return array
+
+
+def mcnemar(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Paired accuracy test over (correct_A, correct_B) per seed: {"a_only", "b_only", "p_value", "seeds", "test"}."""
+    a_only = b_only = seeds = 0
+    for correct_a, correct_b in pairs:
+        a, b = _bools(correct_a, "mcnemar"), _bools(correct_b, "mcnemar")
+        if a.shape != b.shape:
+            raise ValueError(f"mcnemar: the two runs scored different image counts ({a.size} and {b.size})")
+        a_only += int(np.count_nonzero(a & ~b))
+        b_only += int(np.count_nonzero(b & ~a))
+        seeds += 1
+    discordant = a_only + b_only
+    p = 1.0 if discordant == 0 else float(stats.binomtest(a_only, discordant, 0.5).pvalue)
+    return {"a_only": a_only, "b_only": b_only, "p_value": p, "seeds": seeds, "test": MCNEMAR}
+
+
+def bootstrap_ci(a: Iterable[float], b: Iterable[float], *, kind: str = "ratio", confidence: float = 0.95,
+                 n_resamples: int = 9999, seed: int = 0, min_runs: int = 3) -> dict:
+    """median(B) / median(A) (kind="ratio") or median(B) - median(A) ("difference") over per-run values,
+    with a percentile bootstrap interval: {"estimate", "low", "high", "test"}. With fewer than `min_runs`
+    runs on a side the interval is NaN (too few to resample) and the estimate is still given."""
+    a, b = np.asarray(list(a), dtype=float), np.asarray(list(b), dtype=float)
+    if kind not in ("ratio", "difference"):
+        raise ValueError(f"bootstrap_ci: kind must be 'ratio' or 'difference', got {kind!r}")
+    if a.size == 0 or b.size == 0:
+        raise ValueError("bootstrap_ci: each side needs at least one run")
+
+    def statistic(x, y, axis=-1):
+        mx, my = np.median(x, axis=axis), np.median(y, axis=axis)
+        return my / mx if kind == "ratio" else my - mx
+
+    estimate = float(statistic(a, b))
+    test = f"bootstrap {confidence:.0%} CI of the {kind} of per-run medians (percentile, {n_resamples} resamples)"
+    if min(a.size, b.size) < min_runs:
+        return {"estimate": estimate, "low": math.nan, "high": math.nan,
+                "test": f"{kind} of per-run medians (fewer than {min_runs} runs a side: no interval)"}
+    result = stats.bootstrap((a, b), statistic, n_resamples=n_resamples, vectorized=True, paired=False,
+                             confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
+    interval = result.confidence_interval
+    return {"estimate": estimate, "low": float(interval.low), "high": float(interval.high), "test": test}
+
+
+def welch(a: Iterable[float], b: Iterable[float]) -> float:
+    """Two-sided p-value of Welch's t-test (unequal variances) on per-run values."""
+    return float(stats.ttest_ind(list(a), list(b), equal_var=False).pvalue)
+
+
+def mann_whitney(a: Iterable[float], b: Iterable[float]) -> float:
+    """Two-sided p-value of the Mann-Whitney U test on per-run values (exact for small samples)."""
+    return float(stats.mannwhitneyu(list(a), list(b), alternative="two-sided").pvalue)
+
+
+def predictions_path(results_dir: str | Path, run_id: str) -> Path:
+    if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+        raise ValueError(f"predictions: run_id must be letters, digits and _.=+- only, got {run_id!r}")
+    return Path(results_dir) / PREDICTIONS_DIR / f"{run_id}.npy"
+
+
+def save_correctness(results_dir: str | Path, run_id: str, correct) -> Path:
+    """Write one run's per-image correctness (1-D bools, test-set order) atomically; returns the path."""
+    array = _bools(correct, "save_correctness")
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    path = predictions_path(results_dir, run_id)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def load_correctness(results_dir: str | Path, run_id: str) -> np.ndarray | None:
+    """One run's per-image correctness, or None when the run has no file (an older results directory)."""
+    path = predictions_path(results_dir, run_id)
+    if not path.exists():
+        return None
+    return _bools(np.load(path, allow_pickle=False), f"load_correctness({path})")

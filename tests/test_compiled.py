@@ -1,0 +1,144 @@
+"""`compiled` (torch.compile of the loop backend), `compiled-graphs` and `aten`.
+
+Compiling is the cost here (tens of seconds per graph on a 2-core CPU, seconds once Inductor's
+cache under /tmp is warm), so every compiled test shares one small odd shape and, where it can,
+the graphs an earlier test compiled: Dynamo's cache is per process and shared by all instances.
+"""
+import pytest
+import torch
+
+import impls
+from impls.compiled import compile_stats
+from impls.parity import compare_with_torch
+
+SHAPE = dict(batch=3, steps=4, input_size=5, hidden=12, layers=2)
+
+
+def test_names_lists_the_three_backends():
+    assert {"compiled", "compiled-graphs", "aten"} <= set(impls.names())
+    for name in ("compiled", "compiled-graphs", "aten"):
+        assert impls.spec(name).family == "lstm"
+
+
+def test_cuda_only_backends_are_skipped_on_cpu_with_their_reason():
+    aten = impls.availability("aten", "cpu")
+    assert not aten.ok and "same code path as `cudnn`" in aten.reason
+    graphs = impls.availability("compiled-graphs", "cpu")
+    assert not graphs.ok and "CUDA graphs exist only on CUDA" in graphs.reason
+    assert not impls.availability("aten", "cpu", purpose="test").ok
+
+
+def test_compiled_is_available_on_cpu_with_a_cxx_compiler(monkeypatch):
+    assert impls.availability("compiled", "cpu").ok   # this machine has g++; tests/CI need it
+    monkeypatch.setattr(impls.shutil, "which", lambda _: None)
+    missing = impls.availability("compiled", "cpu")
+    assert not missing.ok and "C++ compiler" in missing.reason
+
+
+@pytest.mark.parametrize("with_state", [False, True], ids=["zero_state", "given_state"])
+def test_compiled_matches_torch(with_state):
+    errors = compare_with_torch("compiled", **SHAPE, with_state=with_state, dtype=torch.float32)
+    expected = {"output", "h_n", "c_n", "grad_input"} | {f"grad_{kind}_l{k}" for k in range(2)
+                                                          for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+    if with_state:
+        expected |= {"grad_h_0", "grad_c_0"}
+    assert set(errors) == expected
+    worst = {key: error for key, error in errors.items() if not error <= 1e-5}
+    assert not worst, f"compiled float32 beyond 1e-5: {worst}"
+
+
+def _train_call(module, batch):
+    # Input needing its gradient, as in compare_with_torch: this reuses the zero-state parity graph.
+    x = torch.randn(batch, SHAPE["steps"], SHAPE["input_size"], requires_grad=True)
+    out, (h, c) = module(x)
+    (out.sum() + h.sum() + c.sum()).backward()
+    return out
+
+
+def test_a_partial_batch_does_not_compile_a_new_graph():
+    module = impls.build("compiled", SHAPE["input_size"], SHAPE["hidden"], SHAPE["layers"])
+    _train_call(module, SHAPE["batch"])
+    first = compile_stats()
+    assert first["compilations"] >= 1 and first["compile_s"] > 0
+    for batch in (2, 5):   # a last partial batch, and a larger one
+        assert _train_call(module, batch).shape == (batch, SHAPE["steps"], SHAPE["hidden"])
+    assert compile_stats()["compilations"] == first["compilations"]
+
+    # Evaluation is its own graph (no autograd; no other test compiles it), so the counters must move
+    # once, and then stay put for every batch size.
+    module.eval()
+    with torch.no_grad():
+        module(torch.randn(SHAPE["batch"], SHAPE["steps"], SHAPE["input_size"]))
+        after_eval = compile_stats()
+        assert after_eval["compilations"] == first["compilations"] + 1
+        assert after_eval["compile_s"] > first["compile_s"]
+        for batch in (2, 7):
+            module(torch.randn(batch, SHAPE["steps"], SHAPE["input_size"]))
+    assert compile_stats()["compilations"] == after_eval["compilations"]
+
+
+def test_compiled_state_dict_is_nn_lstms():
+    module = impls.build("compiled", 5, 12, 2)
+    assert list(module.state_dict()) == list(torch.nn.LSTM(5, 12, 2).state_dict())
+
+
+def test_compiled_rejects_bad_input_before_compiling():
+    module = impls.build("compiled", 5, 4)
+    with pytest.raises(ValueError, match=r"input must have D=5 features .* got shape \(2, 3, 6\)"):
+        module(torch.randn(2, 3, 6))
+
+
+def test_aten_matches_torch_and_disables_cudnn_only_inside_its_forward(monkeypatch):
+    from impls.cudnn import CudnnLSTM
+    seen = []
+    original = CudnnLSTM.forward
+
+    def spy(self, input, hx=None):
+        seen.append(torch.backends.cudnn.enabled)
+        return original(self, input, hx)
+
+    monkeypatch.setattr(CudnnLSTM, "forward", spy)
+    assert torch.backends.cudnn.enabled
+    errors = compare_with_torch("aten", **SHAPE, with_state=True, dtype=torch.float64)
+    assert max(errors.values()) < 1e-10
+    assert seen == [False] and torch.backends.cudnn.enabled
+
+
+def _autograd_nodes(tensor):
+    names, stack, seen = set(), [tensor.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="cuDNN is used only on CUDA")
+def test_aten_records_no_cudnn_backward_on_cuda():
+    x = torch.randn(3, 4, 5, device="cuda", requires_grad=True)
+    nodes = {}
+    for name in ("cudnn", "aten"):
+        module = impls.build(name, 5, 12, 2).cuda()
+        nodes[name] = _autograd_nodes(module(x)[0])
+    assert any("Cudnn" in node for node in nodes["cudnn"]), nodes["cudnn"]   # the check can fail
+    assert not any("Cudnn" in node for node in nodes["aten"]), nodes["aten"]
+
+
+def test_long_sequences_compile_one_step_and_still_match_torch(monkeypatch):
+    """Past unroll_limit only the cell step is compiled (T-free compile time); parity must hold there too,
+    and a longer sequence must not compile anything new."""
+    from impls.compiled import CompiledLSTM
+    monkeypatch.setattr(CompiledLSTM, "unroll_limit", 2)  # SHAPE's 4 steps now take the stepwise path
+    errors = compare_with_torch("compiled", **SHAPE, with_state=True, dtype=torch.float32)
+    worst = {key: error for key, error in errors.items() if not error <= 1e-5}
+    assert not worst, f"stepwise compiled float32 beyond 1e-5: {worst}"
+    module = impls.build("compiled", SHAPE["input_size"], SHAPE["hidden"], SHAPE["layers"])
+    x = torch.randn(SHAPE["batch"], 9, SHAPE["input_size"], requires_grad=True)
+    module(x)[0].sum().backward()  # warm: whatever this shape still needs is compiled here
+    before = compile_stats()["compilations"]
+    x = torch.randn(SHAPE["batch"] + 2, 13, SHAPE["input_size"], requires_grad=True)
+    module(x)[0].sum().backward()
+    assert compile_stats()["compilations"] == before

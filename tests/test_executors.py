@@ -1,0 +1,126 @@
+"""Executors: the same cells give the same rows locally and on a real (local) Ray cluster; a worker that
+dies becomes a failed row; a driver killed mid-run loses and duplicates nothing on resume."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import bench.train
+from bench import envinfo, executors, runner, storage
+from bench.config import from_dict
+from bench.schema import RUN_COLUMNS
+from test_runner import synthetic_mnist
+
+CPU = torch.device("cpu")
+
+
+def tiny(**overrides):
+    return from_dict(dict(backends=("cudnn", "gru"), train_limit=200, batch_size=50, hidden_size=8, warmup_steps=1,
+                          eval_batch_size=100, curve_every=2, device="cpu", threads=1) | overrides)
+
+
+def die_on_gru(config, backend, seed, data, device):
+    """A training function whose gru cell takes its own process down, as a segfault in a kernel would."""
+    if backend == "gru":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return bench.train.train_and_measure(config, backend, seed, data, device)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_mnist()
+
+
+@pytest.fixture(scope="module")
+def ray_executor():
+    ray = pytest.importorskip("ray")
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import tests/
+    with executors.RayExecutor(num_cpus=2, env=runner.worker_env()) as executor:
+        yield executor
+
+
+def test_ray_cells_give_the_rows_local_cells_give(tmp_path, data, ray_executor):
+    config = tiny()
+    runner.execute(config, tmp_path / "local", CPU, data, log=lambda _: None)
+    rows = runner.execute(config, tmp_path / "ray", CPU, data, log=lambda _: None, executor=ray_executor)
+    assert sorted(r["backend"] for r in rows) == ["cudnn", "gru"]
+    local, remote = storage.load_runs(tmp_path / "local"), storage.load_runs(tmp_path / "ray")
+    assert list(remote.columns) == list(local.columns) == RUN_COLUMNS
+    assert (remote.status == "ok").all() and remote.test_accuracy.between(0, 1).all()
+    assert (remote.train_samples_per_s > 0).all() and (remote.peak_memory_bytes > 0).all()
+    assert (remote.host == socket.gethostname()).all() and (remote.device_name == envinfo._cpu_model()).all()
+    assert (local.host == socket.gethostname()).all() and (remote.device_uuid == "").all()
+    # same seed, same model, same thread count: the same training, wherever it ran
+    by_run = lambda d: storage.load_curves(d).sort_values(["run_id", "step"]).loss.tolist()  # noqa: E731
+    assert by_run(tmp_path / "ray") == by_run(tmp_path / "local")
+    assert ray_executor.describe(CPU)["cell_cpus"] == 2 and not ray_executor.describe(CPU)["cells_may_share_node"]
+
+
+def test_a_ray_task_that_kills_its_process_becomes_a_failed_row(tmp_path, data, ray_executor, monkeypatch):
+    monkeypatch.setattr(ray_executor, "train", die_on_gru)
+    runner.execute(tiny(), tmp_path, CPU, data, log=lambda _: None, executor=ray_executor)
+    runs = storage.load_runs(tmp_path).set_index("backend")
+    assert runs.loc["gru", "status"] == "failed" and runs.loc["gru", "error"].startswith("ray worker died: ")
+    assert runs.loc["cudnn", "status"] == "ok" and runs.loc["cudnn", "host"] == socket.gethostname()
+    assert set(storage.load_curves(tmp_path).backend) == {"cudnn"}
+
+
+def test_a_local_worker_that_kills_its_process_becomes_a_failed_row(tmp_path, data):
+    executor = executors.LocalExecutor(env=runner.worker_env(), train=die_on_gru)
+    runner.execute(tiny(isolate=True), tmp_path, CPU, data, log=lambda _: None, executor=executor)
+    runs = storage.load_runs(tmp_path).set_index("backend")
+    assert runs.loc["gru", "status"] == "failed" and "killed by SIGKILL" in runs.loc["gru", "error"]
+    assert runs.loc["cudnn", "status"] == "ok"
+
+
+DRIVER = """
+import sys
+from pathlib import Path
+import torch
+sys.path.insert(0, sys.argv[1])
+from bench import runner
+from test_executors import tiny
+from test_runner import synthetic_mnist
+runner.execute(tiny(isolate=True, seeds=(0, 1, 2)), Path(sys.argv[2]), torch.device("cpu"), synthetic_mnist(),
+               log=lambda _: None)
+"""
+
+
+def test_a_driver_killed_mid_run_resumes_without_loss_or_duplicates(tmp_path, data):
+    out = tmp_path / "run"
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, os.path.dirname(__file__), str(out)])
+    try:
+        deadline = time.monotonic() + 300
+        while not ((out / "runs.csv").exists() and len((out / "runs.csv").read_text().splitlines()) >= 3):
+            assert driver.poll() is None and time.monotonic() < deadline, "the driver ended before it was killed"
+            time.sleep(0.05)
+    finally:
+        driver.kill()  # SIGKILL: no handler runs
+        driver.wait()
+    before = storage.load_runs(out)
+    assert 2 <= len(before) < 6
+    written = runner.execute(tiny(isolate=True, seeds=(0, 1, 2)), out, CPU, data, log=lambda _: None)
+    after = storage.load_runs(out)
+    assert len(after) == 6 and after.run_id.is_unique and (after.status == "ok").all()
+    assert after.head(len(before)).equals(before)  # what had finished is kept as it was
+    assert {r["run_id"] for r in written} == set(after.run_id) - set(before.run_id)
+    for table in (storage.load_curves(out), storage.load_steps(out)):  # no orphans of the killed cell
+        assert set(table.run_id) == set(after.run_id)
+        assert not table.duplicated(["run_id", "step"]).any()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--executor", "slurm"], "--executor must be one of: local, ray; got 'slurm'"),
+    (["--cell-cpus", "2"], "--ray-address and --cell-cpus need --executor ray"),
+    (["--executor", "ray", "--cell-cpus", "0"], "--cell-cpus must be a positive integer, got 0"),
+    (["--retries", "-1"], "--retries must be 0 or more, got -1"),
+])
+def test_bad_executor_flags_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
+    assert runner.cli(argv + ["--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {message}\n" and not (tmp_path / "out").exists()
