@@ -284,6 +284,17 @@ def tests_used(rows: pd.DataFrame) -> str:
     return "; ".join(f"{test} ({n} row{'s' if n != 1 else ''})" for test, n in counts.items()) or "none"
 
 
+def missing_lines(a: Results, b: Results) -> list[list[str]]:
+    """Cells planned in a side's env.json with no row there: a comparison must not pass them over."""
+    lines = []
+    for side, res in (("A", a), ("B", b)):
+        swept = list((res.env.get("config") or {}).get("sweep") or {})
+        for _, r in res.missing.iterrows():
+            lines.append([side, str(r["backend"]), render.fmt_axis(r["seed"]),
+                          point_label({x: r[x] for x in swept}) or "—", r["error"]])
+    return lines
+
+
 def build_blocks(a: Results, b: Results, rows: pd.DataFrame, status: pd.DataFrame, diffs,
                  threshold: float) -> list[tuple]:
     axes = [c for c in rows.columns if c in config.sweep_axes()]
@@ -309,6 +320,9 @@ def build_blocks(a: Results, b: Results, rows: pd.DataFrame, status: pd.DataFram
     blocks.append(("table", ["backend", "A", "B", "reason", "regression"],
                    [[_where(r, axes), r["a"], r["b"], r["reason"] or "—", "yes" if r["regression"] else "no"]
                     for _, r in status.iterrows()]) if len(status) else ("p", "None."))
+    blocks.append(("h2", "Planned runs without a row"))
+    missing = missing_lines(a, b)
+    blocks.append(("table", ["side", "backend", "seed", "sweep point", "status"], missing) if missing else ("p", "None."))
     blocks += [("h2", "Metrics"), ("p", "B/A above 1 means B is larger: better for throughput and accuracy, worse "
                                         "for time and memory. Step time is the median of all timed steps; the rest "
                                         "are means over seeds. Regressions are in capitals.")]
@@ -357,6 +371,8 @@ def cli(argv: list[str]) -> int:
     for _, r in status.iterrows():
         print(f"{r['backend']}: {r['a']} in A, {r['b']} in B" + (f" ({r['reason']})" if r["reason"] else "")
               + (" REGRESSION" if r["regression"] else ""))
+    for side, backend, seed, point, why in missing_lines(*(load(d) for d in (args.dir_a, args.dir_b))):
+        print(f"{side}: {backend} seed {seed}" + (f" ({point})" if point != "—" else "") + f": {why}")
     axes = [c for c in rows.columns if c in config.sweep_axes()]
     if len(rows):
         print(render.text_table(HEADER[:-1], [line[:-1] for line in summary_lines(rows, axes)]))

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
+import math
+import types
+import typing
 import json
 import tomllib
 from dataclasses import dataclass, field
@@ -72,6 +76,8 @@ class Config:
     threads: int | None = knob(None, "torch CPU threads; unset = torch's default", flag="--threads", type=int)
     isolate: bool = knob(True, "each run in a fresh process: clean memory figures, a crash becomes a row",
                          flag="--no-isolate")
+    timeout: float = knob(1800, "seconds a run may take before its worker is ended and the run recorded as failed "
+                          "(0: no limit)", flag="--timeout", type=float)
     data_root: str | None = knob(None, "MNIST cache; unset = $LSTM_BENCH_DATA or ./data", flag="--data-root")
     sweep: dict = knob(None, "axis -> values, e.g. {batch_size = [32, 128]} (flag: --sweep AXIS=V1,V2)", factory=dict)
 
@@ -95,6 +101,8 @@ class Config:
             raise ValueError(f"config: warmup_steps must be a non-negative integer, got {self.warmup_steps!r}")
         if not isinstance(self.tf32, bool):
             raise ValueError(f"config: tf32 must be true or false, got {self.tf32!r}")
+        if self.timeout < 0:
+            raise ValueError(f"config: timeout must be 0 (no limit) or a positive number of seconds, got {self.timeout!r}")
         if not isinstance(self.isolate, bool):
             raise ValueError(f"config: isolate must be true or false, got {self.isolate!r}")
         if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) or not self.lr > 0:
@@ -109,13 +117,18 @@ class Config:
             raise ValueError("config: backends must name at least one backend")
         if not self.seeds:
             raise ValueError("config: seeds must hold at least one integer")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"config: seeds must differ: {_twice(self.seeds)} is listed twice (the same seed twice is "
+                             "the same run, not a second sample)")
         for axis, values in self.sweep.items():
             if axis not in sweep_axes():
                 raise ValueError(f"config: unknown sweep axis {axis!r}; expected one of: {', '.join(sweep_axes())}")
             if not isinstance(values, (list, tuple)) or not values:
-                raise ValueError(f"config: sweep.{axis} must be a non-empty list of values")
+                raise ValueError(f"config: sweep.{axis} must be a non-empty list of values, got {values!r}")
             for value in values:
                 self.replace(**{axis: value, "sweep": {}}).validate()
+            if len(set(values)) != len(values):
+                raise ValueError(f"config: sweep.{axis} lists {_twice(values)} twice; each point runs once")
         return self
 
     def replace(self, **overrides) -> "Config":
@@ -128,12 +141,23 @@ class Config:
         return data
 
 
+def _twice(values) -> object:
+    return next(v for i, v in enumerate(values) if v in list(values)[:i])
+
+
 # Values computed from the fields, saved beside them in env.json and runs.csv: name -> the field it follows
 # in the report's settings table.
 DERIVED = {"input_size": "seq_len"}
 
 # Everything below reads the table at call time (not at import), so a field added to Config (or to a
 # subclass put in its place, as the tests do) reaches the parser, the rows and the report at once.
+
+
+def sweep_points(sweep: dict) -> list[dict]:
+    """Every combination of the sweep's values, in plan order ([{}] without a sweep): the runner plans
+    these, and the results model compares the plan saved in env.json with the rows on disk."""
+    axes = list(sweep)
+    return [dict(zip(axes, values)) for values in itertools.product(*(sweep[a] for a in axes))]
 
 
 def fields() -> dict[str, dataclasses.Field]:
@@ -201,23 +225,63 @@ def add_arguments(parser: argparse.ArgumentParser, help_suffix: dict[str, str] |
         parser.add_argument(flag, dest=name, type=parse, help=text)
 
 
+def _types() -> dict[str, object]:
+    """Each field's declared type (the annotation in the table), e.g. int, float | None, tuple[str, ...]."""
+    return typing.get_type_hints(Config)
+
+
+def _type_words(hint) -> str:
+    """What a value of this type is called in an error line."""
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        return " or ".join(_type_words(a) for a in inner) + " or unset"
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {_type_words(typing.get_args(hint)[0]).removeprefix('an ').removeprefix('a ')}s"
+    return {int: "an integer", float: "a finite number", str: "a string", bool: "true or false",
+            dict: "a table of axis -> list of values, e.g. {batch_size = [32, 128]}"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _has_type(value, hint) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_has_type(value, a) for a in typing.get_args(hint))
+    if origin is tuple:
+        return isinstance(value, tuple) and all(_has_type(v, typing.get_args(hint)[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:  # an integer is a fine float; inf and nan are not values anyone means
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _as_list(key: str, value):
+    """A comma-separated string or a list, as a tuple (files and flags agree); anything else is kept, to be refused."""
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        if key == "seeds":
+            try:
+                return tuple(int(v) for v in items)
+            except ValueError:
+                raise ValueError(f"config: seeds must be integers, got {value!r}") from None
+        return tuple(items)
+    return tuple(value) if isinstance(value, list | tuple) else value
+
+
 def from_dict(overrides: dict, base: Config | None = None) -> Config:
-    """A Config with `overrides` applied; unknown keys are an error, never silently ignored."""
+    """A Config with `overrides` applied; unknown keys are an error, never silently ignored, and every
+    value must have its field's declared type (one line naming the key, what it expects and what it got)."""
     known = fields()
     unknown = sorted(set(overrides) - set(known))
     if unknown:
         raise ValueError(f"config: unknown key(s) {', '.join(map(repr, unknown))}; expected some of: {', '.join(known)}")
-    values = dict(overrides)
-    for key in ("backends", "seeds"):
-        if key in values and isinstance(values[key], str):
-            values[key] = tuple(v.strip() for v in values[key].split(",") if v.strip())
-        if key in values:
-            values[key] = tuple(values[key])
-    if "seeds" in values:
-        try:
-            values["seeds"] = tuple(int(s) for s in values["seeds"])
-        except (TypeError, ValueError):
-            raise ValueError(f"config: seeds must be integers, got {overrides['seeds']!r}") from None
+    hints = _types()
+    values = {key: _as_list(key, value) if typing.get_origin(hints[key]) is tuple else value
+              for key, value in overrides.items()}
+    for key, value in values.items():
+        if not _has_type(value, hints[key]):
+            raise ValueError(f"config: {key} must be {_type_words(hints[key])}, got {overrides[key]!r}")
     return dataclasses.replace(base or Config(), **values).validate()
 
 
@@ -226,16 +290,29 @@ def load_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config file {str(path)!r} does not exist")
-    text = path.read_text()
-    if path.suffix == ".toml":
-        data = tomllib.loads(text)
-    elif path.suffix in (".yaml", ".yml"):
-        import yaml
-        data = yaml.safe_load(text) or {}
-    elif path.suffix == ".json":
-        data = json.loads(text)
-    else:
+    if path.suffix not in (".toml", ".yaml", ".yml", ".json"):
         raise ValueError(f"config file must end in .toml, .yaml, .yml or .json; got {path.name!r}")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"config file {str(path)!r} cannot be read: {error}") from None
+    import yaml
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text) or {}
+    except tomllib.TOMLDecodeError as error:  # its message ends "(at line N, column M)"
+        raise ValueError(f"config file {str(path)!r}: not valid TOML: {error}") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"config file {str(path)!r}: not valid JSON at line {error.lineno}: {error.msg}") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        why = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ValueError(f"config file {str(path)!r}: not valid YAML{where}: {why}") from None
     if not isinstance(data, dict):
         raise ValueError(f"config file {path.name!r} must hold a table of keys, got {type(data).__name__}")
     return data

@@ -244,8 +244,9 @@ class RayExecutor:
 # --- choosing one -----------------------------------------------------------------------------------
 
 def create(name: str, *, env: dict[str, str], ray_address: str | None = None, cell_cpus: int | None = None,
-           retries: int = 0) -> LocalExecutor | RayExecutor:
-    """Checks the executor flags (ValueError, one line) and builds the executor; starts nothing."""
+           retries: int = 0, timeout_s: float | None = None) -> LocalExecutor | RayExecutor:
+    """Checks the executor flags (ValueError, one line) and builds the executor; starts nothing.
+    `timeout_s` (config.timeout; None: no limit) bounds each local worker; Ray does not enforce it yet."""
     if name not in NAMES:
         raise ValueError(f"--executor must be one of: {', '.join(NAMES)}; got {name!r}")
     if retries < 0:
@@ -255,7 +256,7 @@ def create(name: str, *, env: dict[str, str], ray_address: str | None = None, ce
     if name == "local":
         if ray_address or cell_cpus:
             raise ValueError("--ray-address and --cell-cpus need --executor ray")
-        return LocalExecutor(env=env, retries=retries)
+        return LocalExecutor(env=env, retries=retries, timeout_s=timeout_s)
     return RayExecutor(address=ray_address, cell_cpus=cell_cpus, retries=retries, env=env)
 
 

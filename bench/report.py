@@ -93,21 +93,30 @@ def baseline_note(runs: pd.DataFrame, baseline: str = BASELINE) -> str:
     return f"**No ratios against the baseline:** {why}, so the ratio columns are empty (—)."
 
 
+def unmeasured_note(table: pd.DataFrame, axes: list[str]) -> str:
+    """Why a cell shows — : its ok runs recorded no finite value (too few timed steps, one test batch)."""
+    where = [str(r["backend"]) + (f" ({results.point_label({a: r[a] for a in axes})})" if axes else "")
+             for _, r in table[table["value"].isna()].iterrows()]
+    return (f"— for {', '.join(where)}: no ok run there recorded a finite value for this metric (the run was "
+            "too short to measure it, e.g. no timed step after warm-up).")
+
+
 # ---------------------------------------------------------------- the document
 
 def build_blocks(res: Results, plot_files: dict[str, tuple[str, Path]], baseline: str = BASELINE) -> list[tuple]:
     """plot_files: name -> (title, path), as plots.write_plots returns them."""
     axes, counts = res.axes, res.status_counts()
     blocks: list[tuple] = [("h1", f"LSTM Bench report: {res.dir.resolve().name}")]
-    blocks.append(("p", f"{len(res.runs)} runs: {counts['ok']} ok, {counts['skipped']} skipped, "
-                        f"{counts['failed']} failed. "
+    missing = f", {counts['missing']} not run (interrupted or still running)" if counts["missing"] else ""
+    blocks.append(("p", f"{len(res.runs) + counts['missing']} runs: {counts['ok']} ok, {counts['skipped']} skipped, "
+                        f"{counts['failed']} failed{missing}. "
                         + (f"Sweep over {', '.join(axes)}; rows are grouped by backend and sweep point."
                            if axes else "No sweep axis varies; rows are grouped by backend.")))
 
     blocks += [("h2", "Configuration and environment"), ("table", ["setting", "value"], config_rows(res.env))]
     blocks += [("h3", "Backends"), ("table", *backend_summary(res.runs, res.backends))]
 
-    blocks.append(("h2", "Runs not measured (skipped and failed)"))
+    blocks.append(("h2", "Runs not measured (skipped, failed, not run)"))
     bad, every_axis = res.not_ok, list(config.sweep_axes())
     if bad.empty:
         blocks.append(("p", "None: every run finished."))
@@ -122,6 +131,8 @@ def build_blocks(res: Results, plot_files: dict[str, tuple[str, Path]], baseline
         blocks += [("h3", f"{metric.title} ({metric.direction})"), ("p", metric.note)]
         blocks.append(("table", *rendered_metric_table(table, metric, axes, baseline)) if len(table)
                       else ("p", "No ok runs."))
+        if len(table) and table["value"].isna().any():
+            blocks.append(("p", unmeasured_note(table, axes)))
 
     blocks += efficiency_blocks(res, baseline) + numerics_blocks(res, baseline) + what_ran_blocks(res)
 

@@ -7,8 +7,9 @@
     results.summary(metric)      # one row per backend (x sweep point): n, mean/std or pooled percentiles, ratio
 
 report, plots and compare read results through this module only; it never imports torch or the
-backends. (The plan saved in env.json is not compared with the rows yet: a planned cell with no row
-is simply absent here. That is where a "missing" status belongs.)
+backends. The plan saved in env.json (backends x seeds x sweep points) is compared with the rows on
+disk: a planned cell without a row is `missing` (the run was interrupted or is still running), counted
+beside ok, skipped and failed and listed with the runs that were not measured.
 """
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ import numpy as np
 import pandas as pd
 
 from bench import config, metrics
-from bench.schema import RUNS_FILE
+from bench.schema import RUN_COLUMNS, RUNS_FILE
 from bench.storage import load_curves, load_env, load_runs, load_steps
 
 BASELINE = "cudnn"
-STATUSES = ("ok", "skipped", "failed")
+STATUSES = ("ok", "skipped", "failed", "missing")
+NOT_RUN = "not run (interrupted or still running)"
 
 
 class ResultsError(ValueError):
@@ -43,12 +45,18 @@ class Results:
         return ok_runs(self.runs)
 
     @property
+    def missing(self) -> pd.DataFrame:
+        """Planned cells with no row: backend, seed, every sweep axis, status "missing", error NOT_RUN."""
+        return missing_cells(self.runs, self.env)
+
+    @property
     def not_ok(self) -> pd.DataFrame:
-        return not_ok_table(self.runs)
+        """Skipped and failed rows, then the planned cells that have no row."""
+        return pd.concat([not_ok_table(self.runs), self.missing], ignore_index=True)
 
     def status_counts(self) -> dict[str, int]:
         counts = self.runs["status"].value_counts()
-        return {status: int(counts.get(status, 0)) for status in STATUSES}
+        return {status: int(counts.get(status, 0)) for status in STATUSES[:-1]} | {"missing": len(self.missing)}
 
     @property
     def axes(self) -> list[str]:
@@ -78,11 +86,13 @@ def load(directory: str | Path) -> Results:
     directory = Path(directory)
     if not directory.is_dir():
         raise ResultsError(f"{directory}: no such directory")
-    if not (directory / RUNS_FILE).is_file():
-        raise ResultsError(f"{directory}: not a results directory (no {RUNS_FILE}; write one with `python -m bench run`)")
     try:
-        runs = load_runs(directory)
-        curves, steps, env = load_curves(directory), load_steps(directory), load_env(directory)
+        env = load_env(directory)
+        if not (directory / RUNS_FILE).is_file() and "config" not in env:
+            raise ResultsError(f"{directory}: not a results directory (no {RUNS_FILE}; write one with `python -m bench run`)")
+        # a run killed (or still busy) before its first row: every planned cell is missing
+        runs = load_runs(directory) if (directory / RUNS_FILE).is_file() else pd.DataFrame(columns=RUN_COLUMNS)
+        curves, steps = load_curves(directory), load_steps(directory)
     except (ValueError, OSError, pd.errors.ParserError) as error:
         raise ResultsError(f"{directory}: unreadable results: {error}") from None
     # run_id joins runs to curves and steps; read as text everywhere so "7" and 7 are the same run.
@@ -100,6 +110,37 @@ def ok_runs(runs: pd.DataFrame) -> pd.DataFrame:
 def not_ok_table(runs: pd.DataFrame) -> pd.DataFrame:
     bad = runs[runs["status"] != "ok"]
     return bad[["backend", "seed", *config.sweep_axes(), "status", "error"]].reset_index(drop=True)
+
+
+def _cell_value(value):
+    """A key value as the plan and runs.csv both spell it: 32, 32.0 and "32" are the same cell."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return int(number) if number.is_integer() else number
+
+
+def missing_cells(runs: pd.DataFrame, env: dict) -> pd.DataFrame:
+    """The plan saved in env.json (backends x seeds x sweep points) less the cells runs.csv holds."""
+    every_axis = list(config.sweep_axes())
+    columns = ["backend", "seed", *every_axis, "status", "error"]
+    saved = (env or {}).get("config") or {}
+    if not saved.get("backends") or not saved.get("seeds"):
+        return pd.DataFrame(columns=columns)
+    sweep = saved.get("sweep") or {}
+    swept = [axis for axis in sweep if axis in runs]
+    present = {tuple(_cell_value(v) for v in key)
+               for key in runs[["backend", "seed", *swept]].itertuples(index=False, name=None)}
+    rows = []
+    for point in config.sweep_points(sweep):
+        for backend in saved["backends"]:
+            for seed in saved["seeds"]:
+                key = (backend, seed, *(point[axis] for axis in swept))
+                if tuple(_cell_value(v) for v in key) not in present:
+                    values = {axis: point.get(axis, saved.get(axis)) for axis in every_axis}
+                    rows.append({"backend": backend, "seed": seed, **values, "status": "missing", "error": NOT_RUN})
+    return pd.DataFrame(rows, columns=columns)
 
 
 def sweep_axes(runs: pd.DataFrame) -> list[str]:

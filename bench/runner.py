@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import itertools
 import os
 import re
 import socket
@@ -55,7 +54,31 @@ def resolve_device(requested: str) -> torch.device:
     return device
 
 
+# A run is measured after warm-up: fewer timed steps than this give no steady-state figure worth a row.
+MIN_TIMED_STEPS = 5
+TRAIN_IMAGES = 60_000  # MNIST's training set
+
+
+def too_short(point: Config) -> str | None:
+    """Why a cell would have too few steady-state steps to measure (warm-up + MIN_TIMED_STEPS), or None."""
+    images = min(point.train_limit or TRAIN_IMAGES, TRAIN_IMAGES)
+    steps = point.epochs * -(-images // point.batch_size)
+    needed = point.warmup_steps + MIN_TIMED_STEPS
+    if steps >= needed:
+        return None
+    given = f"--train-limit {point.train_limit}" if point.train_limit else f"the {TRAIN_IMAGES:,} training images"
+    head = (f"{given} gives {steps} training step(s) at batch size {point.batch_size}; a run needs at least {needed} "
+            f"({point.warmup_steps} warm-up + {MIN_TIMED_STEPS} timed)")
+    least = -(-needed // point.epochs) * point.batch_size
+    if least <= TRAIN_IMAGES:
+        return f"{head}: use --train-limit {least} or more (or fewer --warmup-steps)"
+    return f"{head}: use a smaller --batch-size or fewer --warmup-steps"
+
+
 def check_config(config: Config, device: torch.device) -> None:
+    for point in config_mod.sweep_points(config.sweep):
+        if problem := too_short(config.replace(sweep={}, **point)):
+            raise UsageError(problem)
     for name in config.backends:
         if name not in impls.names():
             raise UsageError(f"unknown backend {name!r}; expected one of: {', '.join(impls.names())}")
@@ -67,10 +90,8 @@ def check_config(config: Config, device: torch.device) -> None:
 
 def plan(config: Config) -> list[tuple[str, int, Config]]:
     """Every (backend, seed, config of that sweep point), in a fixed order."""
-    axes = list(config.sweep)
-    points = [dict(zip(axes, values)) for values in itertools.product(*(config.sweep[a] for a in axes))]
     return [(backend, seed, config.replace(sweep={}, **point))
-            for point in points for backend in config.backends for seed in config.seeds]
+            for point in config_mod.sweep_points(config.sweep) for backend in config.backends for seed in config.seeds]
 
 
 def run_id(backend: str, seed: int, config: Config) -> str:
@@ -96,7 +117,7 @@ def execute(config: Config, out_dir: Path, device: torch.device, data, log=say, 
     storage.drop_unfinished(out_dir, done)
     from bench import stats  # scipy
     peaks = storage.load_env(out_dir).get("peak", {})
-    executor = executor or LocalExecutor(env=worker_env())
+    executor = executor or LocalExecutor(env=worker_env(), timeout_s=config.timeout or None)
     planned = plan(config)
     total = sum(run_id(backend, seed, point) not in done for backend, seed, point in planned)
     # The outer bar: all runs of this call, with an ETA; each run draws its own bar of steps below it.
@@ -197,6 +218,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace | int:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--out", help="results directory (default: ./results/runs/<time>-<host>/ under the current directory)")
     where.add_argument("--resume", help="finish an interrupted results directory, with its saved config")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="with --resume: run the failed runs again (their rows are replaced)")
+    parser.add_argument("--allow-failures", action="store_true",
+                        help="exit 0 even when runs failed (default: exit 1 and say how many)")
     parser.add_argument("--report", action="store_true", help="write report.md/html and plots when done")
     parser.add_argument("--baseline", default="cudnn", help="the report's ratio column: value / BACKEND's (default cudnn)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (backend x seed x sweep point) and exit; writes and downloads nothing")
@@ -268,8 +293,11 @@ def point_latest(out_dir: Path) -> None:
 
 def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device]:
     """Checks every input; writes nothing."""
+    if args.retry_failed and not args.resume:
+        raise UsageError("--retry-failed needs --resume DIR (the directory whose failed runs to run again)")
     if args.resume:
-        flags = {key: config_mod.fields()[key].metadata["flag"] for key in config_mod.cli_keys()} | {"config": "--config"}
+        flags = {key: config_mod.fields()[key].metadata["flag"] for key in config_mod.cli_keys()
+                 if key not in RESUME_KEYS} | {"config": "--config"}
         given = [flag for key, flag in flags.items() if getattr(args, key) is not None] + (["--sweep"] if args.sweep else [])
         if given:
             raise UsageError(f"--resume uses the saved config; drop {given[0]}")
@@ -279,14 +307,40 @@ def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device]:
             raise UsageError(f"--resume {out_dir}: no {ENV_FILE} with a config; expected a directory written by `bench run`")
         saved = {k: v for k, v in env["config"].items() if k != "input_size"}
         config = config_mod.from_dict(saved)
+        config = config.replace(**{key: getattr(args, key) for key in RESUME_KEYS if getattr(args, key) is not None})
+        stray = [b for b in config.backends if b not in saved["backends"]]
+        if stray:
+            raise UsageError(f"--resume --backends: {stray[0]!r} is not in the saved plan ({', '.join(saved['backends'])})")
     else:
         config = build_config(args)
         out_dir = Path(args.out).resolve() if args.out else new_results_dir()
         if (out_dir / RUNS_FILE).exists():
             raise UsageError(f"{out_dir} already holds results; use --resume {out_dir} or another --out")
+    check_writable(out_dir)
     device = resolve_device(config.device)
     check_config(config, device)
+    from bench.data import root_problem
+    if problem := root_problem(config.data_root):
+        raise UsageError(problem)
     return config, out_dir, device
+
+
+def check_writable(out_dir: Path) -> None:
+    """The results directory, or the nearest existing folder above it, must be a writable directory:
+    found now, not after MNIST has loaded."""
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # a dangling link: mkdir would fail on it
+            raise UsageError(f"--out {out_dir}: {existing} is a broken symbolic link")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"--out {out_dir}: {existing} is a file, expected a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out_dir}: {existing} is not writable")
+
+
+# Knobs `--resume` accepts: which of the saved plan's backends to run now, and the time limit.
+RESUME_KEYS = ("backends", "timeout")
 
 
 def lock(out_dir: Path):
@@ -331,6 +385,7 @@ def cli(argv: list[str]) -> int:
     try:
         config, out_dir, device = prepare(args)
         executor = executors.create(args.executor, env=worker_env(), ray_address=args.ray_address,
+                                    timeout_s=config.timeout or None,
                                     cell_cpus=args.cell_cpus, retries=args.retries)
     except (UsageError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -359,18 +414,41 @@ def run_with(executor, args: argparse.Namespace, config: Config, out_dir: Path, 
         print(f"error: {error}", file=sys.stderr)
         return 2
     with held:  # closing the file releases the lock
-        write_env(out_dir, config, device)
-        if not (args.out or args.resume):  # a directory we named: RESULTS_ROOT/latest follows it
-            point_latest(out_dir)
-        executors.record(out_dir, executor, device)
-        print(f"results: {out_dir}  device: {device}  data: {data.source}  executor: {executor.name}")
-        started = time.perf_counter()
-        for dtype, peak in ensure_peak(out_dir, config, device).items():
-            print(f"peak {dtype} GEMM on {device}: {peak['gflops']:,.1f} GFLOP/s"
-                  + (f" ({peak['error']})" if "error" in peak else f" ({peak['shape']})"))
-        execute(config, out_dir, device, data, executor=executor)
-        print(f"done in {time.perf_counter() - started:.1f} s: {out_dir / RUNS_FILE}")
-        if args.report:
-            from bench.report import write_report
-            print(f"report: {write_report(out_dir, baseline=args.baseline)}")
-    return 0
+        try:
+            write_env(out_dir, config, device)
+            if not (args.out or args.resume):  # a directory we named: RESULTS_ROOT/latest follows it
+                point_latest(out_dir)
+            executors.record(out_dir, executor, device)
+            if args.retry_failed:
+                print(f"retrying {storage.drop_failed(out_dir, config.backends)} failed run(s)")
+            print(f"results: {out_dir}  device: {device}  data: {data.source}  executor: {executor.name}")
+            started = time.perf_counter()
+            for dtype, peak in ensure_peak(out_dir, config, device).items():
+                print(f"peak {dtype} GEMM on {device}: {peak['gflops']:,.1f} GFLOP/s"
+                      + (f" ({peak['error']})" if "error" in peak else f" ({peak['shape']})"))
+            execute(config, out_dir, device, data, executor=executor)
+            print(f"done in {time.perf_counter() - started:.1f} s: {out_dir / RUNS_FILE}")
+            if args.report:
+                from bench.report import write_report
+                print(f"report: {write_report(out_dir, baseline=args.baseline)}")
+        except OSError as error:  # a full disk, a vanished mount: rows already written stay as they are
+            finished = len(storage.load_runs(out_dir)) if (out_dir / RUNS_FILE).exists() else 0
+            print(f"error: cannot write to {out_dir}: {error.strerror or error}; its {finished} finished run(s) are "
+                  f"intact: free the space and finish with --resume {out_dir}", file=sys.stderr)
+            return 1
+    return exit_status(out_dir, args.allow_failures)
+
+
+def exit_status(out_dir: Path, allow_failures: bool) -> int:
+    """0 when every run in the directory is ok or skipped; 1 when any failed (unless allowed), saying how many."""
+    runs = storage.load_runs(out_dir) if (out_dir / RUNS_FILE).exists() else None
+    failed = 0 if runs is None else int((runs["status"] == "failed").sum())
+    if not failed:
+        return 0
+    line = f"{failed} of {len(runs)} run(s) failed (reasons in {out_dir / RUNS_FILE}"
+    if allow_failures:
+        print(f"{line}); exit 0 as --allow-failures asks", file=sys.stderr)
+        return 0
+    print(f"error: {line}; --resume {out_dir} --retry-failed runs them again, --allow-failures exits 0)",
+          file=sys.stderr)
+    return 1

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench import metrics
 from bench.schema import (CURVE_COLUMNS, CURVES_FILE, ENV_FILE, REQUIRED_RUN_COLUMNS, TEXT_RUN_COLUMNS, RUN_COLUMNS, RUNS_FILE,
                           STEP_COLUMNS, STEPS_FILE)
 
@@ -157,7 +158,11 @@ def load_runs(directory: str | Path) -> pd.DataFrame:
     path = Path(directory) / RUNS_FILE
     if not path.exists():
         raise FileNotFoundError(f"no {RUNS_FILE} in {directory}: expected a results directory written by `bench run`")
-    frame = read_complete_csv(path, keep_default_na=False, na_values=[""], dtype=dict.fromkeys(TEXT_RUN_COLUMNS, str))
+    # Text columns keep "nan" as text (a backend may be called that); a measured value written as
+    # nan (a run with nothing to time) is a missing number, not a string that breaks arithmetic.
+    measured = {m.name for m in metrics.METRICS}
+    na = {column: ["", "nan", "NaN", "-nan"] if column in measured else [""] for column in RUN_COLUMNS}
+    frame = read_complete_csv(path, keep_default_na=False, na_values=na, dtype=dict.fromkeys(TEXT_RUN_COLUMNS, str))
     missing = [c for c in REQUIRED_RUN_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {', '.join(missing)}")
@@ -187,6 +192,26 @@ def load_steps(directory: str | Path) -> pd.DataFrame:
 def load_env(directory: str | Path) -> dict:
     path = Path(directory) / ENV_FILE
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def drop_failed(directory: str | Path, backends=None) -> int:
+    """Removes the failed rows of runs.csv in one atomic rewrite (the file keeps its header and every
+    other row), so `--retry-failed` reruns them as missing cells; only those of `backends` when given
+    (what `--resume --backends` will run); returns how many were dropped. A
+    failed run wrote no curve or step rows, so runs.csv is the only file that holds it."""
+    path = Path(directory) / RUNS_FILE
+    text = path.read_bytes().decode()
+    rows = list(csv.reader(io.StringIO(text[:text.rfind("\n") + 1])))  # a torn last line is no row
+    if not rows:
+        return 0
+    status, backend = rows[0].index("status"), rows[0].index("backend")
+    keep = [rows[0]] + [row for row in rows[1:]
+                        if row[status] != "failed" or (backends is not None and row[backend] not in backends)]
+    if len(keep) < len(rows):
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows(keep)
+        atomic_write_text(path, buffer.getvalue())
+    return len(rows) - len(keep)
 
 
 def drop_unfinished(directory: str | Path, finished: set[str]) -> None:

@@ -65,8 +65,8 @@ def test_installed_run_writes_under_the_working_directory(installed, tmp_path):
     subprocess.run(git + ["commit", "-q", "-m", "x"], cwd=work, check=True)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True).stdout.strip()
 
-    done = run_installed(installed, work, "run", "--backends", "cudnn", "--train-limit", "100", "--hidden", "4",
-                         "--device", "cpu", "--no-isolate")
+    done = run_installed(installed, work, "run", "--backends", "cudnn", "--train-limit", "300", "--warmup-steps", "1",
+                         "--hidden", "4", "--device", "cpu", "--no-isolate")
     assert done.returncode == 0, done.stderr
     runs = [p for p in (work / "results" / "runs").iterdir() if p.name != "latest"]
     assert len(runs) == 1 and (runs[0] / "runs.csv").is_file()

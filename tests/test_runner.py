@@ -240,7 +240,8 @@ def test_resume_of_a_directory_without_results(tmp_path, capsys):
 @pytest.mark.network
 def test_cli_on_real_mnist(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["--backends", "cudnn,triton,gru", "--train-limit", "300", "--hidden", "16", "--out", str(out)]
+    argv = ["--backends", "cudnn,triton,gru", "--train-limit", "300", "--warmup-steps", "1", "--hidden", "16",
+            "--out", str(out)]
     assert runner.cli(argv) == 0
     runs = storage.load_runs(out)
     assert runs.set_index("backend").status.to_dict() == {"cudnn": "ok", "triton": "skipped", "gru": "ok"}
@@ -256,7 +257,7 @@ def test_a_directory_in_use_is_refused(tmp_path, capsys, monkeypatch, data):
     monkeypatch.setattr("bench.data.load_mnist", lambda root=None, quiet=True: data)
     out = tmp_path / "run"
     with runner.lock(out):
-        assert runner.cli(["--backends", "cudnn", "--train-limit", "100", "--out", str(out)]) == 2
+        assert runner.cli(["--backends", "cudnn", "--train-limit", "750", "--out", str(out)]) == 2
     assert "is in use by another `bench run`" in capsys.readouterr().err
     assert not (out / "env.json").exists() and not (out / "runs.csv").exists()
     with runner.lock(out):  # released again

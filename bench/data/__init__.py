@@ -7,10 +7,10 @@
     command.py  `bench data`
 """
 from bench.data.command import cli
-from bench.data.fetch import ENV_ROOT, ensure_mnist, resolve_root
+from bench.data.fetch import ENV_ROOT, ensure_mnist, resolve_root, root_problem
 from bench.data.idx import raw_dir
 from bench.data.loader import BatchLoader, Mnist, load_mnist
 from bench.data.sources import DataError, SourceUnavailable
 
 __all__ = ["BatchLoader", "DataError", "ENV_ROOT", "Mnist", "SourceUnavailable", "cli", "ensure_mnist",
-           "load_mnist", "raw_dir", "resolve_root"]
+           "load_mnist", "raw_dir", "resolve_root", "root_problem"]

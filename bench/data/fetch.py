@@ -40,12 +40,26 @@ def _unverified(raw: Path, names) -> dict[str, str]:
     return {name: why for name in names if (why := idx.check_file(raw / name, name))}
 
 
+def root_problem(root: str | Path | None = None) -> str | None:
+    """Why ROOT cannot hold MNIST, in one line, or None: checked before anything is loaded or written,
+    so a file where a directory belongs (or the reverse) is not found halfway through a fetch."""
+    root = resolve_root(root)
+    raw = idx.raw_dir(root)
+    for directory in (root, raw.parent, raw):
+        if directory.exists() and not directory.is_dir():
+            return f"data root {root}: {directory} is a file, expected a directory"
+    for name in idx.FILES:
+        if (raw / name).is_dir():
+            return f"data root {root}: {raw / name} is a directory where the MNIST file {name} belongs; remove it"
+    return None
+
+
 def ensure_mnist(root: str | Path | None = None, log: Log | None = None) -> tuple[Path, str]:
     """Makes ROOT/MNIST/raw hold the four verified files; returns (root, source used)."""
     log = log or (lambda message: None)
+    if problem := root_problem(root):
+        raise DataError(problem)
     root = resolve_root(root)
-    if root.exists() and not root.is_dir():
-        raise DataError(f"data root {root} is not a directory")
     raw = idx.raw_dir(root)
     bad = _unverified(raw, idx.FILES)
     if not bad:
