@@ -144,11 +144,23 @@ def load_runs(directory: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"no {RUNS_FILE} in {directory}: expected a results directory written by `bench run`")
     frame = read_complete_csv(path, keep_default_na=False, na_values=[""],
                               dtype={"error": str, "impl_detail": str, "memory_method": str})
+    frame = _fill_new_config_columns(frame)
     missing = [c for c in RUN_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {', '.join(missing)}")
     for column in ("error", "impl_detail", "memory_method"):
         frame[column] = frame[column].fillna("")
+    return frame
+
+
+def _fill_new_config_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """A file written before a knob existed ran with that knob's default (task=rows, no grad_clip):
+    reading it fills the knob's column with the default, so older results still load and report."""
+    from bench import config
+    for name, field in config.fields().items():
+        column = field.metadata["column"]
+        if column is True and name not in frame.columns and not callable(field.default_factory):
+            frame[name] = field.default
     return frame
 
 

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 import impls
 from bench.config import Config
-from bench.data import BatchLoader, Mnist
+from bench.data import BatchLoader, Mnist, pixel_order
 from bench.model import RowClassifier
 from bench.timing import MemoryMeter, StepTimer, percentile, sync
 
@@ -59,11 +59,12 @@ def train_and_measure(config: Config, backend: str, seed: int, data: Mnist, devi
         torch.set_num_threads(config.threads)
     warm_up_process(device)  # before seeding: it draws random numbers, and only in a process's first run
     torch.manual_seed(seed)
+    order = pixel_order(config.task, config.permutation_seed)  # one order for training and test images
     loader = BatchLoader(data.train_images, data.train_labels, batch_size=config.batch_size,
                          seq_len=config.seq_len, device=device, dtype=dtype, shuffle=True, seed=seed,
-                         limit=config.train_limit)
+                         limit=config.train_limit, pixel_order=order)
     test_loader = BatchLoader(data.test_images, data.test_labels, batch_size=config.eval_batch_size,
-                              seq_len=config.seq_len, device=device, dtype=dtype, shuffle=False)
+                              seq_len=config.seq_len, device=device, dtype=dtype, shuffle=False, pixel_order=order)
     meter = MemoryMeter(device)  # the datasets are inputs, not the model's cost: they stay outside
     with meter:
         model = build_model(config, backend, device)
@@ -117,6 +118,8 @@ def train_steps(model: nn.Module, loader: BatchLoader, config: Config, device: t
             loss = loss_fn(model(images), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if config.grad_clip is not None:  # part of the step for every backend alike; no host sync
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             timer.stop()
             if step == 0:
