@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 BENCH_ARGS ?=
 CI_BENCH_DIR := results/ci
 
-.PHONY: setup test test-fast bench report bench-ci bench-compare gpu-check clean
+.PHONY: setup test test-fast bench bench-pixel bench-scaling report bench-ci bench-compare gpu-check clean
 
 # Reinstall only when the project's requirements change.
 $(STAMP): pyproject.toml
@@ -26,6 +26,15 @@ test-fast: setup
 # Train every backend on MNIST with the default config, then write the report of that run.
 bench: setup
 	$(PY) -m bench run --report $(BENCH_ARGS)
+
+# Pixel MNIST (784 steps; `bench list --experiments` shows the presets). Long: meant for a GPU.
+bench-pixel: setup
+	$(PY) -m bench run --experiment pixel --report $(BENCH_ARGS)
+
+# Step time and memory against hidden size, then against batch size (each on the first 6,000 images).
+bench-scaling: setup
+	$(PY) -m bench run --experiment scaling-hidden --report $(BENCH_ARGS)
+	$(PY) -m bench run --experiment scaling-batch --report $(BENCH_ARGS)
 
 # Micro-benchmarks (pytest-benchmark); JSON saved under results/ci/.
 bench-ci: setup

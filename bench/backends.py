@@ -1,6 +1,7 @@
 """`bench list`: every registered backend, whether it can run here, and why not.
 
     python -m bench list [--device auto|cpu|cuda[:N]] [--json]
+    python -m bench list --experiments [--json]     the named experiment presets, one line each
 """
 from __future__ import annotations
 
@@ -37,13 +38,32 @@ def to_text(rows: list[dict], device) -> str:
     return "\n".join(lines)
 
 
+def list_experiments(as_json: bool) -> int:
+    from bench import experiments
+    try:
+        rows = experiments.listing()
+    except experiments.ExperimentError as error:
+        print(f"error: bench list: {error}", file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps([{"name": n, "description": d} for n, d in rows], indent=2))
+    else:
+        width = max(len(n) for n, _ in rows)
+        print("\n".join(["experiments (bench run --experiment NAME):", *(f"  {n:<{width}}  {d}" for n, d in rows)]))
+    return 0
+
+
 def cli(argv: list[str]) -> int:
     parser = OneLineParser(prog="bench list", description="List every backend and whether it can run here.")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of text")
+    parser.add_argument("--experiments", action="store_true",
+                        help="list the named experiments (`bench run --experiment NAME`) instead of the backends")
     args = parse(parser, argv)
     if isinstance(args, int):
         return args
+    if args.experiments:
+        return list_experiments(args.json)
     try:  # a device this machine lacks is still a fair question: every backend then says why not
         device = torch.device(default_device() if args.device == "auto" else args.device)
     except RuntimeError as error:

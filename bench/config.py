@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MNIST_PIXELS = 28 * 28
+TASKS = ("rows", "permuted")   # pixel orders: bench/data/tasks.py (kept equal there)
 
 
 def knob(default, help: str, *, flag: str | None = None, type=None, column: bool | str = False,
@@ -58,12 +59,20 @@ class Config:
     hidden_size: int = knob(64, "LSTM hidden size (tutorial: 64)", flag="--hidden", sweep=True)
     num_layers: int = knob(2, "stacked LSTM layers (tutorial: 2)", flag="--layers", sweep=True)
     lr: float = knob(1e-3, "Adam learning rate (tutorial: 1e-3)", flag="--lr", column=True)
+    grad_clip: float | None = knob(None, "clip the gradients' total norm to this before each optimizer step "
+                                   "(inside the timed step); unset = no clipping, as in the tutorial",
+                                   flag="--grad-clip", type=float, column=True)
     seq_len: int = knob(28, "time steps per image (divides 784; tutorial: 28 rows of 28 pixels)",
                         flag="--seq-len", sweep=True)
     num_classes: int = knob(10, "output classes (digits)")
     device: str = knob("auto", "auto | cpu | cuda[:N] (auto = cuda when available, else cpu)", flag="--device")
-    dtype: str = knob("float32", "float32 | float16 | bfloat16 (float16 is CUDA-only)", flag="--dtype",
-                      column=True)
+    dtype: str = knob("float32", "float32 | float16 | bfloat16 (float16 is CUDA-only; bfloat16 needs CUDA "
+                      "compute capability 8.0 or a CPU)", flag="--dtype", sweep=True)
+    task: str = knob("rows", "pixel order: rows (reading order, cut into seq_len steps; seq_len 784 is pixel MNIST) "
+                     "| permuted (the 784 pixels in one fixed random order from permutation_seed)",
+                     flag="--task", sweep=True)
+    permutation_seed: int = knob(0, "seed of the permuted task's pixel order (the same for train, test and "
+                                 "every backend)", flag="--permutation-seed", column=True, key=True)
     tf32: bool = knob(False, "allow TF32 for float32 matmuls in both cuBLAS and cuDNN (CUDA only; cuDNN's own "
                              "default is on, cuBLAS's off: false makes float32 mean the same for every backend)",
                       flag="--tf32", column=True)
@@ -111,6 +120,14 @@ class Config:
             raise ValueError(f"config: seq_len must divide 784 (28x28 pixels), e.g. 14, 28, 56, 112; got {self.seq_len}")
         if self.dtype not in ("float32", "float16", "bfloat16"):
             raise ValueError(f"config: dtype must be one of float32, float16, bfloat16; got {self.dtype!r}")
+        if self.task not in TASKS:
+            raise ValueError(f"config: task must be one of {', '.join(TASKS)}; got {self.task!r}")
+        if isinstance(self.permutation_seed, bool) or not isinstance(self.permutation_seed, int) \
+                or not 0 <= self.permutation_seed < 2**32:
+            raise ValueError(f"config: permutation_seed must be an integer in [0, 2**32), got {self.permutation_seed!r}")
+        if self.grad_clip is not None and (isinstance(self.grad_clip, bool) or not isinstance(self.grad_clip, (int, float))
+                                           or not self.grad_clip > 0):
+            raise ValueError(f"config: grad_clip must be a positive number or unset, got {self.grad_clip!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"config: device must be auto, cpu or cuda[:N]; got {self.device!r}")
         if not self.backends:
@@ -166,6 +183,12 @@ def fields() -> dict[str, dataclasses.Field]:
 
 def sweep_axes() -> tuple[str, ...]:
     return tuple(name for name, f in fields().items() if f.metadata["sweep"])
+
+
+def axis_type(axis: str):
+    """How a `--sweep AXIS=...` value is read: the type of the field's default (int, float), else str."""
+    default = fields()[axis].default
+    return type(default) if type(default) in (int, float) else str
 
 
 def cli_keys() -> tuple[str, ...]:

@@ -32,7 +32,11 @@ def fmt_ratio(value, digits: int = 2, suffix: str = "×") -> str:
 
 def fmt_axis(value) -> str:
     """A sweep value or seed: integral floats (pandas reads NaN-holding int columns as float) as ints."""
-    return "—" if is_missing(value) else (str(int(value)) if float(value).is_integer() else str(value))
+    if is_missing(value):
+        return "—"
+    if isinstance(value, str):  # a text axis: dtype, task
+        return value
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def fmt_setting(value) -> str:

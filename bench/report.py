@@ -3,19 +3,22 @@
 Reads the results through bench.results (never the backends or torch), so a report can be written
 anywhere the CSVs can be copied to.
 
-Rows are grouped by backend and, when the results hold a sweep, by the sweep axis values. Every
+The report opens with the answer (bench.headline: per sweep point the fastest backend, its speed-up,
+what is within noise of it, the accuracy spread, anything numerically off), then the tables and plots,
+and ends with the configuration and environment. Rows are grouped by backend and, when the results hold a sweep, by the sweep axis values. Every
 metric table (one per reported metric of bench.metrics) has a ratio column against the baseline
 backend (--baseline, default cudnn) at the same sweep point. Skipped and failed runs are listed with
 their reasons instead of being dropped. The document is a list of blocks, rendered by bench.render.
 """
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from bench import config, metrics, render, results
+from bench import config, headline, metrics, render, results
 from bench.cliargs import OneLineParser, parse
 from bench.results import BASELINE, Results, ResultsError
 from bench.storage import atomic_write_text
@@ -43,7 +46,8 @@ def rendered_metric_table(table: pd.DataFrame, metric: metrics.Metric, axes: lis
         row = [str(r["backend"]), *[render.fmt_axis(r[a]) for a in axes], str(int(r["n"]))]
         if pooled:
             steps = f"{int(r['steps'])}" if r["source"] == "steps.csv" else "— (per-run summaries)"
-            row += [steps, *(metric.format(r[c]) for c in ("median", "p10", "p90"))]
+            row += [steps, metric.format(r["median"]) + noisy_note(r["p10"], r["p90"]),
+                    *(metric.format(r[c]) for c in ("p10", "p90"))]
         else:
             row += [metric.format(r["mean"]), metric.format(r["std"])]
         if metric.method_column:
@@ -51,6 +55,62 @@ def rendered_metric_table(table: pd.DataFrame, metric: metrics.Metric, axes: lis
         row.append(render.fmt_ratio(r["ratio"]))
         rows.append(row)
     return header, rows
+
+
+def noisy_note(p10: float, p90: float) -> str:
+    """Said next to a step time whose steps spread widely: the number is less sure than it looks."""
+    ratio = headline.spread(p10, p90)
+    return f" (noisy: p90/p10 = {ratio:.1f})" if ratio > headline.NOISY_SPREAD else ""
+
+
+def point_sentence(point: headline.Point, metric: metrics.Metric) -> str:
+    """One sweep point's answer, in words."""
+    where = f"`{results.point_label(point.values)}`: " if point.values else ""
+    noisy = lambda b: f" (noisy: p90/p10 = {point.noisy[b]:.1f})" if b in point.noisy else ""  # noqa: E731
+    text = f"{where}**{point.fastest}** is fastest, {metric.format(point.fastest_ms)} {metric.unit} a step{noisy(point.fastest)}"
+    if point.fastest == point.baseline:
+        text += " (it is the baseline)"
+    elif math.isnan(point.speedup):
+        text += f"; no `{point.baseline}` run here to compare with"
+    else:
+        text += f", {point.speedup:.2f}× the speed of `{point.baseline}`"
+    if point.tied:
+        text += "; within noise of it: " + ", ".join(f"**{b}**{noisy(b)}" for b in point.tied)
+    else:
+        text += "; no other backend is within noise of it"
+    others = [b for b in point.noisy if b != point.fastest and b not in point.tied]
+    if others:
+        text += "; noisy measurement: " + ", ".join(f"{b} (p90/p10 = {point.noisy[b]:.1f})" for b in others)
+    text += "."
+    if point.accuracy:
+        low, high = min(point.accuracy.values()), max(point.accuracy.values())
+        judged = "within" if point.accuracy_spread <= 2 * point.accuracy_interval else "beyond"
+        text += (f" Accuracy {100 * low:.2f}–{100 * high:.2f} % (spread {100 * point.accuracy_spread:.2f} points, "
+                 f"{judged} twice the ±{100 * point.accuracy_interval:.2f}-point 95 % interval of one run on "
+                 f"{headline.TEST_IMAGES:,} test images).")
+    if point.off:
+        text += " **Numerically off:** " + "; ".join(f"{b} ({why})" for b, why in point.off.items()) + "."
+    else:
+        text += " No backend looks numerically off."
+    return text
+
+
+def headline_blocks(res: Results, baseline: str = BASELINE) -> list[tuple]:
+    points = headline.points(res, baseline)
+    blocks: list[tuple] = [("h2", "Headline")]
+    if not points:
+        return blocks + [("p", "No backend finished a run, so there is no answer yet: see the runs not measured below.")]
+    metric = metrics.by_name("step_ms_median")
+    blocks.append(("ul", [point_sentence(p, metric) for p in points]))
+    blocks.append(("p", "How this is decided: fastest = lowest median training step time (every timed step of "
+                        "all seeds pooled); speed-up = the baseline's median / the fastest's; *within noise* = a "
+                        "median no higher than the fastest backend's own 90th percentile (the difference is smaller "
+                        f"than its step-to-step jitter); *noisy* = p90/p10 above {headline.NOISY_SPREAD:g}; "
+                        f"*numerically off* = failed with a non-finite loss, accuracy more than "
+                        f"{100 * headline.OFF_ACCURACY:g} points below the median backend's (with three or more "
+                        f"backends), or a gradient error over {headline.OFF_ERROR_FACTOR}× the baseline's where "
+                        "runs.csv records one. GRU is a different model, so its accuracy may differ by design."))
+    return blocks
 
 
 def config_rows(env: dict) -> list[list[str]]:
@@ -113,8 +173,7 @@ def build_blocks(res: Results, plot_files: dict[str, tuple[str, Path]], baseline
                         + (f"Sweep over {', '.join(axes)}; rows are grouped by backend and sweep point."
                            if axes else "No sweep axis varies; rows are grouped by backend.")))
 
-    blocks += [("h2", "Configuration and environment"), ("table", ["setting", "value"], config_rows(res.env))]
-    blocks += [("h3", "Backends"), ("table", *backend_summary(res.runs, res.backends))]
+    blocks += headline_blocks(res, baseline)
 
     blocks.append(("h2", "Runs not measured (skipped, failed, not run)"))
     bad, every_axis = res.not_ok, list(config.sweep_axes())
@@ -140,6 +199,9 @@ def build_blocks(res: Results, plot_files: dict[str, tuple[str, Path]], baseline
         blocks.append(("h2", "Plots"))
         for name, (title, path) in plot_files.items():
             blocks += [("h3", title), ("img", path.relative_to(res.dir).as_posix(), name)]
+
+    blocks += [("h2", "Configuration and environment"), ("table", ["setting", "value"], config_rows(res.env))]
+    blocks += [("h3", "Backends"), ("table", *backend_summary(res.runs, res.backends))]
     return blocks
 
 

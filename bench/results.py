@@ -157,7 +157,8 @@ def backend_order(runs: pd.DataFrame, env: dict | None = None) -> list[str]:
 
 
 def point_label(values: dict) -> str:
-    return ", ".join(f"{axis}={int(value) if float(value).is_integer() else value}" for axis, value in values.items())
+    from bench.render import fmt_axis
+    return ", ".join(f"{axis}={fmt_axis(value)}" for axis, value in values.items())
 
 
 def step_samples(runs: pd.DataFrame, steps: pd.DataFrame, axes: list[str]) -> pd.DataFrame:

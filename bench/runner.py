@@ -1,6 +1,7 @@
 """Many runs: backends x seeds x sweep points. Failures become rows; finished rows survive a kill.
 
-    python -m bench run [--backends cudnn,loop] [--epochs N] ... [--out DIR | --resume DIR] [--report]
+    python -m bench run [--experiment NAME] [--config FILE] [--backends cudnn,loop] [--epochs N] ...
+                        [--sweep AXIS=V1,V2 ...] [--out DIR | --resume DIR] [--report]
 
 This is the only module that joins backends to the harness. Every input is checked before
 anything is written, so bad input leaves no directory behind (exit 2, one line).
@@ -84,8 +85,22 @@ def check_config(config: Config, device: torch.device) -> None:
             raise UsageError(f"unknown backend {name!r}; expected one of: {', '.join(impls.names())}")
     if len(set(config.backends)) != len(config.backends):
         raise UsageError(f"backends listed twice: {', '.join(config.backends)}")
-    if config.dtype == "float16" and device.type != "cuda":
-        raise UsageError(f"dtype float16 needs a CUDA device; on {device.type} use float32 or bfloat16")
+    swept = config.sweep.get("dtype")
+    for dtype in swept or [config.dtype]:
+        reason = dtype_unsupported(dtype, device)
+        if reason and not swept:  # asked for outright: bad input. A sweep point: a skipped row (execute).
+            raise UsageError(reason)
+
+
+def dtype_unsupported(dtype: str, device: torch.device) -> str:
+    """Why `device` cannot train in `dtype` ("" when it can). bfloat16 runs on any CPU (natively with
+    AVX512-BF16/AMX, else emulated, slowly) and on CUDA from compute capability 8.0; float16 only on CUDA
+    (PyTorch's CPU float16 paths are reference code, not something worth timing)."""
+    if dtype == "float16" and device.type != "cuda":
+        return f"dtype float16 needs a CUDA device; on {device.type} use float32 or bfloat16"
+    if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        return f"dtype bfloat16 needs CUDA compute capability 8.0 or newer; {torch.cuda.get_device_name(device)} has not"
+    return ""
 
 
 def plan(config: Config) -> list[tuple[str, int, Config]]:
@@ -95,7 +110,14 @@ def plan(config: Config) -> list[tuple[str, int, Config]]:
 
 
 def run_id(backend: str, seed: int, config: Config) -> str:
-    return f"{backend}-s{seed}-b{config.batch_size}-h{config.hidden_size}-l{config.num_layers}-t{config.seq_len}"
+    """The run's name in every file. Keys added later (dtype, task) are appended only when they differ
+    from the default, so a directory written before they existed resumes under the same names."""
+    name = f"{backend}-s{seed}-b{config.batch_size}-h{config.hidden_size}-l{config.num_layers}-t{config.seq_len}"
+    if config.dtype != "float32":
+        name += f"-{config.dtype}"
+    if config.task != "rows":
+        name += f"-{config.task}{config.permutation_seed}"
+    return name
 
 
 def base_row(backend: str, seed: int, config: Config, device: torch.device) -> dict:
@@ -138,11 +160,12 @@ def execute(config: Config, out_dir: Path, device: torch.device, data, log=say, 
             continue
         available = impls.availability(backend, device)
         row["impl_detail"] = available.reason if available.ok else ""
-        if available.ok:
+        no_dtype = dtype_unsupported(point.dtype, device)
+        if available.ok and not no_dtype:
             rows[row["run_id"]] = row
             cells.append(Cell(row["run_id"], backend, seed, point))
         else:
-            write(row | {"status": "skipped", "error": available.reason}, None)
+            write(row | {"status": "skipped", "error": no_dtype or available.reason}, None)
     for cell, outcome in executor.run(cells, data, device):  # in the order they finish
         row = rows[cell.run_id]
         if isinstance(outcome, Failed):  # one backend's failure must not end the others' runs
@@ -201,7 +224,9 @@ def ensure_peak(out_dir: Path, config: Config, device: torch.device, measure=Non
 
 def summary_line(row: dict, number: int, total: int) -> str:
     head = (f"run {number} of {total}: {row['backend']:<7} seed {row['seed']} b{row['batch_size']} "
-            f"h{row['hidden_size']} t{row['seq_len']}")
+            f"h{row['hidden_size']} t{row['seq_len']}"
+            + (f" {row['dtype']}" if row["dtype"] != "float32" else "")
+            + (f" {row['task']}" if row["task"] != "rows" else ""))
     if row["status"] != "ok":
         return f"{head}  {row['status'].upper()}: {row['error']}"
     return (f"{head}  acc {row['test_accuracy']:.4f}  train {row['train_samples_per_s']:,.0f} samples/s  "
@@ -214,6 +239,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace | int:
     config_mod.add_arguments(parser, help_suffix={"backends": f"; from: {','.join(impls.names())}"})
     parser.add_argument("--sweep", action="append", default=[], metavar="AXIS=V1,V2",
                         help=f"sweep an axis ({', '.join(config_mod.sweep_axes())}); repeatable")
+    parser.add_argument("--experiment", metavar="NAME",
+                        help="start from a named preset (`bench list --experiments`); a --config file overrides it, "
+                             "and flags override both")
     parser.add_argument("--config", help="TOML or YAML file with config keys")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--out", help="results directory (default: ./results/runs/<time>-<host>/ under the current directory)")
@@ -241,15 +269,24 @@ def parse_sweep(items: list[str]) -> dict:
         axis, sep, values = item.partition("=")
         if not sep or not values:
             raise UsageError(f"--sweep expects AXIS=V1,V2 (e.g. batch_size=32,128), got {item!r}")
+        axis = axis.strip()
+        if axis not in config_mod.sweep_axes():
+            raise UsageError(f"unknown sweep axis {axis!r}; expected one of: {', '.join(config_mod.sweep_axes())}")
+        read = config_mod.axis_type(axis)
         try:
-            sweep[axis.strip()] = [int(v) for v in values.split(",")]
+            sweep[axis] = [read(v.strip()) for v in values.split(",")]
         except ValueError:
-            raise UsageError(f"--sweep {axis}: values must be integers, got {values!r}") from None
+            raise UsageError(f"--sweep {axis}: values must be {read.__name__} values, got {values!r}") from None
     return sweep
 
 
 def build_config(args: argparse.Namespace) -> Config:
-    overrides = config_mod.load_file(args.config) if args.config else {}
+    """Layers, each overriding the one before: the preset (--experiment), the --config file, the flags."""
+    overrides = {}
+    if args.experiment:
+        from bench import experiments
+        overrides |= experiments.load(args.experiment)
+    overrides |= config_mod.load_file(args.config) if args.config else {}
     overrides |= {key: getattr(args, key) for key in config_mod.cli_keys() if getattr(args, key) is not None}
     if args.sweep:
         overrides["sweep"] = parse_sweep(args.sweep)
@@ -297,7 +334,7 @@ def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device]:
         raise UsageError("--retry-failed needs --resume DIR (the directory whose failed runs to run again)")
     if args.resume:
         flags = {key: config_mod.fields()[key].metadata["flag"] for key in config_mod.cli_keys()
-                 if key not in RESUME_KEYS} | {"config": "--config"}
+                 if key not in RESUME_KEYS} | {"config": "--config", "experiment": "--experiment"}
         given = [flag for key, flag in flags.items() if getattr(args, key) is not None] + (["--sweep"] if args.sweep else [])
         if given:
             raise UsageError(f"--resume uses the saved config; drop {given[0]}")
@@ -372,8 +409,9 @@ def plan_text(config: Config, out_dir: Path, device: torch.device) -> str:
     lines = [f"plan: {len(cells)} run(s) on {device} into {out_dir} (dry run: nothing written, no data fetched)"]
     for number, (backend, seed, point) in enumerate(cells, 1):
         available = impls.availability(backend, device)
+        why_not = available.reason if not available.ok else dtype_unsupported(point.dtype, device)
         note = "  (done)" if run_id(backend, seed, point) in done else \
-            "" if available.ok else f"  (would be skipped: {available.reason})"
+            f"  (would be skipped: {why_not})" if why_not else ""
         lines.append(f"  {number:>3}. {run_id(backend, seed, point)}{note}")
     return "\n".join(lines)
 

@@ -163,6 +163,7 @@ def load_runs(directory: str | Path) -> pd.DataFrame:
     measured = {m.name for m in metrics.METRICS}
     na = {column: ["", "nan", "NaN", "-nan"] if column in measured else [""] for column in RUN_COLUMNS}
     frame = read_complete_csv(path, keep_default_na=False, na_values=na, dtype=dict.fromkeys(TEXT_RUN_COLUMNS, str))
+    frame = _fill_new_config_columns(frame)
     missing = [c for c in REQUIRED_RUN_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {', '.join(missing)}")
@@ -171,6 +172,17 @@ def load_runs(directory: str | Path) -> pd.DataFrame:
             frame[column] = "" if column in TEXT_RUN_COLUMNS else float("nan")
     for column in TEXT_RUN_COLUMNS:
         frame[column] = frame[column].fillna("")
+    return frame
+
+
+def _fill_new_config_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """A file written before a knob existed ran with that knob's default (task=rows, no grad_clip):
+    reading it fills the knob's column with the default, so older results still load and report."""
+    from bench import config
+    for name, field in config.fields().items():
+        column = field.metadata["column"]
+        if column is True and name not in frame.columns and not callable(field.default_factory):
+            frame[name] = field.default
     return frame
 
 

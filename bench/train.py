@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 import impls
 from bench.config import Config
-from bench.data import BatchLoader, Mnist
+from bench.data import BatchLoader, Mnist, pixel_order
 from bench.model import RowClassifier
 from bench import flops, numerics, profiling
 from bench.timing import MemoryMeter, SplitTimer, percentile, sync
@@ -67,11 +67,12 @@ def train_and_measure(config: Config, backend: str, seed: int, data: Mnist, devi
     apply_tf32(config.tf32)
     compiled_before = compile_stats()
     torch.manual_seed(seed)
+    order = pixel_order(config.task, config.permutation_seed)  # one order for training and test images
     loader = BatchLoader(data.train_images, data.train_labels, batch_size=config.batch_size,
                          seq_len=config.seq_len, device=device, dtype=dtype, shuffle=True, seed=seed,
-                         limit=config.train_limit)
+                         limit=config.train_limit, pixel_order=order)
     test_loader = BatchLoader(data.test_images, data.test_labels, batch_size=config.eval_batch_size,
-                              seq_len=config.seq_len, device=device, dtype=dtype, shuffle=False)
+                              seq_len=config.seq_len, device=device, dtype=dtype, shuffle=False, pixel_order=order)
     errors = check_numerics(config, backend, seed, test_loader, device)  # leaves the RNG as seeded
     meter = MemoryMeter(device)  # the datasets are inputs, not the model's cost: they stay outside
     with meter:
@@ -186,6 +187,8 @@ def train_steps(model: nn.Module, loader: BatchLoader, config: Config, device: t
             timer.forward_done()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if config.grad_clip is not None:  # part of the step for every backend alike; no host sync
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             timer.stop()
             if step == 0:

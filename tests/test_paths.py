@@ -80,6 +80,16 @@ def test_installed_run_writes_under_the_working_directory(installed, tmp_path):
 
 
 @pytest.mark.slow
+def test_installed_package_ships_the_experiment_presets(installed, tmp_path):
+    listed = run_installed(installed, tmp_path, "list", "--experiments")
+    assert listed.returncode == 0, listed.stderr
+    assert {"smoke", "permuted", "scaling-hidden"} <= {line.split()[0] for line in listed.stdout.splitlines()[1:]}
+    done = run_installed(installed, tmp_path, "run", "--dry-run", "--experiment", "permuted", "--backends", "gru")
+    assert done.returncode == 0, done.stderr
+    assert "gru-s0-b128-h128-l1-t784-permuted0" in done.stdout
+
+
+@pytest.mark.slow
 def test_installed_dry_run_writes_nothing(installed, tmp_path):
     done = run_installed(installed, tmp_path, "run", "--dry-run", "--backends", "cudnn,gru")
     assert done.returncode == 0, done.stderr

@@ -31,7 +31,7 @@ def rows_of(table, **key) -> dict:
 
 def test_files_written(sweep_dir):
     for name in ("report.md", "report.html", "plots/bars.png", "plots/accuracy.png", "plots/curves.png",
-                 "plots/scaling_batch_size.png"):
+                 "plots/scaling_batch_size.png", "plots/step_times.png"):
         path = sweep_dir / name
         assert path.is_file() and path.stat().st_size > 0, name
     assert (sweep_dir / "plots/bars.png").read_bytes().startswith(b"\x89PNG")
@@ -104,10 +104,10 @@ def test_markdown_tables_hold_formatted_numbers(sweep_dir):
 def test_skipped_and_failed_rows_listed_with_reasons(sweep_dir):
     text = (sweep_dir / "report.md").read_text()
     assert text.count("triton needs a CUDA device; running on cpu") == 6
-    assert "| loop | 0 | 128 | 64 | 2 | 28 | failed | RuntimeError: simulated out of memory |" in text
+    assert "| loop | 0 | 128 | 64 | 2 | 28 | float32 | rows | failed | RuntimeError: simulated out of memory |" in text
     # the plan in env.json holds batch 128 for every backend and seed; only loop seed 0 has a row there
     assert "36 runs: 14 ok, 6 skipped, 1 failed, 15 not run (interrupted or still running)" in text
-    assert "| cudnn | 2 | 128 | 64 | 2 | 28 | missing | not run (interrupted or still running) |" in text
+    assert "| cudnn | 2 | 128 | 64 | 2 | 28 | float32 | rows | missing | not run (interrupted or still running) |" in text
     assert "| triton | 0 | 6 | 0 |" in text  # backends summary keeps the backend that never ran
     assert "simulated out of memory" in (sweep_dir / "report.html").read_text()
 

@@ -51,6 +51,8 @@ def _positive_int(value, what: str) -> None:
 class BatchLoader:
     """The dataset as one float tensor on the device, served in (seeded) shuffled batches by index.
 
+    pixel_order (784,) feeds each image's pixels in that order (bench.data.tasks) before cutting it into
+    seq_len steps of 784/seq_len pixels; None is reading order.
     Each iter() is the next epoch; its permutation comes from a CPU generator seeded with
     (seed, epoch), so a given seed gives the same batches on every device and every run.
     Set `epoch` to resume at a given epoch.
@@ -58,7 +60,7 @@ class BatchLoader:
 
     def __init__(self, images_uint8: torch.Tensor, labels: torch.Tensor, *, batch_size: int, seq_len: int = 28,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, shuffle: bool = True,
-                 seed: int = 0, limit: int | None = None) -> None:
+                 seed: int = 0, limit: int | None = None, pixel_order: torch.Tensor | None = None) -> None:
         _positive_int(batch_size, "batch_size must be a positive integer")
         _positive_int(seq_len, "seq_len must be a positive integer")
         if PIXELS % seq_len:
@@ -73,12 +75,18 @@ class BatchLoader:
                              f"got shape {tuple(labels.shape)}")
         if not dtype.is_floating_point:
             raise ValueError(f"BatchLoader: dtype must be a floating type, got {dtype}")
+        if pixel_order is not None and not (pixel_order.shape == (PIXELS,) and
+                                            torch.equal(pixel_order.sort().values, torch.arange(PIXELS))):
+            raise ValueError(f"BatchLoader: pixel_order must be a permutation of the {PIXELS} pixel indices")
         if limit is not None:
             images_uint8, labels = images_uint8[:limit], labels[:limit]
         count = images_uint8.shape[0]
+        flat = images_uint8.reshape(count, PIXELS).to(device)
+        if pixel_order is not None:  # one gather of the whole set on the device, never one per batch
+            flat = flat.index_select(1, pixel_order.to(device))
         # /255 in float32 (float64 if asked), like ToTensor, then one rounding to the target dtype.
         exact = torch.float64 if dtype == torch.float64 else torch.float32
-        pixels = images_uint8.reshape(count, seq_len, PIXELS // seq_len).to(device=device, dtype=exact)
+        pixels = flat.reshape(count, seq_len, PIXELS // seq_len).to(dtype=exact)
         self.images = pixels.div_(255).to(dtype)
         self.labels = labels.to(device=device, dtype=torch.int64)
         self.batch_size = batch_size
