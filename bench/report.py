@@ -163,6 +163,15 @@ def unmeasured_note(table: pd.DataFrame, axes: list[str]) -> str:
 
 # ---------------------------------------------------------------- the document
 
+def scope_blocks(env: dict) -> list[tuple]:
+    """A run on part of the training set measures speed: say so before anyone reads its accuracy as a result."""
+    limit = env.get("config", {}).get("train_limit")
+    if not limit:
+        return []
+    return [("p", f"**A speed measurement, not a converged accuracy:** training used only the first {limit:,} "
+                  "images (`train_limit`), so accuracies here say that training ran, not what the model can reach.")]
+
+
 def build_blocks(res: Results, plot_files: dict[str, tuple[str, Path]], baseline: str = BASELINE) -> list[tuple]:
     """plot_files: name -> (title, path), as plots.write_plots returns them."""
     axes, counts = res.axes, res.status_counts()
@@ -173,7 +182,7 @@ def build_blocks(res: Results, plot_files: dict[str, tuple[str, Path]], baseline
                         + (f"Sweep over {', '.join(axes)}; rows are grouped by backend and sweep point."
                            if axes else "No sweep axis varies; rows are grouped by backend.")))
 
-    blocks += headline_blocks(res, baseline)
+    blocks += scope_blocks(res.env) + headline_blocks(res, baseline)
 
     blocks.append(("h2", "Runs not measured (skipped, failed, not run)"))
     bad, every_axis = res.not_ok, list(config.sweep_axes())

@@ -149,3 +149,10 @@ def test_report_never_imports_torch(sweep_dir):
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'impls'))]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
+
+
+def test_a_run_on_part_of_the_training_set_says_it_measures_speed(sweep_dir):
+    text = (sweep_dir / "report.md").read_text()
+    assert "not a converged accuracy" not in text  # the fixture trained on every image
+    limited = report.scope_blocks({"config": {"train_limit": 2000}})
+    assert len(limited) == 1 and "first 2,000 images" in limited[0][1] and "not a converged accuracy" in limited[0][1]
