@@ -99,7 +99,7 @@ def test_execute_writes_every_column_with_plausible_values(tmp_path, tiny, data)
 
 
 def test_bfloat16_on_cpu_runs_or_becomes_a_row(tmp_path, tiny, data):
-    config = tiny.replace(backends=("cudnn", "loop"), dtype="bfloat16")
+    config = tiny.replace(backends=("cudnn", "loop"), dtype="bfloat16", train_limit=300)  # the 6 steps a run needs
     runner.check_config(config, torch.device("cpu"))  # allowed on CPU now; float16 is not
     runner.execute(config, tmp_path, torch.device("cpu"), data, log=lambda _: None)
     runs = storage.load_runs(tmp_path).set_index("backend")
