@@ -213,6 +213,7 @@ def _bars(ok, samples, axes, slots, colors, missing):
             ax.set_ylim(0, top * 1.08)  # every metric drawn is non-negative
         ax.set(title=title, ylabel=metric.unit + (" (log scale)" if log else ""), xlabel=" / ".join(axes) if axes else "")
         ax.title.set_fontsize(10)
+        ax.tick_params(axis="x", labelrotation=25)  # eight backend names side by side would run into each other
         _label_missing(ax, missing, x_order, slots, dodge=bool(axes))
     fig.suptitle("Per backend" + (" and sweep point" if axes else ""), fontsize=13)
     _legend(fig, slots, colors)
