@@ -156,3 +156,19 @@ def test_a_run_on_part_of_the_training_set_says_it_measures_speed(sweep_dir):
     assert "not a converged accuracy" not in text  # the fixture trained on every image
     limited = report.scope_blocks({"config": {"train_limit": 2000}})
     assert len(limited) == 1 and "first 2,000 images" in limited[0][1] and "not a converged accuracy" in limited[0][1]
+
+
+def test_an_efficiency_above_one_is_called_out(tmp_path):
+    directory = make_report_fixture(tmp_path)
+    runs = (directory / "runs.csv").read_text().splitlines()
+    header = runs[0].split(",")
+    assert "efficiency" in header
+    at = header.index("efficiency")
+    rows = [line.split(",") for line in runs[1:]]
+    for row in rows:
+        if row[header.index("status")] == "ok":
+            row[at], row[header.index("step_gflop")] = "3.5", "0.5"
+            row[header.index("achieved_gflops")] = "3.2"
+    (directory / "runs.csv").write_text("\n".join([runs[0], *(",".join(r) for r in rows)]) + "\n")
+    text = "\n".join(str(b) for b in report.efficiency_blocks(results.load(directory)))
+    assert "Efficiency above 100 %" in text
