@@ -104,7 +104,10 @@ def numerically_off(res: Results, values: dict, accuracy: dict[str, float], base
     for _, row in failed.iterrows():
         if NON_FINITE.search(str(row["error"])):
             off.setdefault(str(row["backend"]), f"failed: {row['error']}")
-    if len(accuracy) >= 3:  # with two backends, which one is off cannot be told
+    # With two backends, which one is off cannot be told; on part of the training set (train_limit) accuracy is
+    # still climbing and differs by model (gru) and seed, so a gap there says nothing about the numerics.
+    partial = bool(res.env.get("config", {}).get("train_limit"))
+    if len(accuracy) >= 3 and not partial:
         middle = float(np.median(list(accuracy.values())))
         for backend, value in accuracy.items():
             if value < middle - OFF_ACCURACY:

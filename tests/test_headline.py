@@ -84,6 +84,13 @@ def test_accuracy_far_below_the_others_is_numerically_off(tmp_path):
     assert "**Numerically off:** loop" in report.headline_blocks(res)[1][1][0]
 
 
+def test_on_part_of_the_training_set_an_accuracy_gap_is_not_called_numerics(tmp_path):
+    directory = noisy_fixture(tmp_path, loop_accuracy=0.11)
+    write_env(directory, backends=("cudnn", "loop", "gru"), train_limit=6000)  # still learning: gaps are expected
+    (point,) = headline.points(results.load(directory))
+    assert point.off == {}
+
+
 def test_a_non_finite_failure_is_numerically_off(tmp_path):
     directory = noisy_fixture(tmp_path)
     write_run(directory, run_row("triton", 0, "failed", "NonFiniteLoss: training loss became nan at step 3"))
