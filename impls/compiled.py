@@ -68,16 +68,26 @@ def compile_stats() -> dict:
         return {"compilations": int(graphs), "compile_s": _seconds}
 
 
-def _recurrence(x, h0, c0, weights, dropout: float, training: bool):
-    """x (T, B, D), h0/c0 (L, B, H), weights: L tuples (w_ih, w_hh, b_ih, b_hh) -> (out (T, B, H), h_n, c_n)."""
+def _stack(x, h0, c0, weights, dropout: float, training: bool, run_layer):
+    """x (T, B, D), h0/c0 (L, B, H), weights: L tuples (w_ih, w_hh, b_ih, b_hh) -> (out (T, B, H), h_n, c_n);
+    run_layer(x, h, c, *layer_weights) -> (out, h, c) runs one layer over all steps."""
     h_n, c_n = [], []
     for k, layer in enumerate(weights):
         if k > 0 and dropout > 0 and training:
             x = F.dropout(x, dropout, training=True)
-        x, h, c = LoopLSTM._layer(None, x, h0[k], c0[k], *layer)
+        x, h, c = run_layer(x, h0[k], c0[k], *layer)
         h_n.append(h)
         c_n.append(c)
     return x, torch.stack(h_n), torch.stack(c_n)
+
+
+def _unrolled_layer(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    return LoopLSTM._layer(None, x, h, c, w_ih, w_hh, b_ih, b_hh)
+
+
+def _recurrence(x, h0, c0, weights, dropout: float, training: bool):
+    """All layers and steps, for torch.compile to unroll into one graph."""
+    return _stack(x, h0, c0, weights, dropout, training, _unrolled_layer)
 
 
 _COMPILED = {}
@@ -95,19 +105,16 @@ def _stepwise_recurrence(x, h0, c0, weights, dropout: float, training: bool, mod
     its compile time stay the size of one step whatever T is (an unrolled 784-step graph would take
     far longer to compile than to train)."""
     step = compiled_cell(mode)
-    h_n, c_n = [], []
-    for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(weights):
-        if k > 0 and dropout > 0 and training:
-            x = F.dropout(x, dropout, training=True)
+
+    def stepwise_layer(x, h, c, w_ih, w_hh, b_ih, b_hh):
         x_proj = input_projection(x, w_ih, b_ih, b_hh)  # (T, B, G): one matmul for all steps
-        h, c, outputs = h0[k], c0[k], []
+        outputs = []
         for t in range(x_proj.shape[0]):
             h, c = step(x_proj[t], h, c, w_hh)
             outputs.append(h)
-        x = torch.stack(outputs)
-        h_n.append(h)
-        c_n.append(c)
-    return x, torch.stack(h_n), torch.stack(c_n)
+        return torch.stack(outputs), h, c
+
+    return _stack(x, h0, c0, weights, dropout, training, stepwise_layer)
 
 
 _COMPILED_CELLS = {}
