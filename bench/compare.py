@@ -90,6 +90,11 @@ def judge(metric: str | metrics.Metric, a: float, b: float, samples_a, samples_b
     p, test, note = significance(metric, a, b, samples_a, samples_b, from_steps)
     if np.isnan(p):
         return Verdict("inconclusive" if beyond else "unchanged", p, note, test)
+    return flagged(metric, a, b, beyond, p, note, test)
+
+
+def flagged(metric: metrics.Metric, a: float, b: float, beyond: bool, p: float, note: str, test: str) -> Verdict:
+    """A change is flagged only when it is beyond the threshold and significant; else unchanged, saying why."""
     if beyond and p >= ALPHA:
         note += ": beyond threshold but not significant"
     if not (beyond and p < ALPHA):
@@ -189,13 +194,7 @@ def paired_accuracy(metric: metrics.Metric, a: Results, b: Results, axes: list[s
     p = result["p_value"]
     if not (np.isfinite(value_a) and np.isfinite(value_b)) or value_a == 0:
         return Verdict("unchanged", np.nan, "no value to compare", NO_TEST)
-    beyond = abs(value_b / value_a - 1) > threshold
-    if beyond and p >= ALPHA:
-        note += ": beyond threshold but not significant"
-    if not (beyond and p < ALPHA):
-        return Verdict("unchanged", p, note, MCNEMAR)
-    improved = (value_b > value_a) == metric.higher_is_better
-    return Verdict(metric.words[0] if improved else metric.words[1], p, note, MCNEMAR)
+    return flagged(metric, value_a, value_b, abs(value_b / value_a - 1) > threshold, p, note, MCNEMAR)
 
 
 def interval_note(samples_a: np.ndarray, samples_b: np.ndarray) -> str:
