@@ -23,6 +23,7 @@ import contextlib
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 _FREE_OPS = ("empty", "empty_like", "new_empty", "new_empty_strided", "empty_strided")
 
@@ -34,16 +35,20 @@ class _Counter(TorchDispatchMode):
         self.aten_kernels = 0
         self.triton = collections.Counter()
         self.in_triton = 0
+        self.elements_written = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
         if not self.in_triton:
             self.aten_ops += 1
             if not (getattr(func, "is_view", False) or func.overloadpacket.__name__ in _FREE_OPS):
                 self.aten_kernels += 1
-        return func(*args, **(kwargs or {}))
+                self.elements_written += sum(t.numel() for t in tree_leaves(out)
+                                             if isinstance(t, torch.Tensor))
+        return out
 
-    def snapshot(self) -> tuple[int, int, int]:
-        return self.aten_ops, self.aten_kernels, sum(self.triton.values())
+    def snapshot(self) -> tuple[int, ...]:
+        return self.aten_ops, self.aten_kernels, sum(self.triton.values()), self.elements_written
 
 
 def _kernel_classes() -> list[type]:
@@ -84,6 +89,7 @@ def count_launches(module: torch.nn.Module, x: torch.Tensor, hx=None) -> dict:
 
     Returns ints for "forward", "backward", "train_step" (Triton launches + ATen kernels), their
     "_triton", "_aten" (ATen ops less views and allocations) and "_aten_ops" (all ATen ops) parts,
+    "_elements_written" (tensor elements those ATen kernels output: how memory traffic grows with T),
     and "triton_kernels": {kernel name: launches in the training step}."""
     counter = _Counter()
     result: dict = {}
@@ -99,9 +105,9 @@ def count_launches(module: torch.nn.Module, x: torch.Tensor, hx=None) -> dict:
         after_backward = counter.snapshot()
     for label, (a, b) in (("forward", (before, after_forward)), ("backward", (after_forward, after_backward)),
                           ("train_step", (before, after_backward))):
-        ops, kernels, triton = (b[k] - a[k] for k in range(3))
+        ops, kernels, triton, written = (b[k] - a[k] for k in range(4))
         result.update({label: kernels + triton, f"{label}_triton": triton, f"{label}_aten": kernels,
-                       f"{label}_aten_ops": ops})
+                       f"{label}_aten_ops": ops, f"{label}_elements_written": written})
     result["triton_kernels"] = dict(counter.triton)
     result["forward_triton_kernels"] = dict(forward_kernels)
     return result

@@ -15,7 +15,9 @@ class LoopLSTM(LSTMBase):
     def _layer(self, x, h, c, w_ih, w_hh, b_ih, b_hh):
         x_proj = input_projection(x, w_ih, b_ih, b_hh)  # (T, B, G)
         outputs = []
-        for t in range(x_proj.shape[0]):
-            h, c = lstm_cell(x_proj[t], h, c, w_hh)
+        # unbind, not x_proj[t]: the backward of each index op is a zero-filled (T, B, G) tensor,
+        # which made a 784-step backward quadratic in T (164 s against cudnn's 1.4 s on CPU)
+        for x_t in x_proj.unbind(0):
+            h, c = lstm_cell(x_t, h, c, w_hh)
             outputs.append(h)
         return torch.stack(outputs), h, c
