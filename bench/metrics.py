@@ -12,6 +12,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+SIGNIFICANT = "significant"  # a fmt: four significant digits, thousands separated, never an exponent
+
+
+def significant(value: float, digits: int = 4) -> str:
+    """1945.893 -> '1,946', 4.3431 -> '4.343', 0.012345 -> '0.01235': step times span 0.01 ms to 10 s."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:,.0f}" if value == 0 else str(value)
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:,.{decimals}f}"
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -34,6 +44,8 @@ class Metric:
         """The scaled value with its format; — for a missing value."""
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return "—"
+        if self.fmt == SIGNIFICANT:
+            return significant(value * self.scale)
         return self.fmt.format(value * self.scale)
 
     @property
@@ -61,12 +73,12 @@ METRICS: list[Metric] = [
            note="Steady state: samples after warm-up ÷ their summed step times (forward, backward, optimizer; "
                 "the same clock as step time, so producing the batches is excluded: see data_time_s). "
                 "Mean and std over seeds."),
-    Metric("step_ms_median", "Training step time", "ms", fmt="{:.3f}", higher_is_better=False, report=True,
+    Metric("step_ms_median", "Training step time", "ms", fmt=SIGNIFICANT, higher_is_better=False, report=True,
            plot=True, samples="steps", words=SPEED,
            note="Every timed steady-state step of all seeds pooled (steps.csv): median, 10th and 90th "
                 "percentile. Ratio is of the medians."),
-    Metric("step_ms_p10", "Step time, 10th percentile", "ms", fmt="{:.3f}", higher_is_better=False),
-    Metric("step_ms_p90", "Step time, 90th percentile", "ms", fmt="{:.3f}", higher_is_better=False),
+    Metric("step_ms_p10", "Step time, 10th percentile", "ms", fmt=SIGNIFICANT, higher_is_better=False),
+    Metric("step_ms_p90", "Step time, 90th percentile", "ms", fmt=SIGNIFICANT, higher_is_better=False),
     Metric("infer_samples_per_s", "Inference throughput", "samples/s", fmt="{:,.0f}", higher_is_better=True,
            report=True, plot=True, words=SPEED,
            note="Forward only, no gradients, on the test set in batches of `eval_batch_size` (see the config;"
@@ -77,9 +89,9 @@ METRICS: list[Metric] = [
                 "numbers measured differently (e.g. CUDA allocator vs process RSS) are not comparable."),
     Metric("first_step_s", "First step time", "s", higher_is_better=False, report=True, words=SPEED,
            note="The first training step timed alone: compilation and autotuning show up here. Mean over seeds."),
-    Metric("fwd_ms_median", "Forward time", "ms", fmt="{:.3f}", higher_is_better=False, words=SPEED,
+    Metric("fwd_ms_median", "Forward time", "ms", fmt=SIGNIFICANT, higher_is_better=False, words=SPEED,
            note="Median steady-state time of a step's forward and loss (the step's first mark to its second)."),
-    Metric("bwd_ms_median", "Backward + optimizer time", "ms", fmt="{:.3f}", higher_is_better=False, words=SPEED,
+    Metric("bwd_ms_median", "Backward + optimizer time", "ms", fmt=SIGNIFICANT, higher_is_better=False, words=SPEED,
            note="Median steady-state time of zeroing the gradients, the backward and the optimizer step; "
                 "forward + backward = the whole step (shared marks)."),
     Metric("step_gflop", "Work per step", "GFLOP", fmt="{:.4f}",

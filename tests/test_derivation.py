@@ -91,3 +91,10 @@ def test_a_new_metric_reaches_report_plots_and_compare(tmp_path, monkeypatch):
 def test_resume_names_the_flag_the_user_typed(tmp_path, capsys, flag, value):
     assert runner.cli(["--resume", str(tmp_path), flag, *([value] if value else [])]) == 2
     assert f"--resume uses the saved config; drop {flag}\n" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value, shown", [(1945.893, "1,946"), (4.3431, "4.343"), (0.012345, "0.01235"),
+                                          (12345.6, "12,346"), (0.0, "0")])
+def test_step_times_keep_four_significant_digits_at_every_scale(value, shown):
+    """A 784-step CPU step (seconds) and a GPU step (tens of microseconds) both read at a glance."""
+    assert metrics.by_name("step_ms_median").format(value) == shown

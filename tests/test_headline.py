@@ -71,7 +71,7 @@ def test_noisy_steps_are_said_next_to_the_number(tmp_path):
     assert point.noisy == {"loop": pytest.approx(2.9)}
     assert point.fastest == "loop" and "cudnn" in point.tied   # 20 ms is within loop's own 10..29 jitter
     sentence = report.headline_blocks(res)[1][1][0]
-    assert "**loop** is fastest, 19.500 ms a step (noisy: p90/p10 = 2.9)" in sentence
+    assert "**loop** is fastest, 19.50 ms a step (noisy: p90/p10 = 2.9)" in sentence
     table = report.rendered_metric_table(res.summary("step_ms_median"), report.metrics.by_name("step_ms_median"), [])
     loop_row = next(r for r in table[1] if r[0] == "loop")
     assert "(noisy: p90/p10 = 2.9)" in loop_row[3]

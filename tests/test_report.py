@@ -94,7 +94,7 @@ def test_markdown_tables_hold_formatted_numbers(sweep_dir):
     text = (sweep_dir / "report.md").read_text()
     assert "| cudnn | 32 | 3 | 98.00 % | 1.00 % | 1.00× |" in text
     assert "| gru | 64 | 1 | 99.00 % | — | 1.01× |" in text  # one seed: no std
-    assert "| cudnn | 32 | 3 | 12 | 12.500 | 11.000 | 14.000 | 1.00× |" in text
+    assert "| cudnn | 32 | 3 | 12 | 12.50 | 11.00 | 14.00 | 1.00× |" in text
     assert "| loop | 32 | 3 | 550 | 50 | 0.50× |" in text
     assert "| loop | 64 | 3 | 0.2000 | 0.0000 | 0.40× |" in text  # first step
     assert "config.sweep | batch_size: 32, 64, 128" in text
