@@ -8,6 +8,7 @@ Rules (stated in the report under the headline, so a reader can check them):
   percentile, i.e. the difference is smaller than the fastest backend's own step-to-step spread.
   (A significance test on thousands of correlated steps from one process would call every 1 %
   difference real; this rule asks whether the difference stands out from the jitter instead.);
+- slower: every other backend's median step time / the fastest's, fastest first;
 - noisy: a backend whose p90/p10 of step time is above NOISY_SPREAD;
 - accuracy: mean over seeds per backend; the spread is max - min, set against the 95 % binomial
   interval of one run's accuracy on the 10,000 test images;
@@ -45,6 +46,7 @@ class Point:
     noisy: dict[str, float] = field(default_factory=dict)     # backend -> p90/p10 above NOISY_SPREAD
     accuracy: dict[str, float] = field(default_factory=dict)  # backend -> mean test accuracy
     off: dict[str, str] = field(default_factory=dict)         # backend -> why its numbers look wrong
+    slower: dict[str, float] = field(default_factory=dict)    # every other backend -> its median / the fastest's
 
     @property
     def accuracy_spread(self) -> float:
@@ -89,6 +91,8 @@ def points(res: Results, baseline: str = BASELINE) -> list[Point]:
                       float(base["value"].iloc[0] / best["value"]) if len(base) else math.nan)
         point.tied = [str(r["backend"]) for _, r in here.iterrows()
                       if r["backend"] != best["backend"] and r["value"] <= best["p90"]]
+        point.slower = {str(r["backend"]): float(r["value"] / best["value"])
+                        for _, r in here.sort_values("value").iterrows() if r["backend"] != best["backend"]}
         point.noisy = {str(r["backend"]): spread(r["p10"], r["p90"]) for _, r in here.iterrows()
                        if spread(r["p10"], r["p90"]) > NOISY_SPREAD}
         point.accuracy = {str(r["backend"]): float(r["mean"]) for _, r in _at(accuracy, values).iterrows()

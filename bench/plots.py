@@ -121,8 +121,9 @@ def _label_missing(ax, missing: dict, x_order: list[str], slots: list[str], dodg
     for (point, backend), reason in missing.items():
         x_index = x_order.index(point) if dodge else x_order.index(backend)
         x = _slot_x(x_index, slots.index(backend), len(slots), dodge)
-        ax.text(x, 0.03, textwrap.shorten(f"{backend} {reason}", 60), rotation=90, ha="center", va="bottom",
-                fontsize=7, color="#555", transform=ax.get_xaxis_transform())
+        # short and clipped: a long reason ran out of the axes across the panel titles (the report has it whole)
+        ax.text(x, 0.03, textwrap.shorten(f"{backend} {reason}", 38, placeholder=" …"), rotation=90, ha="center",
+                va="bottom", fontsize=7, color="#555", transform=ax.get_xaxis_transform(), clip_on=True)
 
 
 def _seed_note(ok: pd.DataFrame) -> str:

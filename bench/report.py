@@ -78,6 +78,8 @@ def point_sentence(point: headline.Point, metric: metrics.Metric) -> str:
         text += "; within noise of it: " + ", ".join(f"**{b}**{noisy(b)}" for b in point.tied)
     else:
         text += "; no other backend is within noise of it"
+    if point.slower:
+        text += "; step time against it: " + ", ".join(f"{b} {ratio:.2f}×" for b, ratio in point.slower.items())
     others = [b for b in point.noisy if b != point.fastest and b not in point.tied]
     if others:
         text += "; noisy measurement: " + ", ".join(f"{b} (p90/p10 = {point.noisy[b]:.1f})" for b in others)

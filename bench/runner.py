@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 import impls
 from bench import config as config_mod
-from bench import envinfo, executors, storage
+from bench import envinfo, executors, metrics, storage
 from bench.cliargs import OneLineParser, UsageError, parse
 from bench.config import Config
 from bench.executors import Cell, Failed
@@ -230,7 +230,7 @@ def summary_line(row: dict, number: int, total: int) -> str:
     if row["status"] != "ok":
         return f"{head}  {row['status'].upper()}: {row['error']}"
     return (f"{head}  acc {row['test_accuracy']:.4f}  train {row['train_samples_per_s']:,.0f} samples/s  "
-            f"step {row['step_ms_median']:.2f} ms  infer {row['infer_samples_per_s']:,.0f} samples/s  "
+            f"step {metrics.by_name('step_ms_median').format(row['step_ms_median'])} ms  infer {row['infer_samples_per_s']:,.0f} samples/s  "
             f"mem {row['peak_memory_bytes'] / 2**20:.1f} MiB  first step {row['first_step_s']:.2f} s")
 
 

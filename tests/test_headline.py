@@ -31,6 +31,8 @@ def test_a_clear_winner_is_not_tied(tmp_path):
     (point,) = headline.points(res)
     assert point.fastest == "cudnn" and point.tied == [] and point.speedup == pytest.approx(1.0)
     assert point.noisy == {}
+    assert list(point.slower) == ["loop"] and point.slower["loop"] == pytest.approx(2.0, rel=0.05)
+    assert "step time against it: loop 2.0" in report.point_sentence(point, report.metrics.by_name("step_ms_median"))
 
 
 def test_two_backends_within_noise_are_reported_as_tied(tmp_path):
