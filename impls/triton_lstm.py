@@ -35,40 +35,21 @@ tl.dot's input_precision, so only `make gpu-check` can catch TF32 sneaking into 
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra import libdevice
 
 from impls.base import LSTMBase
 from impls.cells import input_projection
-from impls.triton_step import _device_scope, wide_dtype
+# The gate nonlinearities are shared with the step kernels (libdevice when compiled, formulas when interpreted).
+from impls.triton_step import INTERPRETING, _device_scope, _sigmoid, _tanh, wide_dtype
 
-INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
-LIBDEVICE = tl.constexpr(not INTERPRETING)
 RESIDENT_BYTES = 64 * 1024  # the four padded W_hh tiles of one program, beyond which it streams
 
 
 # ----------------------------------------------------------------------------------------- kernels
-
-@triton.jit
-def _sigmoid(x):
-    if LIBDEVICE:
-        return tl.sigmoid(x)
-    else:
-        return 1.0 / (1.0 + tl.exp(-x))
-
-
-@triton.jit
-def _tanh(x):
-    if LIBDEVICE:
-        return libdevice.tanh(x)
-    else:
-        return 2.0 * (1.0 / (1.0 + tl.exp(-2.0 * x))) - 1.0
-
 
 @triton.jit
 def _dot(a, b, IEEE: tl.constexpr):
