@@ -3,19 +3,16 @@
     python -m bench run [--experiment NAME] [--config FILE] [--backends cudnn,loop] [--epochs N] ...
                         [--sweep AXIS=V1,V2 ...] [--out DIR | --resume DIR] [--report]
 
-This is the only module that joins backends to the harness. Every input is checked before
+This is the only module that joins backends to the harness (the plan: bench.planning; results
+directories: bench.rundir). Every input is checked before
 anything is written, so bad input leaves no directory behind (exit 2, one line).
 """
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
-import re
-import socket
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -27,11 +24,9 @@ from bench import envinfo, executors, metrics, storage
 from bench.cliargs import OneLineParser, UsageError, parse
 from bench.config import Config
 from bench.executors import Cell, Failed
+from bench.planning import check_config, dtype_unsupported, plan, plan_text, resolve_device, run_id
+from bench.rundir import check_writable, lock, new_results_dir, point_latest
 from bench.schema import ENV_FILE, RUNS_FILE
-
-# Relative: results land under the directory `bench run` is started from, wherever the package lives.
-RESULTS_ROOT = Path("results") / "runs"
-LATEST = "latest"
 
 # glibc's malloc returns large freed blocks to the OS and faults them back in on the next step; a fresh
 # worker pays that on every step (cudnn on CPU measured 8.7 ms a step with glibc's defaults, 4.7 ms
@@ -42,82 +37,6 @@ WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_
 
 def worker_env() -> dict[str, str]:
     return {key: os.environ.get(key, value) for key, value in WORKER_ENV.items()}
-
-
-def resolve_device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {requested!r} is not available (torch.cuda.is_available() is False); use cpu or auto")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UsageError(f"device {requested!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
-    return device
-
-
-# A run is measured after warm-up: fewer timed steps than this give no steady-state figure worth a row.
-MIN_TIMED_STEPS = 5
-TRAIN_IMAGES = 60_000  # MNIST's training set
-
-
-def too_short(point: Config) -> str | None:
-    """Why a cell would have too few steady-state steps to measure (warm-up + MIN_TIMED_STEPS), or None."""
-    images = min(point.train_limit or TRAIN_IMAGES, TRAIN_IMAGES)
-    steps = point.epochs * -(-images // point.batch_size)
-    needed = point.warmup_steps + MIN_TIMED_STEPS
-    if steps >= needed:
-        return None
-    given = f"--train-limit {point.train_limit}" if point.train_limit else f"the {TRAIN_IMAGES:,} training images"
-    head = (f"{given} gives {steps} training step(s) at batch size {point.batch_size}; a run needs at least {needed} "
-            f"({point.warmup_steps} warm-up + {MIN_TIMED_STEPS} timed)")
-    least = -(-needed // point.epochs) * point.batch_size
-    if least <= TRAIN_IMAGES:
-        return f"{head}: use --train-limit {least} or more (or fewer --warmup-steps)"
-    return f"{head}: use a smaller --batch-size or fewer --warmup-steps"
-
-
-def check_config(config: Config, device: torch.device) -> None:
-    for point in config_mod.sweep_points(config.sweep):
-        if problem := too_short(config.replace(sweep={}, **point)):
-            raise UsageError(problem)
-    for name in config.backends:
-        if name not in impls.names():
-            raise UsageError(f"unknown backend {name!r}; expected one of: {', '.join(impls.names())}")
-    if len(set(config.backends)) != len(config.backends):
-        raise UsageError(f"backends listed twice: {', '.join(config.backends)}")
-    swept = config.sweep.get("dtype")
-    for dtype in swept or [config.dtype]:
-        reason = dtype_unsupported(dtype, device)
-        if reason and not swept:  # asked for outright: bad input. A sweep point: a skipped row (execute).
-            raise UsageError(reason)
-
-
-def dtype_unsupported(dtype: str, device: torch.device) -> str:
-    """Why `device` cannot train in `dtype` ("" when it can). bfloat16 runs on any CPU (natively with
-    AVX512-BF16/AMX, else emulated, slowly) and on CUDA from compute capability 8.0; float16 only on CUDA
-    (PyTorch's CPU float16 paths are reference code, not something worth timing)."""
-    if dtype == "float16" and device.type != "cuda":
-        return f"dtype float16 needs a CUDA device; on {device.type} use float32 or bfloat16"
-    if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
-        return f"dtype bfloat16 needs CUDA compute capability 8.0 or newer; {torch.cuda.get_device_name(device)} has not"
-    return ""
-
-
-def plan(config: Config) -> list[tuple[str, int, Config]]:
-    """Every (backend, seed, config of that sweep point), in a fixed order."""
-    return [(backend, seed, config.replace(sweep={}, **point))
-            for point in config_mod.sweep_points(config.sweep) for backend in config.backends for seed in config.seeds]
-
-
-def run_id(backend: str, seed: int, config: Config) -> str:
-    """The run's name in every file. Keys added later (dtype, task) are appended only when they differ
-    from the default, so a directory written before they existed resumes under the same names."""
-    name = f"{backend}-s{seed}-b{config.batch_size}-h{config.hidden_size}-l{config.num_layers}-t{config.seq_len}"
-    if config.dtype != "float32":
-        name += f"-{config.dtype}"
-    if config.task != "rows":
-        name += f"-{config.task}{config.permutation_seed}"
-    return name
 
 
 def base_row(backend: str, seed: int, config: Config, device: torch.device) -> dict:
@@ -293,41 +212,6 @@ def build_config(args: argparse.Namespace) -> Config:
     return config_mod.from_dict(overrides)
 
 
-def short_host() -> str:
-    """The machine's name up to the first dot, reduced to what is safe in a directory name."""
-    name = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname().split(".")[0]).strip("-")
-    return name or "host"
-
-
-def new_results_dir() -> Path:
-    """RESULTS_ROOT/<local time>-<host>: runs copied together from two machines never collide, and
-    the name says where each came from. Only a name is picked here; nothing is created."""
-    root = RESULTS_ROOT.resolve()
-    stamp = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{short_host()}"
-    for suffix in [""] + [f"-{i}" for i in range(1, 100)]:
-        candidate = root / f"{stamp}{suffix}"
-        if not candidate.exists():
-            return candidate
-    raise UsageError(f"could not pick a new results directory under {root}")
-
-
-def point_latest(out_dir: Path) -> None:
-    """out_dir.parent/latest names out_dir: a relative symlink swapped in with one rename (readers see the
-    old target or the new one), or, where symlinks are refused, a text file holding the name."""
-    link, name = out_dir.parent / LATEST, out_dir.name
-    scratch = out_dir.parent / f".{LATEST}.{os.getpid()}"
-    try:
-        scratch.unlink(missing_ok=True)
-        scratch.symlink_to(name, target_is_directory=True)
-        if link.is_dir() and not link.is_symlink():
-            raise OSError(f"{link} is a real directory; not replacing it")
-        os.replace(scratch, link)
-    except OSError:
-        scratch.unlink(missing_ok=True)
-        if not (link.is_dir() and not link.is_symlink()):
-            storage.atomic_write_text(link, name + "\n")
-
-
 def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device]:
     """Checks every input; writes nothing."""
     if args.retry_failed and not args.resume:
@@ -362,35 +246,8 @@ def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device]:
     return config, out_dir, device
 
 
-def check_writable(out_dir: Path) -> None:
-    """The results directory, or the nearest existing folder above it, must be a writable directory:
-    found now, not after MNIST has loaded."""
-    existing = out_dir
-    while not existing.exists() and existing != existing.parent:
-        if existing.is_symlink():  # a dangling link: mkdir would fail on it
-            raise UsageError(f"--out {out_dir}: {existing} is a broken symbolic link")
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UsageError(f"--out {out_dir}: {existing} is a file, expected a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out_dir}: {existing} is not writable")
-
-
 # Knobs `--resume` accepts: which of the saved plan's backends to run now, and the time limit.
 RESUME_KEYS = ("backends", "timeout")
-
-
-def lock(out_dir: Path):
-    """DIR/.lock, locked until the returned file is closed: two runs appending to one directory would
-    duplicate rows. The kernel drops the lock if the process dies, however it dies."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(out_dir / ".lock", "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise UsageError(f"{out_dir} is in use by another `bench run`; wait for it or stop it first") from None
-    return handle
 
 
 def write_env(out_dir: Path, config: Config, device: torch.device) -> None:
@@ -400,20 +257,6 @@ def write_env(out_dir: Path, config: Config, device: torch.device) -> None:
     if env:  # a resume: keep the original provenance, and say what finished the run
         env.setdefault("resumed", []).append({k: now[k] for k in ("timestamp", "git_commit", "torch", "torch_threads")})
     storage.write_json(out_dir / ENV_FILE, env or now)
-
-
-def plan_text(config: Config, out_dir: Path, device: torch.device) -> str:
-    """What `bench run` would do, one line per run, in the order it would do them."""
-    cells = plan(config)
-    done = set(storage.load_runs(out_dir)["run_id"]) if (out_dir / RUNS_FILE).exists() else set()
-    lines = [f"plan: {len(cells)} run(s) on {device} into {out_dir} (dry run: nothing written, no data fetched)"]
-    for number, (backend, seed, point) in enumerate(cells, 1):
-        available = impls.availability(backend, device)
-        why_not = available.reason if not available.ok else dtype_unsupported(point.dtype, device)
-        note = "  (done)" if run_id(backend, seed, point) in done else \
-            f"  (would be skipped: {why_not})" if why_not else ""
-        lines.append(f"  {number:>3}. {run_id(backend, seed, point)}{note}")
-    return "\n".join(lines)
 
 
 def cli(argv: list[str]) -> int:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import bench.train
-from bench import backends, experiments, runner, storage
+from bench import backends, experiments, planning, runner, storage
 from bench.config import from_dict
 from bench.data import BatchLoader, pixel_order
 from tests.test_runner import synthetic_mnist
@@ -87,11 +87,11 @@ def test_grad_clip_changes_training_and_is_recorded(tmp_path):
 def test_multi_axis_sweep_is_the_product_with_correct_keys():
     config = from_dict(NO_RUN | dict(backends=("loop", "gru"), sweep={
         "dtype": ["float32", "bfloat16"], "task": ["rows", "permuted"], "hidden_size": [8, 16]}))
-    cells = runner.plan(config)
+    cells = planning.plan(config)
     assert len(cells) == 2 * 2 * 2 * 2
     points = {(p.dtype, p.task, p.hidden_size) for _, _, p in cells}
     assert points == {(d, t, h) for d in ("float32", "bfloat16") for t in ("rows", "permuted") for h in (8, 16)}
-    ids = [runner.run_id(b, s, p) for b, s, p in cells]
+    ids = [planning.run_id(b, s, p) for b, s, p in cells]
     assert len(set(ids)) == len(ids)
     # the default task and dtype keep the names older directories were written with
     assert "loop-s0-b50-h8-l2-t28" in ids and "loop-s0-b50-h8-l2-t28-bfloat16-permuted0" in ids
@@ -99,7 +99,7 @@ def test_multi_axis_sweep_is_the_product_with_correct_keys():
 
 def test_a_dtype_the_device_cannot_do_is_a_skipped_row_in_a_sweep_and_refused_outright(tmp_path, capsys):
     config = from_dict(NO_RUN | dict(backends=("loop",), sweep={"dtype": ["float32", "float16"]}))
-    runner.check_config(config, torch.device("cpu"))  # a sweep point is not bad input
+    planning.check_config(config, torch.device("cpu"))  # a sweep point is not bad input
     rows = runner.execute(config, tmp_path, torch.device("cpu"), synthetic_mnist(), log=lambda _: None)
     # Skipped rows are written before the executor runs the rest.
     assert [(r["dtype"], r["status"]) for r in rows] == [("float16", "skipped"), ("float32", "ok")]
@@ -113,7 +113,7 @@ def test_resume_across_a_multi_axis_sweep(tmp_path, monkeypatch):
     real, calls = bench.train.train_and_measure, []
 
     def killed_at_the_sixth(point, backend, seed, *args, **kwargs):
-        calls.append(runner.run_id(backend, seed, point))
+        calls.append(planning.run_id(backend, seed, point))
         if len(calls) == 6:
             raise KeyboardInterrupt
         return real(point, backend, seed, *args, **kwargs)
@@ -124,7 +124,7 @@ def test_resume_across_a_multi_axis_sweep(tmp_path, monkeypatch):
     assert len(storage.load_runs(tmp_path)) == 5
     monkeypatch.setattr("bench.train.train_and_measure", real)
     written = runner.execute(config, tmp_path, torch.device("cpu"), data, log=lambda _: None)
-    assert [r["run_id"] for r in written] == [runner.run_id(b, s, p) for b, s, p in runner.plan(config)][5:]
+    assert [r["run_id"] for r in written] == [planning.run_id(b, s, p) for b, s, p in planning.plan(config)][5:]
     runs = storage.load_runs(tmp_path)
     assert len(runs) == 8 and runs.run_id.is_unique and (runs.status == "ok").all()
     assert set(zip(runs.task, runs.batch_size)) == {(t, b) for t in ("rows", "permuted") for b in (25, 50)}

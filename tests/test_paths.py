@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import runner
+from bench import rundir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,7 +70,7 @@ def test_installed_run_writes_under_the_working_directory(installed, tmp_path):
     assert done.returncode == 0, done.stderr
     runs = [p for p in (work / "results" / "runs").iterdir() if p.name != "latest"]
     assert len(runs) == 1 and (runs[0] / "runs.csv").is_file()
-    assert runs[0].name.endswith("-" + runner.short_host()) and runs[0].name[:15].replace("-", "").isdigit()
+    assert runs[0].name.endswith("-" + rundir.short_host()) and runs[0].name[:15].replace("-", "").isdigit()
     latest = work / "results" / "runs" / "latest"
     assert latest.resolve() == runs[0].resolve() or latest.read_text().strip() == runs[0].name
     env = json.loads((runs[0] / "env.json").read_text())
@@ -100,15 +100,15 @@ def test_installed_dry_run_writes_nothing(installed, tmp_path):
 
 def test_result_names_never_collide_and_latest_moves(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    first = runner.new_results_dir()
+    first = rundir.new_results_dir()
     assert first.parent == tmp_path.resolve() / "results" / "runs" and not first.exists()
-    assert first.name.endswith("-" + runner.short_host())
+    assert first.name.endswith("-" + rundir.short_host())
     first.mkdir(parents=True)
-    second = runner.new_results_dir()  # same second, same host: a suffix, never the same directory
+    second = rundir.new_results_dir()  # same second, same host: a suffix, never the same directory
     assert second != first
     second.mkdir()
-    runner.point_latest(first)
-    runner.point_latest(second)
+    rundir.point_latest(first)
+    rundir.point_latest(second)
     latest = first.parent / "latest"
     assert latest.resolve() == second.resolve()
     assert sorted(p.name for p in first.parent.iterdir()) == sorted([first.name, second.name, "latest"])
@@ -121,10 +121,10 @@ def test_latest_falls_back_to_a_text_file(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "symlink_to", no_symlinks)
     run = tmp_path / "20260101-000000-host"
     run.mkdir()
-    runner.point_latest(run)
+    rundir.point_latest(run)
     assert (tmp_path / "latest").read_text() == run.name + "\n"
 
 
 def test_short_host_is_safe_in_a_path(monkeypatch):
     monkeypatch.setattr(socket, "gethostname", lambda: "my host_1.example.org")
-    assert runner.short_host() == "my-host-1"
+    assert rundir.short_host() == "my-host-1"

@@ -6,7 +6,7 @@ import torch
 
 import bench.train
 import impls
-from bench import runner, stats, storage
+from bench import planning, rundir, runner, stats, storage
 from bench.config import from_dict
 from bench.data import Mnist
 from bench.peak import measure_peak
@@ -100,7 +100,7 @@ def test_execute_writes_every_column_with_plausible_values(tmp_path, tiny, data)
 
 def test_bfloat16_on_cpu_runs_or_becomes_a_row(tmp_path, tiny, data):
     config = tiny.replace(backends=("cudnn", "loop"), dtype="bfloat16", train_limit=300)  # the 6 steps a run needs
-    runner.check_config(config, torch.device("cpu"))  # allowed on CPU now; float16 is not
+    planning.check_config(config, torch.device("cpu"))  # allowed on CPU now; float16 is not
     runner.execute(config, tmp_path, torch.device("cpu"), data, log=lambda _: None)
     runs = storage.load_runs(tmp_path).set_index("backend")
     assert set(runs.status) <= {"ok", "failed"} and (runs.dtype == "bfloat16").all()
@@ -183,10 +183,10 @@ def test_resume_runs_only_what_is_missing(tmp_path, tiny, data, monkeypatch):
 
 def test_sweep_plans_every_point(tiny):
     config = tiny.replace(backends=("loop", "gru"), seeds=(0, 1), sweep={"batch_size": [16, 32], "seq_len": [14, 28]})
-    planned = runner.plan(config)
+    planned = planning.plan(config)
     assert len(planned) == 2 * 2 * 2 * 2
     assert {(p.batch_size, p.seq_len, p.input_size) for _, _, p in planned} == {(16, 14, 56), (16, 28, 28), (32, 14, 56), (32, 28, 28)}
-    assert len({runner.run_id(b, s, p) for b, s, p in planned}) == 16
+    assert len({planning.run_id(b, s, p) for b, s, p in planned}) == 16
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -261,11 +261,11 @@ def test_cli_on_real_mnist(tmp_path, capsys):
 def test_a_directory_in_use_is_refused(tmp_path, capsys, monkeypatch, data):
     monkeypatch.setattr("bench.data.load_mnist", lambda root=None, quiet=True: data)
     out = tmp_path / "run"
-    with runner.lock(out):
+    with rundir.lock(out):
         assert runner.cli(["--backends", "cudnn", "--train-limit", "750", "--out", str(out)]) == 2
     assert "is in use by another `bench run`" in capsys.readouterr().err
     assert not (out / "env.json").exists() and not (out / "runs.csv").exists()
-    with runner.lock(out):  # released again
+    with rundir.lock(out):  # released again
         pass
 
 

@@ -1,0 +1,109 @@
+"""What `bench run` will do: the device, the checks on a config, the plan of cells and their run ids.
+
+Pure functions of the config (and the device); nothing here writes. The runner executes the plan;
+`--dry-run` prints it (plan_text).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+import impls
+from bench import config as config_mod
+from bench import storage
+from bench.cliargs import UsageError
+from bench.config import Config
+from bench.schema import RUNS_FILE
+
+
+# A run is measured after warm-up: fewer timed steps than this give no steady-state figure worth a row.
+MIN_TIMED_STEPS = 5
+
+
+TRAIN_IMAGES = 60_000  # MNIST's training set
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {requested!r} is not available (torch.cuda.is_available() is False); use cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"device {requested!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def too_short(point: Config) -> str | None:
+    """Why a cell would have too few steady-state steps to measure (warm-up + MIN_TIMED_STEPS), or None."""
+    images = min(point.train_limit or TRAIN_IMAGES, TRAIN_IMAGES)
+    steps = point.epochs * -(-images // point.batch_size)
+    needed = point.warmup_steps + MIN_TIMED_STEPS
+    if steps >= needed:
+        return None
+    given = f"--train-limit {point.train_limit}" if point.train_limit else f"the {TRAIN_IMAGES:,} training images"
+    head = (f"{given} gives {steps} training step(s) at batch size {point.batch_size}; a run needs at least {needed} "
+            f"({point.warmup_steps} warm-up + {MIN_TIMED_STEPS} timed)")
+    least = -(-needed // point.epochs) * point.batch_size
+    if least <= TRAIN_IMAGES:
+        return f"{head}: use --train-limit {least} or more (or fewer --warmup-steps)"
+    return f"{head}: use a smaller --batch-size or fewer --warmup-steps"
+
+
+def check_config(config: Config, device: torch.device) -> None:
+    for point in config_mod.sweep_points(config.sweep):
+        if problem := too_short(config.replace(sweep={}, **point)):
+            raise UsageError(problem)
+    for name in config.backends:
+        if name not in impls.names():
+            raise UsageError(f"unknown backend {name!r}; expected one of: {', '.join(impls.names())}")
+    if len(set(config.backends)) != len(config.backends):
+        raise UsageError(f"backends listed twice: {', '.join(config.backends)}")
+    swept = config.sweep.get("dtype")
+    for dtype in swept or [config.dtype]:
+        reason = dtype_unsupported(dtype, device)
+        if reason and not swept:  # asked for outright: bad input. A sweep point: a skipped row (execute).
+            raise UsageError(reason)
+
+
+def dtype_unsupported(dtype: str, device: torch.device) -> str:
+    """Why `device` cannot train in `dtype` ("" when it can). bfloat16 runs on any CPU (natively with
+    AVX512-BF16/AMX, else emulated, slowly) and on CUDA from compute capability 8.0; float16 only on CUDA
+    (PyTorch's CPU float16 paths are reference code, not something worth timing)."""
+    if dtype == "float16" and device.type != "cuda":
+        return f"dtype float16 needs a CUDA device; on {device.type} use float32 or bfloat16"
+    if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        return f"dtype bfloat16 needs CUDA compute capability 8.0 or newer; {torch.cuda.get_device_name(device)} has not"
+    return ""
+
+
+def plan(config: Config) -> list[tuple[str, int, Config]]:
+    """Every (backend, seed, config of that sweep point), in a fixed order."""
+    return [(backend, seed, config.replace(sweep={}, **point))
+            for point in config_mod.sweep_points(config.sweep) for backend in config.backends for seed in config.seeds]
+
+
+def run_id(backend: str, seed: int, config: Config) -> str:
+    """The run's name in every file. Keys added later (dtype, task) are appended only when they differ
+    from the default, so a directory written before they existed resumes under the same names."""
+    name = f"{backend}-s{seed}-b{config.batch_size}-h{config.hidden_size}-l{config.num_layers}-t{config.seq_len}"
+    if config.dtype != "float32":
+        name += f"-{config.dtype}"
+    if config.task != "rows":
+        name += f"-{config.task}{config.permutation_seed}"
+    return name
+
+
+def plan_text(config: Config, out_dir: Path, device: torch.device) -> str:
+    """What `bench run` would do, one line per run, in the order it would do them."""
+    cells = plan(config)
+    done = set(storage.load_runs(out_dir)["run_id"]) if (out_dir / RUNS_FILE).exists() else set()
+    lines = [f"plan: {len(cells)} run(s) on {device} into {out_dir} (dry run: nothing written, no data fetched)"]
+    for number, (backend, seed, point) in enumerate(cells, 1):
+        available = impls.availability(backend, device)
+        why_not = available.reason if not available.ok else dtype_unsupported(point.dtype, device)
+        note = "  (done)" if run_id(backend, seed, point) in done else \
+            f"  (would be skipped: {why_not})" if why_not else ""
+        lines.append(f"  {number:>3}. {run_id(backend, seed, point)}{note}")
+    return "\n".join(lines)
