@@ -84,7 +84,8 @@ def write_plots(res: Results, plot_dir: Path) -> dict[str, tuple[str, Path]]:
                                                                              plot_dir / "efficiency.png"))
     for axis in axes:
         numeric = _numeric(ok[axis])
-        figure = _scaling(ok, axis, [a for a in axes if a != axis], order, colors, numeric)
+        absent = {} if numeric else _absent_values(res.runs, ok, axis)
+        figure = _scaling(ok, axis, [a for a in axes if a != axis], order, colors, numeric, absent)
         title = f"Scaling with {axis}" + (" (log-log)" if numeric else " (categories; log y)")
         files[f"scaling_{axis}"] = (title, _save(figure, plot_dir / f"scaling_{axis}.png"))
     return files
@@ -346,9 +347,22 @@ def _step_times(samples, axes, order, colors):
     return fig
 
 
-def _scaling(ok, axis, others, order, colors, numeric=True):
+def _absent_values(runs: pd.DataFrame, ok: pd.DataFrame, axis: str) -> dict[str, str]:
+    """Planned values of a category axis (dtype, task) without one ok run -> why (the first row's reason), in
+    plan order: float16 on a CPU keeps its place on the axis instead of vanishing from it."""
+    absent = {}
+    for value in dict.fromkeys(runs[axis].astype(str)):
+        if value not in set(ok[axis].astype(str)):
+            rows = runs[runs[axis].astype(str) == value]
+            absent[value] = f"{rows['status'].iloc[0]}: {rows['error'].iloc[0]}" if len(rows) else "no run"
+    return absent
+
+
+def _scaling(ok, axis, others, order, colors, numeric=True, absent=None):
     """Metric against one sweep axis: log-log for a numeric axis, categories (log y) for dtype or task;
-    other swept axes become line styles."""
+    other swept axes become line styles. Categories are not joined by lines (nothing lies between float32
+    and bfloat16), and `absent` ones ({value: why}) keep their place, labelled."""
+    absent = absent or {}
     plotted = metrics.plotted()
     fig, panels = _grid(len(plotted))
     data = ok.assign(other=_points(ok, others)) if others else ok.assign(other="")
@@ -357,7 +371,7 @@ def _scaling(ok, axis, others, order, colors, numeric=True):
         data = data.assign(**{axis: data[axis].astype(float)})
         values = sorted(set(data[axis]))
     else:
-        values = list(dict.fromkeys(data[axis].astype(str)))
+        values = list(dict.fromkeys(data[axis].astype(str))) + list(absent)
         data = data.assign(**{axis: pd.Categorical(data[axis].astype(str), categories=values, ordered=True)})
     for ax, metric in zip(panels, plotted):
         frame = data.assign(y=data[metric.name] * metric.scale)
@@ -373,7 +387,11 @@ def _scaling(ok, axis, others, order, colors, numeric=True):
         else:
             sns.pointplot(data=frame, x=axis, y="y", hue="backend", hue_order=order, palette=colors,
                           order=values, dodge=0.3, errorbar="sd" if seeds else None, markers="o",
-                          linestyles=":", legend=False, ax=ax)
+                          linestyles="none", legend=False, ax=ax)
+            for value, why in absent.items():
+                ax.text(values.index(value), 0.03, textwrap.shorten(why, 38, placeholder=" …"), rotation=90,
+                        ha="center", va="bottom", fontsize=7, color="#555", transform=ax.get_xaxis_transform(),
+                        clip_on=True)
         ax.set_yscale("log")
         _plain_log_ticks(ax.yaxis)
         kind = "log-log" if numeric else "log y"

@@ -226,4 +226,5 @@ def _ratios(table: pd.DataFrame, axes: list[str], baseline: str) -> pd.Series:
     if not axes:
         return table["value"] / base["value"].iloc[0]
     merged = table[axes].merge(base[[*axes, "value"]], on=axes, how="left")
-    return pd.Series(table["value"].to_numpy() / merged["value"].to_numpy(), index=table.index)
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN over NaN at skipped points is the answer, not news
+        return pd.Series(table["value"].to_numpy() / merged["value"].to_numpy(), index=table.index)

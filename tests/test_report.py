@@ -172,3 +172,15 @@ def test_an_efficiency_above_one_is_called_out(tmp_path):
     (directory / "runs.csv").write_text("\n".join([runs[0], *(",".join(r) for r in rows)]) + "\n")
     text = "\n".join(str(b) for b in report.efficiency_blocks(results.load(directory)))
     assert "Efficiency above 100 %" in text
+
+
+def test_a_category_value_without_an_ok_run_keeps_its_place_with_the_reason():
+    """float16 on a CPU is skipped for every backend: the dtype scaling plot still shows it, labelled."""
+    import pandas as pd
+    from bench.plots import _absent_values
+    runs = pd.DataFrame({"dtype": ["float32", "float16", "bfloat16", "float16"],
+                         "status": ["ok", "skipped", "ok", "skipped"],
+                         "error": ["", "dtype float16 needs a CUDA device", "", "dtype float16 needs a CUDA device"]})
+    ok = runs[runs["status"] == "ok"]
+    assert _absent_values(runs, ok, "dtype") == {"float16": "skipped: dtype float16 needs a CUDA device"}
+    assert _absent_values(runs, runs, "dtype") == {}
