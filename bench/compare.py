@@ -239,6 +239,19 @@ def _flatten(prefix: str, value, out: dict) -> dict:
     return out
 
 
+# env.json keys and runs.csv columns that say which machine ran: when they differ, B/A is machines, not code.
+HARDWARE_ENV = ("cpu_model", "cpu_count", "gpu_names", "gpu_count", "device")
+HARDWARE_RUNS = ("host", "device_name")
+
+
+def hardware_differences(diffs: list[tuple[str, str, str]]) -> list[str]:
+    """The settings among `diffs` that name the machine and are recorded on both sides (older results lack
+    some): one differs, and speed no longer measures code alone."""
+    names = {*HARDWARE_ENV, *(f"runs.{c}" for c in HARDWARE_RUNS)}
+    unknown = ("", "—", "None", "nan")
+    return [name for name, va, vb in diffs if name in names and va not in unknown and vb not in unknown]
+
+
 def differences(a: Results, b: Results) -> list[tuple[str, str, str]]:
     """(setting, A, B) for every config or environment key that differs, config first."""
     env_a, env_b = _flatten("", a.env, {}), _flatten("", b.env, {})
@@ -246,8 +259,9 @@ def differences(a: Results, b: Results) -> list[tuple[str, str, str]]:
     out = [(k, render.fmt_setting(env_a.get(k)), render.fmt_setting(env_b.get(k)))
            for k in names if k not in IGNORED_ENV]
     out = [row for row in out if row[1] != row[2]]
-    for column in ("device", "dtype", "threads"):  # what ran, as recorded per row
-        va, vb = (", ".join(sorted(set(ok_runs(r.runs)[column].dropna().astype(str)))) for r in (a, b))
+    for column in ("device", "dtype", "threads", *HARDWARE_RUNS):  # what ran, as recorded per row
+        va, vb = (", ".join(sorted(set(ok_runs(r.runs)[column].dropna().astype(str)))) if column in r.runs else ""
+                  for r in (a, b))
         if va != vb:
             out.append((f"runs.{column}", va or "—", vb or "—"))
     return out
@@ -312,6 +326,10 @@ def build_blocks(a: Results, b: Results, rows: pd.DataFrame, status: pd.DataFram
     if diffs:
         if any(d[0].startswith("config.") for d in diffs):
             blocks.append(("p", "**The configs differ**, so part of any change may come from the config, not the code."))
+        if hardware := hardware_differences(diffs):
+            blocks.append(("p", f"**Different machines** ({', '.join(hardware)} differ): time, throughput and "
+                                "memory changes compare the machines as well as the code; a flag here is not by "
+                                "itself a regression in the code."))
         blocks.append(("table", ["setting", "A", "B"], [list(d) for d in diffs]))
     else:
         blocks.append(("p", "None: same config and environment (timestamps aside)."))
@@ -367,6 +385,8 @@ def cli(argv: list[str]) -> int:
         return 2
     if diffs:
         print("Config/environment differences (A -> B): " + "; ".join(f"{k}: {va} -> {vb}" for k, va, vb in diffs))
+    if hardware := hardware_differences(diffs):
+        print(f"warning: A and B ran on different machines ({', '.join(hardware)}): speed changes compare machines too")
     for _, r in status.iterrows():
         print(f"{r['backend']}: {r['a']} in A, {r['b']} in B" + (f" ({r['reason']})" if r["reason"] else "")
               + (" REGRESSION" if r["regression"] else ""))

@@ -184,6 +184,9 @@ def build_blocks(res: Results, plot_files: dict[str, tuple[str, Path]], baseline
                         + (f"Sweep over {', '.join(axes)}; rows are grouped by backend and sweep point."
                            if axes else "No sweep axis varies; rows are grouped by backend.")))
 
+    if len(machines := res.machines) > 1:
+        blocks.append(("p", f"**Runs from {len(machines)} machines** ({'; '.join(machines)}): step times and "
+                            "throughput below compare machines as well as backends."))
     blocks += scope_blocks(res.env) + headline_blocks(res, baseline)
 
     blocks.append(("h2", "Runs not measured (skipped, failed, not run)"))

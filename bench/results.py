@@ -59,6 +59,17 @@ class Results:
         return {status: int(counts.get(status, 0)) for status in STATUSES[:-1]} | {"missing": len(self.missing)}
 
     @property
+    def machines(self) -> list[str]:
+        """The machines the ok runs ran on ("host: device name"), as runs.csv records them per row: more
+        than one (Ray across nodes, or results copied together) means speed compares machines too."""
+        ok = self.ok
+        if ok.empty or not {"host", "device_name"} & set(ok.columns):
+            return []
+        labels = [": ".join(str(v) for v in (row.get("host"), row.get("device_name")) if isinstance(v, str) and v)
+                  for _, row in ok.iterrows()]
+        return sorted({label for label in labels if label})
+
+    @property
     def axes(self) -> list[str]:
         return sweep_axes(self.runs)
 

@@ -207,3 +207,22 @@ def test_time_rows_carry_a_bootstrap_interval_of_per_run_medians(base, tmp_path)
     one = make_compare_fixture(tmp_path / "c", rng_seed=3, seeds=(0,))
     _, rows, _, _ = compare.write_compare(base, one, 0.05)
     assert "no bootstrap interval (fewer than 3 runs a side)" in flag(rows, "loop", "step_ms_median")["note"]
+
+
+def test_results_from_another_machine_are_called_out(tmp_path):
+    """Same config, other hardware: the B/A ratios measure the machines, and compare says so."""
+    import json
+    a = make_compare_fixture(tmp_path / "a", rng_seed=1)
+    b = make_compare_fixture(tmp_path / "b", rng_seed=2)
+    same = compare.write_compare(a, b, out=tmp_path / "same")[0].read_text()
+    assert "Different machines" not in same
+    env = json.loads((b / "env.json").read_text())
+    (b / "env.json").write_text(json.dumps(env | {"cpu_model": "Other CPU", "gpu_count": 1, "gpu_names": ["NVIDIA H200"]}))
+    path, _, _, diffs = compare.write_compare(a, b, out=tmp_path / "other")
+    assert compare.hardware_differences(diffs) == ["cpu_model", "gpu_count"]
+    assert "**Different machines** (cpu_model, gpu_count differ)" in path.read_text()
+
+
+def test_older_results_without_a_host_column_are_not_called_another_machine():
+    diffs = [("runs.host", "—", "vm"), ("runs.device_name", "", "cpu"), ("config.lr", "0.001", "0.002")]
+    assert compare.hardware_differences(diffs) == []

@@ -184,3 +184,17 @@ def test_a_category_value_without_an_ok_run_keeps_its_place_with_the_reason():
     ok = runs[runs["status"] == "ok"]
     assert _absent_values(runs, ok, "dtype") == {"float16": "skipped: dtype float16 needs a CUDA device"}
     assert _absent_values(runs, runs, "dtype") == {}
+
+
+def test_runs_from_two_machines_are_said_at_the_top(tmp_path):
+    """Ray across nodes (or results copied together): the report must not rank machines as if they were backends."""
+    from results_factory import make_compare_fixture
+    import pandas as pd
+    directory = make_compare_fixture(tmp_path, rng_seed=1)
+    runs = pd.read_csv(directory / "runs.csv")
+    runs["host"] = ["node-a" if backend == "cudnn" else "node-b" for backend in runs["backend"]]
+    runs["device_name"] = "Test CPU"
+    runs.to_csv(directory / "runs.csv", index=False)
+    assert results.load(directory).machines == ["node-a: Test CPU", "node-b: Test CPU"]
+    text = report.write_report(directory).read_text()
+    assert "**Runs from 2 machines** (node-a: Test CPU; node-b: Test CPU)" in text.split("## Headline")[0]
