@@ -17,6 +17,11 @@ Profiling slows every op, so none of this is a timing; it runs after the timed s
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import sys
+import tempfile
 from collections import Counter, defaultdict
 from typing import Callable, Iterable
 
@@ -69,6 +74,31 @@ def rnn_engine(names: Iterable[str], device_type: str) -> str | None:
     return None
 
 
+# Kineto's C++ logging writes these on every profile, straight to fd 2 (KINETO_LOG_LEVEL does not silence
+# the USDT lines); on a machine without a GPU it adds an ERROR about the device count. Noise, every run.
+KINETO_NOISE = re.compile(r"^(USDT|STAGE):.*ActivityProfiler|gpuGetDeviceCount failed")
+
+
+@contextlib.contextmanager
+def _without_kineto_noise():
+    """fd 2 goes to a scratch file while profiling; afterwards every line but Kineto's chatter is passed on."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as scratch:
+        os.dup2(scratch.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            scratch.seek(0)
+            kept = [line for line in scratch.read().decode(errors="replace").splitlines()
+                    if not KINETO_NOISE.search(line)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
+
+
 def profile_steps(step_fn: Callable[[], object], n_steps: int = 3, device: torch.device | str = "cpu",
                   warmup: int = 1) -> dict:
     """Run `step_fn` (one whole training step) warmup + n_steps times, profiling the last n_steps.
@@ -84,12 +114,13 @@ def profile_steps(step_fn: Callable[[], object], n_steps: int = 3, device: torch
     if cuda:
         torch.cuda.synchronize(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities) as prof:
-        for _ in range(n_steps):
-            step_fn()
-        if cuda:
-            torch.cuda.synchronize(device)
-    events = prof.events()
+    with _without_kineto_noise():
+        with profile(activities=activities) as prof:
+            for _ in range(n_steps):
+                step_fn()
+            if cuda:
+                torch.cuda.synchronize(device)
+        events = prof.events()
     times: dict[str, float] = defaultdict(float)
     if cuda:
         kernels = [e for e in events if e.device_type == DeviceType.CUDA

@@ -250,10 +250,13 @@ def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device]:
 RESUME_KEYS = ("backends", "timeout")
 
 
-def write_env(out_dir: Path, config: Config, device: torch.device) -> None:
+def write_env(out_dir: Path, config: Config, device: torch.device, experiment: str | None = None) -> None:
+    """env.json: versions, hardware, the config in force, and the preset it started from (if any)."""
     env = storage.load_env(out_dir)
     allocator = worker_env() if config.isolate else {k: os.environ.get(k, "glibc default") for k in WORKER_ENV}
     now = envinfo.collect() | {"device": str(device), "config": config.to_dict(), "allocator_env": allocator}
+    if experiment:
+        now["experiment"] = experiment
     if env:  # a resume: keep the original provenance, and say what finished the run
         env.setdefault("resumed", []).append({k: now[k] for k in ("timestamp", "git_commit", "torch", "torch_threads")})
     storage.write_json(out_dir / ENV_FILE, env or now)
@@ -296,7 +299,7 @@ def run_with(executor, args: argparse.Namespace, config: Config, out_dir: Path, 
         return 2
     with held:  # closing the file releases the lock
         try:
-            write_env(out_dir, config, device)
+            write_env(out_dir, config, device, args.experiment)
             if not (args.out or args.resume):  # a directory we named: RESULTS_ROOT/latest follows it
                 point_latest(out_dir)
             executors.record(out_dir, executor, device)

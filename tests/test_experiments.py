@@ -208,3 +208,15 @@ def test_unknown_preset_is_one_line_exit_2(tmp_path, capsys):
     assert runner.cli(["--experiment", "nope", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err == "error: unknown experiment 'nope'; expected one of: " + ", ".join(experiments.names()) + "\n"
+
+
+def test_the_preset_a_run_started_from_is_saved_beside_its_results(tmp_path, monkeypatch):
+    monkeypatch.setattr("bench.data.load_mnist", lambda *a, **k: synthetic_mnist())
+    out = tmp_path / "out"
+    argv = ["--experiment", "smoke", "--backends", "gru", "--train-limit", "300", "--hidden", "8", "--no-isolate",
+            "--device", "cpu", "--warmup-steps", "1", "--out", str(out)]
+    assert runner.cli(argv) == 0
+    env = json.loads((out / "env.json").read_text())
+    assert env["experiment"] == "smoke" and env["config"]["threads"] == 1  # the preset's value, kept
+    assert runner.cli(["--resume", str(out)]) == 0
+    assert json.loads((out / "env.json").read_text())["experiment"] == "smoke"

@@ -88,3 +88,15 @@ def test_short_names():
 def test_bad_step_count():
     with pytest.raises(ValueError, match="n_steps must be a positive int"):
         profile_steps(lambda: None, n_steps=0)
+
+
+def test_kineto_chatter_is_dropped_and_everything_else_on_stderr_passes(capfd):
+    import os
+    from bench.profiling import _without_kineto_noise
+    with _without_kineto_noise():
+        os.write(2, b"USDT:2026-11-29 01:46:32 8611:8611 SyncActivityProfilerHandler.cpp:39] profiler_start\n"
+                    b"ERROR:2026-11-29 01:46:32 8611:8611 DeviceProperties.cpp:56] gpuGetDeviceCount failed with code 35\n"
+                    b"a real warning from a kernel\n")
+    err = capfd.readouterr().err
+    assert "a real warning from a kernel" in err
+    assert "USDT" not in err and "gpuGetDeviceCount" not in err
