@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 BENCH_ARGS ?=
 CI_BENCH_DIR := results/ci
 
-.PHONY: setup test test-fast bench bench-pixel bench-scaling report bench-ci bench-compare gpu-check clean
+.PHONY: setup test test-fast bench bench-pixel bench-scaling report bench-ci bench-compare gpu-check gpu-deps clean
 
 # Reinstall only when the project's requirements change.
 $(STAMP): pyproject.toml
@@ -50,6 +50,11 @@ bench-compare: setup
 # On a CUDA machine: compiled-kernel parity tests, then do_bench timings of cudnn, loop and triton.
 gpu-check:
 	$(PYTHON) -m bench.gpu_check
+
+# pytest as pure-Python files in .gpu-deps/, to carry to a GPU machine that has torch but no pytest
+# (.ci/gpu-session explains the one call that runs gpu-check and the CUDA tests there).
+gpu-deps: setup
+	$(PY) -m pip install --quiet --no-deps --target .gpu-deps pytest pluggy iniconfig packaging pygments exceptiongroup tomli
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

@@ -24,6 +24,7 @@ Legend: B batch, T time steps, D input features, H hidden size, L layers.
 """
 from __future__ import annotations
 
+import argparse
 import math
 import platform
 import sys
@@ -58,6 +59,7 @@ TIMING_SHAPES = [
 ]
 TIMING_DTYPES = (torch.float32, torch.bfloat16)
 QUANTILES = [0.5, 0.2, 0.8]
+NOT_RUN = "not run: --deadline reached"
 EVENTS_TARGET_MS = 300.0  # back-to-back calls per measurement: about this long, 3 to 50 calls
 
 
@@ -85,7 +87,13 @@ def parity_ok(errors: dict[str, float], tolerance: float) -> bool:
 
 # ------------------------------------------------------------------------------------------ parity
 
-def run_parity(names: list[str], device: str = "cuda") -> list[dict]:
+def never() -> bool:
+    return False
+
+
+def run_parity(names: list[str], device: str = "cuda", expired=never, saved=lambda rows: None) -> list[dict]:
+    """One row per (shape, dtype, backend); `saved(rows)` after each, so a killed run keeps what it measured.
+    Once `expired()`, the remaining rows are recorded as not run (ok None: neither passed nor failed)."""
     from impls.parity import compare_with_torch
 
     rows = []
@@ -95,6 +103,12 @@ def run_parity(names: list[str], device: str = "cuda") -> list[dict]:
                 shape = (f"B{batch} T{steps} D{inputs} H{hidden} L{layers}"
                          f"{' bf' if batch_first else ''}{' state' if with_state else ''}")
                 if skip_reason(name, steps):
+                    continue
+                if expired():
+                    rows.append({"backend": name, "dtype": dtype_name(dtype), "shape": shape,
+                                 "max_rel_error": float("nan"), "worst": NOT_RUN, "tolerance": TOLERANCE[dtype],
+                                 "ok": None})
+                    saved(rows)
                     continue
                 try:
                     errors = compare_with_torch(name, batch=batch, steps=steps, input_size=inputs, hidden=hidden,
@@ -111,6 +125,7 @@ def run_parity(names: list[str], device: str = "cuda") -> list[dict]:
                              "worst": worst, "tolerance": TOLERANCE[dtype], "ok": ok})
                 print(f"{'PASS' if ok else 'FAIL'}  {name:<15} {dtype_name(dtype):<9} {shape:<32} "
                       f"max rel err {value:.2e} ({worst}) tol {TOLERANCE[dtype]:.0e}", flush=True)
+                saved(rows)
     return rows
 
 
@@ -262,9 +277,10 @@ TIMING_NOTE = ("ms per call. median/p20/p80: triton.testing.do_bench (L2 flushed
 
 
 def write_table(table: pd.DataFrame, env: dict[str, str], out_dir: Path = OUT_DIR, name: str = "gpu_check",
-                note: str = TIMING_NOTE) -> tuple[Path, Path]:
+                note: str = TIMING_NOTE, stamp: str | None = None) -> tuple[Path, Path]:
+    """name_<stamp>.csv and .md, each replaced whole; one stamp per session, so saving again updates them."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = stamp or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     csv_path, md_path = out_dir / f"{name}_{stamp}.csv", out_dir / f"{name}_{stamp}.md"
     header = [f"# {name}", "", note, "", ", ".join(f"{k} {v}" for k, v in env.items())]
     for path, write in ((csv_path, lambda p: table.assign(**env).to_csv(p, index=False)),
@@ -277,7 +293,66 @@ def write_table(table: pd.DataFrame, env: dict[str, str], out_dir: Path = OUT_DI
 
 # -------------------------------------------------------------------------------------------- main
 
-def main() -> int:
+def run_timing(names: list[str], expired=never, saved=lambda records: None) -> list[dict]:
+    """Timing records of every shape, dtype and backend; a failure or the deadline becomes a row of NaN."""
+    records = []
+    for label, batch, steps, inputs, hidden, layers in TIMING_SHAPES:
+        for dtype in TIMING_DTYPES:
+            for name in names:
+                reason = skip_reason(name, steps)
+                try:
+                    if reason:
+                        raise RuntimeError(f"skipped: {reason}")
+                    if expired():
+                        raise RuntimeError(NOT_RUN)
+                    timings = time_backend(name, batch, steps, inputs, hidden, layers, dtype)
+                except Exception as error:  # keep the table: a row of NaNs says which one broke, and why
+                    message = f"{type(error).__name__}: {str(error).splitlines()[0][:100]}" if str(error) else \
+                        type(error).__name__
+                    if message.endswith(NOT_RUN) or "skipped: " in message:
+                        message = message.split(": ", 1)[1]
+                    print(f"  {label:<20} {dtype_name(dtype):<9} {name:<15} {message}", file=sys.stderr)
+                    nan = {"median_ms": float("nan"), "p20_ms": float("nan"), "p80_ms": float("nan"),
+                           "events_ms": float("nan")}
+                    timings = {"forward": dict(nan), "forward+backward": dict(nan, ran=message)}
+                for pass_, figures in timings.items():
+                    records.append({"shape": label, "dtype": dtype_name(dtype), "pass": pass_, "backend": name,
+                                    **figures})
+                    print(f"  {label:<20} {dtype_name(dtype):<9} {pass_:<17} {name:<15} "
+                          f"{figures['median_ms']:9.3f} ms do_bench {figures['events_ms']:9.3f} ms events"
+                          f"  {figures.get('ran', '')}", flush=True)
+                saved(records)
+    return records
+
+
+def parse_args(argv) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help=f"where the tables go (default {OUT_DIR})")
+    parser.add_argument("--backends", help="comma-separated subset (default: every registered one: "
+                                           f"{', '.join(CORE + OPTIONAL)})")
+    parser.add_argument("--deadline", type=float, default=0.0,
+                        help="seconds after which no new check starts; the rest are recorded as not run "
+                             "(default 0: none). For a lent GPU with a fixed time budget")
+    return parser.parse_args(list(argv))
+
+
+def groups(names: list[str]) -> list[list[str]]:
+    """The core backends first (their parity and timings are the figures that matter most), then the
+    optional ones, whose torch.compile can take minutes per shape: a deadline cuts those, not cudnn vs triton."""
+    return [group for group in ([n for n in names if n not in COMPILED], [n for n in names if n in COMPILED])
+            if group]
+
+
+def main(argv: list[str] | tuple = ()) -> int:
+    args = parse_args(argv)
+    names = registered = backends()
+    if args.backends:
+        asked = [n.strip() for n in args.backends.split(",") if n.strip()]
+        unknown = [n for n in asked if n not in names]
+        if unknown:
+            print(f"gpu-check: unknown backend {unknown[0]!r}; expected some of: {', '.join(names)}", file=sys.stderr)
+            return 2
+        names = [n for n in names if n in asked]
     if not torch.cuda.is_available():
         print("gpu-check: no CUDA device (torch.cuda.is_available() is False); run it on a GPU machine",
               file=sys.stderr)
@@ -290,55 +365,46 @@ def main() -> int:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     env = environment()
-    names = backends()
     print("gpu-check on " + ", ".join(f"{k} {v}" for k, v in env.items()), flush=True)
     print("backends: " + ", ".join(names) + "; not registered: "
-          + (", ".join(n for n in OPTIONAL if n not in names) or "none"), flush=True)
+          + (", ".join(n for n in OPTIONAL if n not in registered) or "none"), flush=True)
+    started, stamp = time.monotonic(), datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    expired = (lambda: time.monotonic() - started > args.deadline) if args.deadline > 0 else never
+    parity_note = ("max relative error over outputs, states and every gradient vs torch.nn.LSTM; ok = every "
+                   "error finite and within tolerance; ok empty = not run.")
+    parity, records = [], []
 
-    print("\n== parity vs torch.nn.LSTM (max relative error over outputs, states and all gradients)")
-    parity = run_parity(names)
-    failed = [row for row in parity if not row["ok"]]
-    write_table(pd.DataFrame.from_records(parity), env, name="gpu_parity",
-                note="max relative error over outputs, states and every gradient vs torch.nn.LSTM; "
-                     "ok = every error finite and within tolerance.")
+    def save_parity(rows):
+        write_table(pd.DataFrame.from_records(parity + rows), env, args.out, "gpu_parity", parity_note, stamp)
 
-    print("\n== timings (do_bench and back-to-back CUDA events) and what ran (torch.profiler)", flush=True)
-    records = []
-    for label, batch, steps, inputs, hidden, layers in TIMING_SHAPES:
-        for dtype in TIMING_DTYPES:
-            for name in names:
-                reason = skip_reason(name, steps)
-                try:
-                    if reason:
-                        raise RuntimeError(f"skipped: {reason}")
-                    timings = time_backend(name, batch, steps, inputs, hidden, layers, dtype)
-                except Exception as error:  # keep the table: a row of NaNs says which one broke, and why
-                    message = f"{type(error).__name__}: {str(error).splitlines()[0][:100]}" if str(error) else \
-                        type(error).__name__
-                    print(f"  {label:<20} {dtype_name(dtype):<9} {name:<15} {message}", file=sys.stderr)
-                    nan = {"median_ms": float("nan"), "p20_ms": float("nan"), "p80_ms": float("nan"),
-                           "events_ms": float("nan")}
-                    timings = {"forward": dict(nan), "forward+backward": dict(nan, ran=message)}
-                for pass_, figures in timings.items():
-                    records.append({"shape": label, "dtype": dtype_name(dtype), "pass": pass_, "backend": name,
-                                    **figures})
-                    print(f"  {label:<20} {dtype_name(dtype):<9} {pass_:<17} {name:<15} "
-                          f"{figures['median_ms']:9.3f} ms do_bench {figures['events_ms']:9.3f} ms events"
-                          f"  {figures.get('ran', '')}", flush=True)
+    def save_timing(new):
+        write_table(build_table(records + new), env, args.out, "gpu_check", TIMING_NOTE, stamp)
+
+    for group in groups(names):
+        print(f"\n== parity vs torch.nn.LSTM of {', '.join(group)} (max relative error over outputs, states and "
+              "all gradients)", flush=True)
+        parity += run_parity(group, expired=expired, saved=save_parity)
+        print(f"\n== timings of {', '.join(group)} (do_bench and back-to-back CUDA events) and what ran "
+              "(torch.profiler)", flush=True)
+        records += run_timing(group, expired=expired, saved=save_timing)
     table = build_table(records)
     with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 40,
                            "display.float_format", "{:.4g}".format):
         print()
         print(table.drop(columns="top_kernels").to_string(index=False))
-    csv_path, md_path = write_table(table, env)
-    print(f"\nwrote {csv_path} and {md_path} (and the parity table beside them)")
+    csv_path, md_path = write_table(table, env, args.out, "gpu_check", TIMING_NOTE, stamp)
+    print(f"\nwrote {csv_path} and {md_path} (and the parity table beside them) in {time.monotonic() - started:.0f} s")
+    failed = [row for row in parity if row["ok"] is False]
+    not_run = sum(row["ok"] is None for row in parity)
+    if not_run:
+        print(f"gpu-check: {not_run} parity check(s) not run: --deadline {args.deadline:g} s reached", file=sys.stderr)
     if failed:
         print(f"gpu-check: {len(failed)} parity check(s) FAILED: "
               + "; ".join(f"{r['backend']} {r['dtype']} {r['shape']}" for r in failed), file=sys.stderr)
         return 1
-    print("gpu-check: all parity checks passed")
+    print("gpu-check: all parity checks that ran passed")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
