@@ -116,7 +116,10 @@ METRICS: list[Metric] = [
                 "that compile nothing."),
     Metric("compile_s", "Compile time", "s", fmt="{:.2f}", higher_is_better=False,
            note="Seconds spent compiling during the run, apart from the steady-state step times (the first "
-                "step and the evaluation warm-up hold it)."),
+                "step, the evaluation warm-up and any step counted in compiled_steps hold it)."),
+    Metric("compiled_steps", "Steps that compiled", fmt="{:,.0f}", higher_is_better=False,
+           note="Steps after warm-up during which torch.compile compiled a graph (a guard failed, e.g. on the batch "
+                "size of a last partial batch); left out of every steady-state figure, so they show here instead."),
     Metric("peak_reserved_bytes", "Peak reserved memory", "MiB", scale=1 / 2**20, fmt="{:,.1f}",
            higher_is_better=False,
            note="CUDA: growth of the caching allocator's pool at its peak (max_memory_reserved); empty on CPU."),

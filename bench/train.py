@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -56,6 +56,14 @@ class StepLog:
     first_step_s: float      # the first step alone, its data fetch excluded
     data_time_s: float       # producing batches, over all steps
     train_time_s: float      # the whole loop, wall clock
+    compiled: list[bool] = field(default_factory=list)  # per step: torch.compile compiled a graph during it
+
+    @property
+    def steady(self) -> list[int]:
+        """The steady-state steps: after warm-up, and not one that compiled. Inductor can recompile in mid-run
+        (a guard on the batch size failed: on CPU one measured 34.8 s in a 96 ms/step run); its time belongs in
+        compile_s, not in the step times and throughput."""
+        return [i for i in range(self.warmup, len(self.step_ms)) if not (self.compiled and self.compiled[i])]
 
 
 def train_and_measure(config: Config, backend: str, seed: int, data: Mnist, device: torch.device) -> RunResult:
@@ -97,7 +105,7 @@ def train_and_measure(config: Config, backend: str, seed: int, data: Mnist, devi
     metrics |= work_metrics(config, backend, metrics["step_ms_median"])
     metrics |= {"threads": torch.get_num_threads(), "wall_time_s": time.perf_counter() - run_started}
     curve = loss_curve(log, config.curve_every, len(loader))
-    steps = [{"step": i, "step_ms": ms} for i, ms in enumerate(log.step_ms) if i >= log.warmup]
+    steps = [{"step": i, "step_ms": log.step_ms[i]} for i in log.steady]
     return RunResult(metrics, curve, steps, correct)
 
 
@@ -164,6 +172,7 @@ def train_steps(model: nn.Module, loader: BatchLoader, config: Config, device: t
     warmup = min(config.warmup_steps, max(total_steps - 1, 1))
     losses = torch.empty(total_steps, device=device)  # filled on device: no per-step sync
     batch_sizes: list[int] = []
+    compiled_steps: list[bool] = []
     data_time = first_step_s = 0.0
     bar = tqdm(total=total_steps, desc=desc, disable=not sys.stderr.isatty(), leave=False)
 
@@ -182,6 +191,7 @@ def train_steps(model: nn.Module, loader: BatchLoader, config: Config, device: t
             if step == 0:
                 sync(device)  # the batch is ready: the first step's clock starts with its own work
                 first_started = time.perf_counter()
+            compilations = compile_stats()["compilations"]
             timer.start()
             loss = loss_fn(model(images), labels)
             timer.forward_done()
@@ -196,6 +206,7 @@ def train_steps(model: nn.Module, loader: BatchLoader, config: Config, device: t
                 first_step_s = time.perf_counter() - first_started
             losses[step] = loss.detach()
             batch_sizes.append(labels.shape[0])
+            compiled_steps.append(compile_stats()["compilations"] > compilations)
             step += 1
             bar.update()
     sync(device)
@@ -208,14 +219,15 @@ def train_steps(model: nn.Module, loader: BatchLoader, config: Config, device: t
         raise NonFiniteLoss(f"training loss became {step_losses[first_bad]} at step {first_bad}")
     fwd_ms, bwd_ms = timer.split_ms()
     return StepLog(step_losses, batch_sizes, timer.durations_ms(), fwd_ms, bwd_ms, warmup, first_step_s, data_time,
-                   train_time)
+                   train_time, compiled_steps)
 
 
 def step_metrics(log: StepLog, curve_every: int) -> dict:
     """The training columns of a row. Throughput is steady-state samples over the summed steady-state
     step times: the same clock as step_ms, so neither counts the data fetch (that is data_time_s)."""
-    steady_ms = log.step_ms[log.warmup:]
-    steady_samples = sum(log.batch_sizes[log.warmup:])
+    steady = log.steady
+    steady_ms = [log.step_ms[i] for i in steady]
+    steady_samples = sum(log.batch_sizes[i] for i in steady)
     steady_s = sum(steady_ms) / 1e3
     last_window = log.losses[-curve_every:]
     return {
@@ -226,8 +238,9 @@ def step_metrics(log: StepLog, curve_every: int) -> dict:
         "step_ms_median": percentile(steady_ms, 50),
         "step_ms_p10": percentile(steady_ms, 10),
         "step_ms_p90": percentile(steady_ms, 90),
-        "fwd_ms_median": percentile(log.fwd_ms[log.warmup:], 50),
-        "bwd_ms_median": percentile(log.bwd_ms[log.warmup:], 50),
+        "fwd_ms_median": percentile([log.fwd_ms[i] for i in steady], 50),
+        "bwd_ms_median": percentile([log.bwd_ms[i] for i in steady], 50),
+        "compiled_steps": len(log.step_ms) - log.warmup - len(steady),
         "first_step_s": log.first_step_s,
         "data_time_s": log.data_time_s,
     }

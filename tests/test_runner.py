@@ -293,3 +293,35 @@ def test_compiled_records_compile_time_and_no_recompilation_after_the_first_step
     assert row.status == "ok", row.error
     assert row.compile_s > 0 and row.compilations >= 1
     assert len(seen) == 5 and seen[1:] == [seen[1]] * 4, seen
+
+
+def test_a_step_that_compiled_is_left_out_of_the_steady_state(monkeypatch):
+    """A recompile in mid-run (Inductor's batch-size guard failing on a last partial batch: 34.8 s in a 96 ms/step
+    run, measured on CPU) must not enter the step times or the throughput; it is counted instead."""
+    import time
+    import bench.train as train
+    from bench.config import Config
+    from bench.data import BatchLoader
+    data = synthetic_mnist(train=130, test=10)
+    loader = BatchLoader(data.train_images, data.train_labels, batch_size=10, limit=130)  # 13 steps
+    config = Config(backends=["loop"], hidden_size=4, num_layers=1, warmup_steps=2, device="cpu")
+    model = train.build_model(config, "loop", torch.device("cpu"))
+    calls = {"n": 0}
+    real_forward = model.forward
+
+    def forward(images):  # step 6 "compiles": slow, and the compile counter moves
+        calls["n"] += 1
+        if calls["n"] == 7:
+            compiled["compilations"] += 1
+            time.sleep(0.3)
+        return real_forward(images)
+    compiled = {"compilations": 0, "compile_s": 0.0}
+    monkeypatch.setattr(model, "forward", forward)
+    monkeypatch.setattr(train, "compile_stats", lambda: dict(compiled))
+    log = train.train_steps(model, loader, config, torch.device("cpu"), desc="t")
+    assert log.compiled == [i == 6 for i in range(13)]
+    assert log.steady == [i for i in range(2, 13) if i != 6]
+    row = train.step_metrics(log, curve_every=5)
+    assert row["compiled_steps"] == 1
+    assert row["step_ms_p90"] < 300  # the slow step is not in the distribution
+    assert row["train_samples_per_s"] == pytest.approx(100 / (sum(log.step_ms[i] for i in log.steady) / 1e3))
