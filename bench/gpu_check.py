@@ -104,26 +104,24 @@ def run_parity(names: list[str], device: str = "cuda", expired=never, saved=lamb
                          f"{' bf' if batch_first else ''}{' state' if with_state else ''}")
                 if skip_reason(name, steps):
                     continue
-                if expired():
-                    rows.append({"backend": name, "dtype": dtype_name(dtype), "shape": shape,
-                                 "max_rel_error": float("nan"), "worst": NOT_RUN, "tolerance": TOLERANCE[dtype],
-                                 "ok": None})
-                    saved(rows)
-                    continue
                 try:
-                    errors = compare_with_torch(name, batch=batch, steps=steps, input_size=inputs, hidden=hidden,
-                                                layers=layers, batch_first=batch_first, with_state=with_state,
-                                                dtype=dtype, device=device)
+                    if expired():  # no result either way: ok is None, neither passed nor failed
+                        errors = {NOT_RUN: float("nan")}
+                    else:
+                        errors = compare_with_torch(name, batch=batch, steps=steps, input_size=inputs,
+                                                    hidden=hidden, layers=layers, batch_first=batch_first,
+                                                    with_state=with_state, dtype=dtype, device=device)
                 except Exception as error:  # one broken combination must not hide the others' results
                     errors = {f"error: {type(error).__name__}: {str(error).splitlines()[0][:120]}": float("nan")}
-                ok = parity_ok(errors, TOLERANCE[dtype])
+                ok = None if NOT_RUN in errors else parity_ok(errors, TOLERANCE[dtype])
                 # The worst error, with NaN ranked worst of all so the row names it.
                 worst = max(errors, key=lambda k: math.inf if not math.isfinite(errors[k]) else errors[k]) \
                     if errors else "nothing compared"
                 value = errors.get(worst, float("nan"))
                 rows.append({"backend": name, "dtype": dtype_name(dtype), "shape": shape, "max_rel_error": value,
                              "worst": worst, "tolerance": TOLERANCE[dtype], "ok": ok})
-                print(f"{'PASS' if ok else 'FAIL'}  {name:<15} {dtype_name(dtype):<9} {shape:<32} "
+                verdict = {True: "PASS", False: "FAIL", None: "----"}[ok]
+                print(f"{verdict}  {name:<15} {dtype_name(dtype):<9} {shape:<32} "
                       f"max rel err {value:.2e} ({worst}) tol {TOLERANCE[dtype]:.0e}", flush=True)
                 saved(rows)
     return rows
@@ -291,8 +289,6 @@ def write_table(table: pd.DataFrame, env: dict[str, str], out_dir: Path = OUT_DI
     return csv_path, md_path
 
 
-# -------------------------------------------------------------------------------------------- main
-
 def run_timing(names: list[str], expired=never, saved=lambda records: None) -> list[dict]:
     """Timing records of every shape, dtype and backend; a failure or the deadline becomes a row of NaN."""
     records = []
@@ -300,21 +296,18 @@ def run_timing(names: list[str], expired=never, saved=lambda records: None) -> l
         for dtype in TIMING_DTYPES:
             for name in names:
                 reason = skip_reason(name, steps)
+                reason = f"skipped: {reason}" if reason else NOT_RUN if expired() else None
                 try:
-                    if reason:
-                        raise RuntimeError(f"skipped: {reason}")
-                    if expired():
-                        raise RuntimeError(NOT_RUN)
-                    timings = time_backend(name, batch, steps, inputs, hidden, layers, dtype)
+                    if reason is None:
+                        timings = time_backend(name, batch, steps, inputs, hidden, layers, dtype)
                 except Exception as error:  # keep the table: a row of NaNs says which one broke, and why
-                    message = f"{type(error).__name__}: {str(error).splitlines()[0][:100]}" if str(error) else \
+                    reason = f"{type(error).__name__}: {str(error).splitlines()[0][:100]}" if str(error) else \
                         type(error).__name__
-                    if message.endswith(NOT_RUN) or "skipped: " in message:
-                        message = message.split(": ", 1)[1]
-                    print(f"  {label:<20} {dtype_name(dtype):<9} {name:<15} {message}", file=sys.stderr)
+                if reason is not None:
+                    print(f"  {label:<20} {dtype_name(dtype):<9} {name:<15} {reason}", file=sys.stderr)
                     nan = {"median_ms": float("nan"), "p20_ms": float("nan"), "p80_ms": float("nan"),
                            "events_ms": float("nan")}
-                    timings = {"forward": dict(nan), "forward+backward": dict(nan, ran=message)}
+                    timings = {"forward": dict(nan), "forward+backward": dict(nan, ran=reason)}
                 for pass_, figures in timings.items():
                     records.append({"shape": label, "dtype": dtype_name(dtype), "pass": pass_, "backend": name,
                                     **figures})
@@ -324,6 +317,8 @@ def run_timing(names: list[str], expired=never, saved=lambda records: None) -> l
                 saved(records)
     return records
 
+
+# -------------------------------------------------------------------------------------------- main
 
 def parse_args(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.splitlines()[0])

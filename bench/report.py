@@ -331,16 +331,15 @@ def what_ran_blocks(res: Results) -> list[tuple]:
     names = ["kernels_per_step", "compilations", "compile_s", "step_ms_median"]
     if not _has(res, *names, "top_kernels"):
         return []
-    recompiles = _has(res, "compiled_steps")  # results written before the column existed lack it
-    table = _merged(res, names + (["compiled_steps"] if recompiles else []))
+    table = _merged(res, names + ["compiled_steps"])
     rows = [[str(r["backend"]), *(render.fmt_axis(r[a]) for a in res.axes),
              metrics.by_name("kernels_per_step").format(r["kernels_per_step"]), _first_seed(res, r, "top_kernels"),
              _distinct(res, r, "impl_detail"), metrics.by_name("compilations").format(r["compilations"]),
              metrics.by_name("compile_s").format(r["compile_s"]),
-             *([metrics.by_name("compiled_steps").format(r["compiled_steps"])] if recompiles else []),
+             metrics.by_name("compiled_steps").format(r["compiled_steps"]),
              metrics.by_name("step_ms_median").format(r["step_ms_median"])] for _, r in table.iterrows()]
     header = ["backend", *res.axes, "kernels / step", "top 3 (share of time)", "what ran", "compilations",
-              "compile (s)", *(["steps that compiled"] if recompiles else []), "median step (ms)"]
+              "compile (s)", "steps that compiled", "median step (ms)"]
     return [("h2", "What ran"),
             ("p", "After evaluation, 3 training steps under torch.profiler (after one unprofiled step; outside every "
                   "timed figure, and they change the weights only after accuracy was measured): device kernels per "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -56,14 +56,14 @@ class StepLog:
     first_step_s: float      # the first step alone, its data fetch excluded
     data_time_s: float       # producing batches, over all steps
     train_time_s: float      # the whole loop, wall clock
-    compiled: list[bool] = field(default_factory=list)  # per step: torch.compile compiled a graph during it
+    compiled: list[bool]     # per step: torch.compile compiled a graph during it
 
     @property
     def steady(self) -> list[int]:
         """The steady-state steps: after warm-up, and not one that compiled. Inductor can recompile in mid-run
         (a guard on the batch size failed: on CPU one measured 34.8 s in a 96 ms/step run); its time belongs in
         compile_s, not in the step times and throughput."""
-        return [i for i in range(self.warmup, len(self.step_ms)) if not (self.compiled and self.compiled[i])]
+        return [i for i in range(self.warmup, len(self.step_ms)) if not self.compiled[i]]
 
 
 def train_and_measure(config: Config, backend: str, seed: int, data: Mnist, device: torch.device) -> RunResult:
