@@ -122,9 +122,14 @@ def _label_missing(ax, missing: dict, x_order: list[str], slots: list[str], dodg
     for (point, backend), reason in missing.items():
         x_index = x_order.index(point) if dodge else x_order.index(backend)
         x = _slot_x(x_index, slots.index(backend), len(slots), dodge)
-        # short and clipped: a long reason ran out of the axes across the panel titles (the report has it whole)
-        ax.text(x, 0.03, textwrap.shorten(f"{backend} {reason}", 38, placeholder=" …"), rotation=90, ha="center",
-                va="bottom", fontsize=7, color="#555", transform=ax.get_xaxis_transform(), clip_on=True)
+        _slot_note(ax, x, f"{backend} {reason}")
+
+
+def _slot_note(ax, x: float, text: str) -> None:
+    """Why a slot is empty, written up it from the bottom; short and clipped: a long reason ran out of the
+    axes across the panel titles (the report has it whole)."""
+    ax.text(x, 0.03, textwrap.shorten(text, 38, placeholder=" …"), rotation=90, ha="center", va="bottom",
+            fontsize=7, color="#555", transform=ax.get_xaxis_transform(), clip_on=True)
 
 
 def _seed_note(ok: pd.DataFrame) -> str:
@@ -281,6 +286,7 @@ def _curves_of_ok_runs(curves: pd.DataFrame, ok: pd.DataFrame, axes: list[str]) 
                                                                    on="run_id")
 
 
+SPARSE_CURVE = 20  # curve points per run below which each point is marked
 DASHES = ["", (5, 2), (1.5, 1.5), (6, 2, 1.5, 2), (3, 1), (8, 3)]
 
 
@@ -291,17 +297,20 @@ def _curves(curves, axes, order, colors):
     points = _point_order(curves, axes)
     several = curves.groupby(["backend", "point"])["seed"].nunique().max() > 1
     dashes = {b: DASHES[i % len(DASHES)] for i, b in enumerate(order)}
+    # A short run has one or two curve points (16 steps at curve_every 10): a line through one point draws
+    # nothing, so sparse curves get markers.
+    marker = "o" if curves.groupby("run_id").size().max() < SPARSE_CURVE else None
     fig, grid = plt.subplots(len(points), 2, figsize=(13, 4.8 * len(points)), squeeze=False)
     for row, point in zip(grid, points):
         data = curves[curves["point"] == point]
         hues = [b for b in order if b in set(data["backend"])]
         sns.lineplot(data=data, x="step", y="loss", hue="backend", hue_order=hues, palette=colors, style="backend",
                      style_order=hues, dashes=dashes, linewidth=1.8, errorbar="sd" if several else None,
-                     legend=False, ax=row[0])
+                     marker=marker, legend=False, ax=row[0])
         by_step = data.groupby(["backend", "step"], as_index=False)[["elapsed_s", "loss"]].mean()
         sns.lineplot(data=by_step, x="elapsed_s", y="loss", hue="backend", hue_order=hues, palette=colors,
-                     style="backend", style_order=hues, dashes=dashes, linewidth=1.8, estimator=None, legend=False,
-                     ax=row[1])
+                     style="backend", style_order=hues, dashes=dashes, linewidth=1.8, estimator=None, marker=marker,
+                     legend=False, ax=row[1])
         where = f" ({point.replace(chr(10), ', ')})" if point else ""
         spread = "line: mean over seeds, band: ±1 sd" if several else "one seed per backend: no band"
         row[0].set(title=f"Training loss by step{where}\n{spread}",
@@ -312,7 +321,8 @@ def _curves(curves, axes, order, colors):
             ax.title.set_fontsize(11)
             ax.tick_params(labelsize=10)
             _plain_log_ticks(ax.yaxis)
-    handles = [Line2D([], [], color=colors[b], linewidth=1.8, dashes=dashes[b] or (None, None), label=b) for b in order]
+    handles = [Line2D([], [], color=colors[b], linewidth=1.8, dashes=dashes[b] or (None, None), marker=marker,
+                      label=b) for b in order]
     fig.legend(handles=handles, title="backend", loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False,
                handlelength=3.5)
     fig.tight_layout()
@@ -389,9 +399,7 @@ def _scaling(ok, axis, others, order, colors, numeric=True, absent=None):
                           order=values, dodge=0.3, errorbar="sd" if seeds else None, markers="o",
                           linestyles="none", legend=False, ax=ax)
             for value, why in absent.items():
-                ax.text(values.index(value), 0.03, textwrap.shorten(why, 38, placeholder=" …"), rotation=90,
-                        ha="center", va="bottom", fontsize=7, color="#555", transform=ax.get_xaxis_transform(),
-                        clip_on=True)
+                _slot_note(ax, values.index(value), why)
         ax.set_yscale("log")
         _plain_log_ticks(ax.yaxis)
         kind = "log-log" if numeric else "log y"

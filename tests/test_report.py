@@ -198,3 +198,14 @@ def test_runs_from_two_machines_are_said_at_the_top(tmp_path):
     assert results.load(directory).machines == ["node-a: Test CPU", "node-b: Test CPU"]
     text = report.write_report(directory).read_text()
     assert "**Runs from 2 machines** (node-a: Test CPU; node-b: Test CPU)" in text.split("## Headline")[0]
+
+
+def test_a_curve_of_one_point_is_drawn_with_a_marker():
+    """16 steps at curve_every 10 leave one point per run: a bare line through it draws nothing at all."""
+    import pandas as pd
+    from bench.plots import _curves, backend_colors
+    curves = pd.DataFrame({"run_id": ["cudnn-0", "loop-0"], "step": [10, 10], "loss": [2.30, 2.31],
+                           "elapsed_s": [11.9, 14.3], "backend": ["cudnn", "loop"], "seed": [0, 0], "point": ["", ""]})
+    fig = _curves(curves, [], ["cudnn", "loop"], backend_colors(["cudnn", "loop"]))
+    drawn = [line for ax in fig.axes for line in ax.get_lines() if len(line.get_xdata())]
+    assert drawn and all(line.get_marker() == "o" for line in drawn)
