@@ -11,8 +11,8 @@ COMMANDS = {
     "list": ("bench.backends", "list every backend and whether it can run here"),
     "data": ("bench.data", "fetch and verify MNIST"),
     "run": ("bench.runner", "train backends on MNIST and record results"),
-    "report": ("bench.report", "write report.md/html and plots for a results directory"),
-    "compare": ("bench.compare", "compare results directory B against A"),
+    "report": ("bench.analysis.report", "write report.md/html and plots for a results directory"),
+    "compare": ("bench.analysis.compare", "compare results directory B against A"),
     "bench-compare": ("bench.microbench", "compare saved pytest-benchmark runs"),
 }
 

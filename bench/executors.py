@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Union
 
 import torch
 
-from bench import envinfo, storage
+from bench import atomic, envinfo, storage
 from bench.config import Config
 from bench.isolate import WorkerDied, WorkerError, WorkerTimedOut, call_in_subprocess, start_server
 from bench.schema import ENV_FILE
@@ -264,4 +264,4 @@ def record(out_dir: Path, executor, device: torch.device) -> None:
     """Appends this invocation's executor to env.json's `executors` (a resume may use another)."""
     env = storage.load_env(out_dir)
     env.setdefault("executors", []).append(executor.describe(device))
-    storage.write_json(out_dir / ENV_FILE, env)
+    atomic.write_json(out_dir / ENV_FILE, env)

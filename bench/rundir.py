@@ -10,7 +10,7 @@ import socket
 from datetime import datetime
 from pathlib import Path
 
-from bench import storage
+from bench import atomic, storage
 from bench.cliargs import UsageError
 
 
@@ -53,7 +53,7 @@ def point_latest(out_dir: Path) -> None:
     except OSError:
         scratch.unlink(missing_ok=True)
         if not (link.is_dir() and not link.is_symlink()):
-            storage.atomic_write_text(link, name + "\n")
+            atomic.atomic_write_text(link, name + "\n")
 
 
 def check_writable(out_dir: Path) -> None:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 import impls
 from bench import config as config_mod
-from bench import envinfo, executors, metrics, storage
+from bench import atomic, envinfo, executors, metrics, storage
 from bench.cliargs import OneLineParser, UsageError, parse
 from bench.config import Config
 from bench.executors import Cell, Failed
@@ -56,7 +56,7 @@ def execute(config: Config, out_dir: Path, device: torch.device, data, log=say, 
     from bench.executors import LocalExecutor
     done = set(storage.load_runs(out_dir)["run_id"]) if (out_dir / RUNS_FILE).exists() else set()
     storage.drop_unfinished(out_dir, done)
-    from bench import stats  # scipy
+    from bench import predictions
     peaks = storage.load_env(out_dir).get("peak", {})
     executor = executor or LocalExecutor(env=worker_env(), timeout_s=config.timeout or None)
     planned = plan(config)
@@ -91,7 +91,7 @@ def execute(config: Config, out_dir: Path, device: torch.device, data, log=say, 
             write(row | {"status": "failed", "error": outcome.reason}, None)
             continue
         if outcome.correct is not None:  # before the row: a run is done only once runs.csv holds it
-            stats.save_correctness(out_dir, cell.run_id, outcome.correct)
+            predictions.save_correctness(out_dir, cell.run_id, outcome.correct)
         write(row | {"status": "ok"} | finish_metrics(outcome.metrics, cell.backend, cell.config, peaks), outcome)
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -137,7 +137,7 @@ def ensure_peak(out_dir: Path, config: Config, device: torch.device, measure=Non
     finally:
         torch.set_num_threads(threads)
     env["float32_matmul_precision"] = torch.get_float32_matmul_precision()
-    storage.write_json(out_dir / ENV_FILE, env)
+    atomic.write_json(out_dir / ENV_FILE, env)
     return peaks
 
 
@@ -259,7 +259,7 @@ def write_env(out_dir: Path, config: Config, device: torch.device, experiment: s
         now["experiment"] = experiment
     if env:  # a resume: keep the original provenance, and say what finished the run
         env.setdefault("resumed", []).append({k: now[k] for k in ("timestamp", "git_commit", "torch", "torch_threads")})
-    storage.write_json(out_dir / ENV_FILE, env or now)
+    atomic.write_json(out_dir / ENV_FILE, env or now)
 
 
 def cli(argv: list[str]) -> int:
@@ -313,7 +313,7 @@ def run_with(executor, args: argparse.Namespace, config: Config, out_dir: Path, 
             execute(config, out_dir, device, data, executor=executor)
             print(f"done in {time.perf_counter() - started:.1f} s: {out_dir / RUNS_FILE}")
             if args.report:
-                from bench.report import write_report
+                from bench.analysis.report import write_report
                 print(f"report: {write_report(out_dir, baseline=args.baseline)}")
         except OSError as error:  # a full disk, a vanished mount: rows already written stay as they are
             finished = len(storage.load_runs(out_dir)) if (out_dir / RUNS_FILE).exists() else 0

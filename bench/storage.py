@@ -12,54 +12,14 @@ import csv
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from bench import metrics
+from bench.atomic import atomic_write_text
 from bench.schema import (CURVE_COLUMNS, CURVES_FILE, ENV_FILE, REQUIRED_RUN_COLUMNS, TEXT_RUN_COLUMNS, RUN_COLUMNS, RUNS_FILE,
                           STEP_COLUMNS, STEPS_FILE)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644 & ~_umask())  # mkstemp's 0600 would hide results and data from other users
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Makes a rename or a new file in `directory` survive a crash, not only the file's bytes."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def write_json(path: str | Path, data: dict) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _csv_text(rows: list[dict], columns: list[str], header: bool) -> str:

@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 from results_factory import make_compare_fixture, make_report_fixture  # noqa: E402
 
-from bench import compare  # noqa: E402
+from bench.analysis import compare  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -168,11 +168,11 @@ def test_threshold_parsing():
 def _write_predictions(directory, backend_correct: dict):
     """Per-image correctness files for every ok run of the fixture directory, per backend."""
     import pandas as pd
-    from bench import stats
+    from bench import predictions
     runs = pd.read_csv(Path(directory) / "runs.csv")
     for _, run in runs[runs["status"] == "ok"].iterrows():
         if run["backend"] in backend_correct:
-            stats.save_correctness(directory, str(run["run_id"]), backend_correct[run["backend"]])
+            predictions.save_correctness(directory, str(run["run_id"]), backend_correct[run["backend"]])
 
 
 def test_accuracy_is_paired_by_mcnemar_when_both_sides_saved_predictions(tmp_path):

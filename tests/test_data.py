@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import data, storage
+from bench import atomic, data, storage
 from bench.data import BatchLoader, fetch, idx, load_mnist, sources
 
 
@@ -64,7 +64,7 @@ class FakeSource:
         self.calls.append(list(names))
         payload = self.payloads[min(len(self.calls), len(self.payloads)) - 1]
         for name in names:
-            storage.atomic_write_bytes(raw / name, payload[name])
+            atomic.atomic_write_bytes(raw / name, payload[name])
 
 
 def unavailable(raw, names, log):
@@ -100,7 +100,7 @@ def test_idx_rejects_truncated_and_bad_magic_and_non_bytes(tmp_path):
 def test_torchvision_reads_our_idx_files(tmp_path, tiny):
     datasets = pytest.importorskip("torchvision.datasets")
     for name, blob in tiny.items():
-        storage.atomic_write_bytes(idx.raw_dir(tmp_path) / name, blob)
+        atomic.atomic_write_bytes(idx.raw_dir(tmp_path) / name, blob)
     ours = load_mnist(tmp_path)
     theirs = datasets.MNIST(str(tmp_path), train=True)
     assert torch.equal(theirs.data, ours.train_images) and torch.equal(theirs.targets, ours.train_labels)
@@ -114,7 +114,7 @@ def test_torchvision_reads_our_idx_files(tmp_path, tiny):
 
 def test_verified_files_are_used_without_fetching(tmp_path, tiny, monkeypatch):
     for name, blob in tiny.items():
-        storage.atomic_write_bytes(idx.raw_dir(tmp_path) / name, blob)
+        atomic.atomic_write_bytes(idx.raw_dir(tmp_path) / name, blob)
     source = FakeSource(tiny)
     monkeypatch.setattr(sources, "SOURCES", [("fake", source)])
     mnist = load_mnist(tmp_path)
@@ -161,7 +161,7 @@ def test_mismatch_twice_names_file_and_both_hashes(tmp_path, tiny, monkeypatch):
 def test_truncated_file_is_detected_and_replaced(tmp_path, tiny, monkeypatch):
     raw = idx.raw_dir(tmp_path)
     for name, blob in tiny.items():
-        storage.atomic_write_bytes(raw / name, blob)
+        atomic.atomic_write_bytes(raw / name, blob)
     (raw / "train-images-idx3-ubyte").write_bytes(tiny["train-images-idx3-ubyte"][:100])
     assert "truncated" in idx.check_file(raw / "train-images-idx3-ubyte", "train-images-idx3-ubyte")
     source = FakeSource(tiny)

@@ -12,7 +12,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 from results_factory import make_compare_fixture  # noqa: E402
 
-from bench import compare, config as config_mod, metrics, report, runner, schema  # noqa: E402
+from bench import config as config_mod, metrics, runner, schema  # noqa: E402
+from bench.analysis import compare, report  # noqa: E402
 from bench.config import Config, knob  # noqa: E402
 
 

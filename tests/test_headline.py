@@ -9,7 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 from results_factory import make_compare_fixture, make_report_fixture, run_row, write_env, write_run  # noqa: E402
 
-from bench import headline, report, results  # noqa: E402
+from bench.analysis import headline, report, results  # noqa: E402
 
 
 def test_fastest_and_speedup_per_sweep_point(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 from results_factory import run_row, write_env, write_run  # noqa: E402
 
-from bench import compare, report, results  # noqa: E402
+from bench.analysis import compare, report, results  # noqa: E402
 
 
 def nan_fixture(directory: Path) -> Path:

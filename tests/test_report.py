@@ -11,8 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 from results_factory import make_no_baseline_fixture, make_report_fixture  # noqa: E402
 
-from bench import report, results  # noqa: E402
-from bench.plots import FIXED_COLORS, backend_colors  # noqa: E402
+from bench.analysis import report, results  # noqa: E402
+from bench.analysis.plots import FIXED_COLORS, backend_colors  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_cli_bad_directory_exits_2(tmp_path, capsys):
 
 
 def test_report_never_imports_torch(sweep_dir):
-    code = ("import sys; from bench import report, plots, compare; "
+    code = ("import sys; from bench.analysis import report, plots, compare; "
             f"report.write_report({str(sweep_dir)!r}); "
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'impls'))]; "
             "assert not bad, bad")
@@ -177,7 +177,7 @@ def test_an_efficiency_above_one_is_called_out(tmp_path):
 def test_a_category_value_without_an_ok_run_keeps_its_place_with_the_reason():
     """float16 on a CPU is skipped for every backend: the dtype scaling plot still shows it, labelled."""
     import pandas as pd
-    from bench.plots import _absent_values
+    from bench.analysis.plots import _absent_values
     runs = pd.DataFrame({"dtype": ["float32", "float16", "bfloat16", "float16"],
                          "status": ["ok", "skipped", "ok", "skipped"],
                          "error": ["", "dtype float16 needs a CUDA device", "", "dtype float16 needs a CUDA device"]})
@@ -203,7 +203,7 @@ def test_runs_from_two_machines_are_said_at_the_top(tmp_path):
 def test_a_curve_of_one_point_is_drawn_with_a_marker():
     """16 steps at curve_every 10 leave one point per run: a bare line through it draws nothing at all."""
     import pandas as pd
-    from bench.plots import _curves, backend_colors
+    from bench.analysis.plots import _curves, backend_colors
     curves = pd.DataFrame({"run_id": ["cudnn-0", "loop-0"], "step": [10, 10], "loss": [2.30, 2.31],
                            "elapsed_s": [11.9, 14.3], "backend": ["cudnn", "loop"], "seed": [0, 0], "point": ["", ""]})
     fig = _curves(curves, [], ["cudnn", "loop"], backend_colors(["cudnn", "loop"]))

@@ -6,7 +6,8 @@ import torch
 
 import bench.train
 import impls
-from bench import planning, rundir, runner, stats, storage
+from bench import planning, rundir, runner, storage
+from bench import predictions
 from bench.config import from_dict
 from bench.data import Mnist
 from bench.peak import measure_peak
@@ -86,9 +87,9 @@ def test_execute_writes_every_column_with_plausible_values(tmp_path, tiny, data)
     assert (ok.step_gflop > 0).all() and ok.efficiency.between(0, 1, inclusive="neither").all()
     assert by_backend.loc["gru", "step_gflop"] < by_backend.loc["cudnn", "step_gflop"]
     for run in ok.run_id:  # per-image correctness for compare's paired test
-        correct = stats.load_correctness(tmp_path, run)
+        correct = predictions.load_correctness(tmp_path, run)
         assert correct is not None and correct.shape == (200,)
-    assert stats.load_correctness(tmp_path, by_backend.loc["triton", "run_id"]) is None
+    assert predictions.load_correctness(tmp_path, by_backend.loc["triton", "run_id"]) is None
 
     curves, steps = storage.load_curves(tmp_path), storage.load_steps(tmp_path)
     assert list(curves.columns) == CURVE_COLUMNS and list(steps.columns) == STEP_COLUMNS

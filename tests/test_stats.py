@@ -1,11 +1,11 @@
-"""bench.stats: McNemar on fixture prediction files, bootstrap intervals, the correctness file format."""
+"""bench.analysis.stats: McNemar on fixture prediction files, bootstrap intervals, the correctness file format."""
 import math
 
 import numpy as np
 import pytest
 
-from bench.stats import (bootstrap_ci, load_correctness, mann_whitney, mcnemar, predictions_path,
-                         save_correctness, welch)
+from bench.analysis.stats import bootstrap_ci, mann_whitney, mcnemar, welch
+from bench.predictions import load_correctness, predictions_path, save_correctness
 
 IMAGES = 10_000
 

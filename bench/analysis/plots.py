@@ -1,6 +1,6 @@
 """Seaborn figures for a report: one PNG per question, one fixed colour per backend everywhere.
 
-All plots read a bench.results.Results; only ok runs are drawn, but a skipped or failed backend keeps
+All plots read a bench.analysis.results.Results; only ok runs are drawn, but a skipped or failed backend keeps
 its slot in the bar and accuracy plots, labelled with the reason. The bar and scaling plots draw every
 metric of bench.metrics with plot=True, in the table's order. Error bars are ±1 standard deviation over
 seeds (none with one seed, and the subtitles say so), except step time, whose bars span the 10th to
@@ -27,8 +27,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
 from bench import metrics  # noqa: E402
-from bench.results import Results, point_label  # noqa: E402
-from bench.storage import atomic_write_bytes  # noqa: E402
+from bench.analysis.results import Results, point_label  # noqa: E402
+from bench.atomic import atomic_write_bytes  # noqa: E402
 
 # Fixed, so a backend keeps its colour across plots, reports and machines.
 FIXED_COLORS = {"cudnn": "#1f77b4", "loop": "#ff7f0e", "triton": "#2ca02c", "gru": "#9467bd"}

@@ -168,7 +168,7 @@ def backend_order(runs: pd.DataFrame, env: dict | None = None) -> list[str]:
 
 
 def point_label(values: dict) -> str:
-    from bench.render import fmt_axis
+    from bench.analysis.render import fmt_axis
     return ", ".join(f"{axis}={fmt_axis(value)}" for axis, value in values.items())
 
 

@@ -1,14 +1,14 @@
 """`python -m bench report DIR [--baseline BACKEND]`: tables, Markdown, HTML and plots for one results directory.
 
-Reads the results through bench.results (never the backends or torch), so a report can be written
+Reads the results through bench.analysis.results (never the backends or torch), so a report can be written
 anywhere the CSVs can be copied to.
 
-The report opens with the answer (bench.headline: per sweep point the fastest backend, its speed-up,
+The report opens with the answer (bench.analysis.headline: per sweep point the fastest backend, its speed-up,
 what is within noise of it, the accuracy spread, anything numerically off), then the tables and plots,
 and ends with the configuration and environment. Rows are grouped by backend and, when the results hold a sweep, by the sweep axis values. Every
 metric table (one per reported metric of bench.metrics) has a ratio column against the baseline
 backend (--baseline, default cudnn) at the same sweep point. Skipped and failed runs are listed with
-their reasons instead of being dropped. The document is a list of blocks, rendered by bench.render.
+their reasons instead of being dropped. The document is a list of blocks, rendered by bench.analysis.render.
 """
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import config, headline, metrics, render, results
+from bench import config, metrics
+from bench.analysis import headline, render, results
 from bench.cliargs import OneLineParser, parse
-from bench.results import BASELINE, Results, ResultsError
-from bench.storage import atomic_write_text
+from bench.analysis.results import BASELINE, Results, ResultsError
+from bench.atomic import atomic_write_text
 
 ENV_KEYS = ["timestamp", "git_commit", "python", "platform", "torch", "cuda", "cudnn", "triton", "triton_interpret",
             "gpu_names", "cpu_model", "cpu_count", "torch_threads"]
@@ -356,7 +357,7 @@ def what_ran_blocks(res: Results) -> list[tuple]:
 
 def write_report(directory: str | Path, baseline: str = BASELINE) -> Path:
     """Writes DIR/report.md, DIR/report.html and DIR/plots/*.png; returns the report.md path."""
-    from bench import plots  # matplotlib is slow to import; keep it out of `import bench.report`
+    from bench.analysis import plots  # matplotlib is slow to import; keep it out of `import bench.analysis.report`
 
     res = results.load(directory)
     plot_files = plots.write_plots(res, Path(directory) / "plots")
