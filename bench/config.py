@@ -22,7 +22,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MNIST_PIXELS = 28 * 28
+from impls.registry import default_plan
+from bench.constants import IMAGE_PIXELS, IMAGE_SIDE
+
 TASKS = ("rows", "permuted")   # pixel orders: bench/data/tasks.py (kept equal there)
 
 
@@ -49,8 +51,9 @@ def knob(default, help: str, *, flag: str | None = None, type=None, column: bool
 
 @dataclass(frozen=True)
 class Config:
-    backends: tuple[str, ...] = knob(("cudnn", "loop", "triton", "triton-step", "gru", "compiled", "compiled-graphs", "aten"), "comma-separated backends, run in this order",
-                                     flag="--backends", column="backend", key=True)
+    backends: tuple[str, ...] = knob(None, "comma-separated backends, run in this order (default: the registry's "
+                                     "default plan, impls.default_plan())", flag="--backends", column="backend",
+                                     key=True, factory=default_plan)
     seeds: tuple[int, ...] = knob((0,), "comma-separated integers, e.g. 0,1,2; one run per backend and seed",
                                   flag="--seeds", column="seed", key=True)
     epochs: int = knob(1, "passes over the training images (tutorial: one pass over 60,000)",
@@ -62,14 +65,16 @@ class Config:
     grad_clip: float | None = knob(None, "clip the gradients' total norm to this before each optimizer step "
                                    "(inside the timed step); unset = no clipping, as in the tutorial",
                                    flag="--grad-clip", type=float, column=True)
-    seq_len: int = knob(28, "time steps per image (divides 784; tutorial: 28 rows of 28 pixels)",
+    seq_len: int = knob(IMAGE_SIDE, f"time steps per image (divides {IMAGE_PIXELS}; tutorial: {IMAGE_SIDE} rows of "
+                        f"{IMAGE_SIDE} pixels)",
                         flag="--seq-len", sweep=True)
     num_classes: int = knob(10, "output classes (digits)")
     device: str = knob("auto", "auto | cpu | cuda[:N] (auto = cuda when available, else cpu)", flag="--device")
     dtype: str = knob("float32", "float32 | float16 | bfloat16 (float16 is CUDA-only; bfloat16 needs CUDA "
                       "compute capability 8.0 or a CPU)", flag="--dtype", sweep=True)
-    task: str = knob("rows", "pixel order: rows (reading order, cut into seq_len steps; seq_len 784 is pixel MNIST) "
-                     "| permuted (the 784 pixels in one fixed random order from permutation_seed)",
+    task: str = knob("rows", f"pixel order: rows (reading order, cut into seq_len steps; seq_len {IMAGE_PIXELS} is "
+                     f"pixel MNIST) | permuted (the {IMAGE_PIXELS} pixels in one fixed random order from "
+                     "permutation_seed)",
                      flag="--task", sweep=True)
     permutation_seed: int = knob(0, "seed of the permuted task's pixel order (the same for train, test and "
                                  "every backend)", flag="--permutation-seed", column=True, key=True)
@@ -93,7 +98,7 @@ class Config:
     @property
     def input_size(self) -> int:
         """Pixels per step: an image is read as seq_len chunks of equal size."""
-        return MNIST_PIXELS // self.seq_len
+        return IMAGE_PIXELS // self.seq_len
 
     def validate(self) -> "Config":
         positive = ("epochs", "batch_size", "hidden_size", "num_layers", "seq_len", "num_classes",
@@ -116,8 +121,9 @@ class Config:
             raise ValueError(f"config: isolate must be true or false, got {self.isolate!r}")
         if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) or not self.lr > 0:
             raise ValueError(f"config: lr must be a positive number, got {self.lr!r}")
-        if MNIST_PIXELS % self.seq_len:
-            raise ValueError(f"config: seq_len must divide 784 (28x28 pixels), e.g. 14, 28, 56, 112; got {self.seq_len}")
+        if IMAGE_PIXELS % self.seq_len:
+            raise ValueError(f"config: seq_len must divide {IMAGE_PIXELS} ({IMAGE_SIDE}x{IMAGE_SIDE} pixels), e.g. 14, "
+                             f"28, 56, 112; got {self.seq_len}")
         if self.dtype not in ("float32", "float16", "bfloat16"):
             raise ValueError(f"config: dtype must be one of float32, float16, bfloat16; got {self.dtype!r}")
         if self.task not in TASKS:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from bench.constants import TEST_IMAGES
+
 SIGNIFICANT = "significant"  # a fmt: four significant digits, thousands separated, never an exponent
 
 
@@ -64,7 +66,7 @@ METRICS: list[Metric] = [
     Metric("params", "Trainable parameters", fmt="{:,.0f}"),
     Metric("test_accuracy", "Test accuracy", "%", scale=100, fmt="{:.2f} %", higher_is_better=True, report=True,
            samples="images",
-           note="On all 10,000 test images; mean and sample standard deviation over seeds (— with one seed)."),
+           note=f"On all {TEST_IMAGES:,} test images; mean and sample standard deviation over seeds (— with one seed)."),
     Metric("final_train_loss", "Final training loss", higher_is_better=False),
     Metric("train_steps", "Optimizer steps", fmt="{:,.0f}"),
     Metric("train_time_s", "Training time", "s", higher_is_better=False),

@@ -14,14 +14,12 @@ from bench import config as config_mod
 from bench import storage
 from bench.cliargs import UsageError
 from bench.config import Config
+from bench.constants import TRAIN_IMAGES
 from bench.schema import RUNS_FILE
 
 
 # A run is measured after warm-up: fewer timed steps than this give no steady-state figure worth a row.
 MIN_TIMED_STEPS = 5
-
-
-TRAIN_IMAGES = 60_000  # MNIST's training set
 
 
 def resolve_device(requested: str) -> torch.device:

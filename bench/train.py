@@ -16,14 +16,13 @@ from tqdm import tqdm
 
 import impls
 from bench.config import Config
+from bench.constants import NUMERICS_IMAGES, PROFILED_STEPS
 from bench.data import BatchLoader, Mnist, pixel_order
 from bench.model import RowClassifier
 from bench import flops, numerics, profiling
 from bench.timing import MemoryMeter, SplitTimer, percentile, sync
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-NUMERICS_IMAGES = 256  # the first test images; at 1000, cudnn's own CPU bias-gradient error doubles to 2e-5
-PROFILED_STEPS = 3     # steady-state steps under torch.profiler, after evaluation
 
 
 class NonFiniteLoss(RuntimeError):

@@ -1,11 +1,12 @@
-"""The backends, as data: one literal registry table maps a name to a factory and what it needs.
+"""The backends: the registry table (impls/registry.py) and the two things done with a name.
 
     impls.build("loop", input_size=28, hidden_size=64, num_layers=2)  -> nn.Module like torch.nn.LSTM
     impls.names()                                                    -> ["cudnn", "loop", "triton", "gru", ...]
     impls.availability("triton", "cpu")                              -> Availability(ok=False, reason=...)
 
 Factories are "module:attribute" strings imported on first use, so asking for `cudnn` never
-imports Triton. This package never imports the harness (`bench`).
+imports Triton, and importing this package imports no torch: the table is plain data (impls.registry),
+and build() and availability() import torch when called. This package never imports the harness (`bench`).
 """
 from __future__ import annotations
 
@@ -14,41 +15,15 @@ import importlib.util
 import os
 import shutil
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+from impls.registry import BASELINE, REGISTRY, Backend, default_plan, names, spec
 
-from impls.base import check_sizes
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-
-@dataclass(frozen=True)
-class Backend:
-    factory: str   # "module:attribute" of the nn.Module class
-    family: str    # "lstm": drop-in for torch.nn.LSTM (state_dicts interchange); "gru": its own parameters
-    needs: str     # "torch" runs anywhere torch does; "triton" needs Triton, and CUDA to be benchmarked;
-                   # "inductor" is torch.compile: a C++ compiler on CPU, Triton on CUDA
-    summary: str
-    cuda_only: str = ""  # why it is skipped on CPU, for backends that only mean something on CUDA
-
-
-REGISTRY: dict[str, Backend] = {
-    "cudnn":  Backend("impls.cudnn:CudnnLSTM", "lstm", "torch", "torch.nn.LSTM: cuDNN on CUDA, ATen's kernel on CPU"),
-    "loop":   Backend("impls.loop:LoopLSTM", "lstm", "torch", "PyTorch cell loop, one step at a time, gate by gate"),
-    "triton": Backend("impls.triton_lstm:TritonLSTM", "lstm", "triton",
-                      "one persistent Triton kernel per layer and pass: all T steps in one launch, W_hh resident"),
-    "triton-step": Backend("impls.triton_step:TritonStepLSTM", "lstm", "triton",
-                           "per step: cuBLAS h@W_hh + one fused Triton gate kernel (two launches a step)"),
-    "gru":    Backend("impls.gru:TorchGRU", "gru", "torch", "torch.nn.GRU, the baseline"),
-    "compiled": Backend("impls.compiled:CompiledLSTM", "lstm", "inductor",
-                        "the loop backend under torch.compile (Inductor, default mode)"),
-    "compiled-graphs": Backend("impls.compiled:CompiledGraphsLSTM", "lstm", "inductor",
-                               "the loop backend under torch.compile(mode='reduce-overhead'): CUDA graphs",
-                               cuda_only="CUDA graphs exist only on CUDA; on CPU mode='reduce-overhead' "
-                                         "compiles the same code as `compiled`"),
-    "aten":   Backend("impls.aten:AtenLSTM", "lstm", "torch", "torch.nn.LSTM with cuDNN disabled: ATen's own kernels",
-                      cuda_only="on CPU torch.nn.LSTM never uses cuDNN, so `aten` is the same code path as `cudnn`; "
-                                "skipped so the report does not show the same number twice"),
-}
+__all__ = ["BASELINE", "REGISTRY", "Availability", "Backend", "availability", "build", "default_plan", "names", "spec"]
 
 
 @dataclass(frozen=True)
@@ -57,19 +32,10 @@ class Availability:
     reason: str  # why not, when not ok; what will run, when ok
 
 
-def names() -> list[str]:
-    return list(REGISTRY)
-
-
-def spec(name: str) -> Backend:
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown backend {name!r}; expected one of: {', '.join(REGISTRY)}") from None
-
-
 def availability(name: str, device: torch.device | str = "cpu", *, purpose: str = "bench") -> Availability:
     """Whether backend `name` can run on `device` for `purpose` ("bench" or "test"), and why (not)."""
+    import torch
+
     backend, device = spec(name), torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         return Availability(False, "CUDA was asked for but torch.cuda.is_available() is False")
@@ -111,6 +77,8 @@ def _inductor_availability(device: torch.device) -> Availability:
 def build(name: str, input_size: int, hidden_size: int, num_layers: int = 1, *,
           batch_first: bool = True, **options) -> nn.Module:
     """A backend module with torch.nn.LSTM's (or, for `gru`, nn.GRU's) constructor and forward."""
+    from impls.base import check_sizes
+
     backend = spec(name)
     check_sizes(input_size, hidden_size, num_layers)
     module_name, attribute = backend.factory.split(":")

@@ -78,8 +78,8 @@ def unavailable(raw, names, log):
 def test_idx_round_trip(tmp_path):
     images = np.arange(3 * 28 * 28, dtype=np.uint32).astype(np.uint8).reshape(3, 28, 28)
     labels = np.array([7, 0, 9], dtype=np.uint8)
-    idx.write_idx(tmp_path / "images", images)
-    idx.write_idx(tmp_path / "labels", labels)
+    (tmp_path / "images").write_bytes(idx.idx_bytes(images))
+    (tmp_path / "labels").write_bytes(idx.idx_bytes(labels))
     raw = (tmp_path / "images").read_bytes()
     assert raw[:16] == bytes.fromhex("00000803 00000003 0000001c 0000001c")
     assert len(raw) == 16 + images.size

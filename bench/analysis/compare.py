@@ -14,7 +14,7 @@ A change is flagged only when it is BOTH
     every timed step (as in the report). Time metrics (step time, throughputs, first step) add a
     bootstrap 95 % confidence interval of the ratio of per-run medians (bench.analysis.stats.bootstrap_ci) to
     the row's note where both sides have at least 3 seeds.
-  * accuracy: both runs score the same 10,000 test images, so the test is paired: McNemar's exact
+  * accuracy: both runs score the same test images (all of MNIST's), so the test is paired: McNemar's exact
     test on the images where A and B disagree, seed s of A paired with seed s of B and the discordant
     counts pooled (bench.analysis.stats.mcnemar), when both sides saved per-image correctness
     (DIR/predictions/<run_id>.npy). Older directories without those files fall back to a two-proportion
@@ -52,10 +52,10 @@ from bench.cliargs import OneLineParser, parse
 from bench.analysis.results import Results, ResultsError, backend_order, load, metric_table, ok_runs, point_label, \
     step_samples, sweep_axes
 from bench.atomic import atomic_write_text
+from bench.constants import TEST_IMAGES
 
 ALPHA = 0.05
 MIN_SEEDS = 4
-TEST_IMAGES = 10_000  # accuracy is measured on the whole MNIST test set
 IGNORED_ENV = ("timestamp",)  # always differs; shown, but not as a difference
 MANN_WHITNEY, WELCH, Z_TEST, CONSTANT, NO_TEST = (
     "Mann-Whitney U", "Welch's t-test", "two-proportion z-test", "no spread", "no test")

@@ -11,7 +11,7 @@ Rules (stated in the report under the headline, so a reader can check them):
 - slower: every other backend's median step time / the fastest's, fastest first;
 - noisy: a backend whose p90/p10 of step time is above NOISY_SPREAD;
 - accuracy: mean over seeds per backend; the spread is max - min, set against the 95 % binomial
-  interval of one run's accuracy on the 10,000 test images;
+  interval of one run's accuracy on the test images (all of MNIST's test set);
 - numerically off: a run failed with a non-finite loss; or the mean accuracy is more than
   OFF_ACCURACY below the median backend's at that point; or, where runs.csv has a `grad_rel_err`
   column, an error more than OFF_ERROR_FACTOR times the baseline's.
@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bench.analysis.results import BASELINE, Results
+from bench.analysis.results import Results
+from bench.constants import BASELINE, TEST_IMAGES
 
 NOISY_SPREAD = 2.0       # p90 / p10 of step time above this: the measurement is noisy
 OFF_ACCURACY = 0.05      # accuracy this far (a fraction) below the median backend's is flagged
 OFF_ERROR_FACTOR = 100   # grad_rel_err this many times the baseline's is flagged
-TEST_IMAGES = 10_000
 NON_FINITE = re.compile(r"training loss became|non-finite|\bnan\b|\binf\b", re.IGNORECASE)
 
 

@@ -9,45 +9,22 @@ interval over the test images. step_times.png shows every step's time as an ECDF
 """
 from __future__ import annotations
 
-import io
 import math
 import textwrap
-import zlib
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.lines import Line2D
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-matplotlib.use("Agg")  # files only; never needs a display
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
-
-from bench import metrics  # noqa: E402
-from bench.analysis.results import Results, point_label  # noqa: E402
-from bench.atomic import atomic_write_bytes  # noqa: E402
-
-# Fixed, so a backend keeps its colour across plots, reports and machines.
-FIXED_COLORS = {"cudnn": "#1f77b4", "loop": "#ff7f0e", "triton": "#2ca02c", "gru": "#9467bd"}
-EXTRA_COLORS = ["#d62728", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-                "#393b79", "#ad494a", "#8ca252", "#de9ed6", "#6b6ecf", "#e7969c"]
-
-
-def backend_colors(backends: list[str]) -> dict[str, str]:
-    """Known backends get their fixed colour; others a colour chosen by a hash of the name (so the
-    same name usually gets the same colour across reports), moving on to the next free colour on a
-    clash (so two backends in one report never share one)."""
-    colors = {b: FIXED_COLORS[b] for b in backends if b in FIXED_COLORS}
-    for backend in sorted(b for b in backends if b not in FIXED_COLORS):
-        start = zlib.crc32(backend.encode())
-        free = [EXTRA_COLORS[(start + i) % len(EXTRA_COLORS)] for i in range(len(EXTRA_COLORS))]
-        free = [c for c in free if c not in colors.values()]
-        colors[backend] = free[0] if free else sns.color_palette("husl", 24)[start % 24]
-    return colors
-
+from bench import metrics
+from bench.analysis.figures import (backend_colors, bar_label, label_missing, legend, panel_grid, plain_log_ticks,
+                                    point_labels, point_order, save, seed_note, slot_note, slot_x)
+from bench.analysis.results import Results
+from bench.constants import TEST_IMAGES
 
 TITLES = {
     "bars": "Throughput, step time and memory per backend",
@@ -65,29 +42,29 @@ def write_plots(res: Results, plot_dir: Path) -> dict[str, tuple[str, Path]]:
     axes = res.axes
     order = [b for b in res.backends if b in set(ok["backend"])]
     colors = backend_colors(res.backends)
-    ok["point"] = _points(ok, axes)
+    ok["point"] = point_labels(ok, axes)
     slots = list(res.backends)  # skipped and failed backends keep their slot, labelled with the reason
     missing = _missing(res.runs, ok, axes, slots)
     samples = res.step_samples(axes)
     files = {
-        "bars": (TITLES["bars"], _save(_bars(ok, samples, axes, slots, colors, missing), plot_dir / "bars.png")),
-        "accuracy": (TITLES["accuracy"], _save(_accuracy(ok, axes, slots, colors, missing), plot_dir / "accuracy.png")),
+        "bars": (TITLES["bars"], save(_bars(ok, samples, axes, slots, colors, missing), plot_dir / "bars.png")),
+        "accuracy": (TITLES["accuracy"], save(_accuracy(ok, axes, slots, colors, missing), plot_dir / "accuracy.png")),
     }
     if len(samples):
-        files["step_times"] = (TITLES["step_times"], _save(_step_times(samples, axes, order, colors),
+        files["step_times"] = (TITLES["step_times"], save(_step_times(samples, axes, order, colors),
                                                            plot_dir / "step_times.png"))
     curves = _curves_of_ok_runs(res.curves, ok, axes)
     if not curves.empty:
-        files["curves"] = (TITLES["curves"], _save(_curves(curves, axes, order, colors), plot_dir / "curves.png"))
+        files["curves"] = (TITLES["curves"], save(_curves(curves, axes, order, colors), plot_dir / "curves.png"))
     if "efficiency" in ok and ok["efficiency"].notna().any():
-        files["efficiency"] = ("Efficiency against the measured peak", _save(_efficiency(ok, axes, order, colors),
+        files["efficiency"] = ("Efficiency against the measured peak", save(_efficiency(ok, axes, order, colors),
                                                                              plot_dir / "efficiency.png"))
     for axis in axes:
         numeric = _numeric(ok[axis])
         absent = {} if numeric else _absent_values(res.runs, ok, axis)
         figure = _scaling(ok, axis, [a for a in axes if a != axis], order, colors, numeric, absent)
         title = f"Scaling with {axis}" + (" (log-log)" if numeric else " (categories; log y)")
-        files[f"scaling_{axis}"] = (title, _save(figure, plot_dir / f"scaling_{axis}.png"))
+        files[f"scaling_{axis}"] = (title, save(figure, plot_dir / f"scaling_{axis}.png"))
     return files
 
 
@@ -97,9 +74,9 @@ def _numeric(column: pd.Series) -> bool:
 
 def _missing(runs: pd.DataFrame, ok: pd.DataFrame, axes: list[str], slots: list[str]) -> dict:
     """(point label, backend) -> why that slot has no ok run, for every slot of the plots' grid."""
-    points = _point_order(ok, axes)
+    points = point_order(ok, axes)
     bad = runs[runs["status"] != "ok"].copy()
-    bad["point"] = _points(bad, axes) if len(bad) else ""
+    bad["point"] = point_labels(bad, axes) if len(bad) else ""
     have = set(zip(ok["point"], ok["backend"]))
     out = {}
     for point in points:
@@ -112,85 +89,15 @@ def _missing(runs: pd.DataFrame, ok: pd.DataFrame, axes: list[str], slots: list[
     return out
 
 
-def _slot_x(x_index: int, hue_index: int, hues: int, dodge: bool) -> float:
-    """Where seaborn puts a hue level's bar inside a category (dodged over 0.8 of the slot)."""
-    return x_index - 0.4 + 0.8 * (hue_index + 0.5) / hues if dodge else x_index
-
-
-def _label_missing(ax, missing: dict, x_order: list[str], slots: list[str], dodge: bool) -> None:
-    """Writes the reason, vertically, into every empty slot, so a skipped backend is not simply absent."""
-    for (point, backend), reason in missing.items():
-        x_index = x_order.index(point) if dodge else x_order.index(backend)
-        x = _slot_x(x_index, slots.index(backend), len(slots), dodge)
-        _slot_note(ax, x, f"{backend} {reason}")
-
-
-def _slot_note(ax, x: float, text: str) -> None:
-    """Why a slot is empty, written up it from the bottom; short and clipped: a long reason ran out of the
-    axes across the panel titles (the report has it whole)."""
-    ax.text(x, 0.03, textwrap.shorten(text, 38, placeholder=" …"), rotation=90, ha="center", va="bottom",
-            fontsize=7, color="#555", transform=ax.get_xaxis_transform(), clip_on=True)
-
-
-def _seed_note(ok: pd.DataFrame) -> str:
-    return "one seed per backend: no spread over seeds to draw" if ok["seed"].nunique() < 2 and \
-        ok.groupby(["backend", "point"])["seed"].nunique().max() < 2 else "whiskers: ±1 sd over seeds"
-
-
-def _grid(count: int):
-    """Two panels a row, as many rows as the plotted metrics need; spare panels are hidden."""
-    rows = max(1, math.ceil(count / 2))
-    fig, grid = plt.subplots(rows, 2, figsize=(12, 4 * rows), squeeze=False)
-    for ax in grid.flat[count:]:
-        ax.set_visible(False)
-    return fig, list(grid.flat[:count])
-
-
-def _save(fig, path: Path) -> Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
-
-
-def _points(frame: pd.DataFrame, axes: list[str]) -> pd.Series:
-    """Sweep point labels for tick marks: one axis per line, so several axes still fit under a bar group."""
-    if not axes:
-        return pd.Series("", index=frame.index)
-    return frame.apply(lambda r: "\n".join(point_label({a: r[a]}) for a in axes), axis=1)
-
-
-def _point_order(frame: pd.DataFrame, axes: list[str]) -> list[str]:
-    return list(dict.fromkeys(frame.sort_values(axes)["point"])) if axes else [""]
-
-
-def _plain_log_ticks(axis) -> None:
-    """Log axes labelled 0.3, 0.5, 1, 2 rather than 3x10^-1; call after plotting (reads the span).
-    The shorter the span, the more multiples get a label, or a short span would show one or none."""
-    low, high = axis.get_view_interval()
-    span = high / low if low > 0 else np.inf
-    subs = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9) if span < 4 else (1, 2, 3, 5, 7) if span < 30 else (1, 2, 5)
-    axis.set_major_locator(LogLocator(base=10, subs=subs))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.6g}"))
-    axis.set_minor_formatter(NullFormatter())
-
-
-def _legend(fig, order: list[str], colors: dict[str, str], marker: str = "s") -> None:
-    handles = [Line2D([], [], color=colors[b], marker=marker, linestyle="-" if marker == "o" else "",
-                      markersize=9, label=b) for b in order]
-    fig.legend(handles=handles, title="backend", loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
-
-
 def _bars(ok, samples, axes, slots, colors, missing):
     """Grouped bars: x is the backend, or the sweep point with one bar per backend in it. Step time is on
     a log axis (one slow backend must not flatten the others); every bar carries its value."""
     plotted = metrics.plotted()
-    fig, panels = _grid(len(plotted))
+    fig, panels = panel_grid(len(plotted))
     x = "point" if axes else "backend"
-    x_order = _point_order(ok, axes) if axes else slots
-    samples = samples.assign(point=_points(samples, axes)) if len(samples) else samples
-    seed_note = _seed_note(ok)
+    x_order = point_order(ok, axes) if axes else slots
+    samples = samples.assign(point=point_labels(samples, axes)) if len(samples) else samples
+    seeds_text = seed_note(ok)
     for ax, metric in zip(panels, plotted):
         title = f"{metric.title} ({metric.direction})"
         log = metric.samples == "steps"
@@ -199,14 +106,14 @@ def _bars(ok, samples, axes, slots, colors, missing):
             title += "\nbar: median of all timed steps; whiskers: p10 to p90; log scale"
         else:
             data, y, est, err = ok.assign(y=ok[metric.name] * metric.scale), "y", "mean", "sd"
-            title += f"\nbar: mean over seeds; {seed_note}"
+            title += f"\nbar: mean over seeds; {seeds_text}"
         if metric.method_column:
             methods = sorted(set(ok[metric.method_column].dropna().astype(str)))
             title += "\n" + textwrap.shorten("measured as: " + "; ".join(methods), 70)
         sns.barplot(data=data, x=x, y=y, hue="backend", order=x_order, hue_order=slots, palette=colors,
                     estimator=est, errorbar=err, capsize=0.15, err_kws={"linewidth": 1.2}, legend=False, ax=ax)
         for bars in ax.containers:  # inside the bar, where no whisker or title can cover it
-            ax.bar_label(bars, fmt=_short, fontsize=7, label_type="center", rotation=90 if axes else 0,
+            ax.bar_label(bars, fmt=bar_label, fontsize=7, label_type="center", rotation=90 if axes else 0,
                          bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
         drawn = np.array([*(v for line in ax.lines for v in np.asarray(line.get_ydata(), dtype=float)),
                           *(bar.get_height() for bars in ax.containers for bar in bars)], dtype=float)
@@ -215,35 +122,27 @@ def _bars(ok, samples, axes, slots, colors, missing):
         if log:  # from well below the shortest bar, so every bar keeps a visible length
             ax.set_yscale("log")
             ax.set_ylim((drawn.min() if len(drawn) else 0.5) / 2, top * 1.3)
-            _plain_log_ticks(ax.yaxis)
+            plain_log_ticks(ax.yaxis)
         else:
             ax.set_ylim(0, top * 1.08)  # every metric drawn is non-negative
         ax.set(title=title, ylabel=metric.unit + (" (log scale)" if log else ""), xlabel=" / ".join(axes) if axes else "")
         ax.title.set_fontsize(10)
         ax.tick_params(axis="x", labelrotation=25)  # eight backend names side by side would run into each other
-        _label_missing(ax, missing, x_order, slots, dodge=bool(axes))
+        label_missing(ax, missing, x_order, slots, dodge=bool(axes))
     fig.suptitle("Per backend" + (" and sweep point" if axes else ""), fontsize=13)
-    _legend(fig, slots, colors)
+    legend(fig, slots, colors)
     fig.tight_layout()
     return fig
 
 
-def _short(value: float) -> str:
-    """A bar's label: three significant figures, thousands separated."""
-    if not np.isfinite(value):
-        return ""
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
-
-
-TEST_IMAGES = 10_000
 MIN_ACCURACY_SPAN = 5.0  # percentage points: the accuracy axis never zooms in further than this
 
 
 def _accuracy(ok, axes, slots, colors, missing):
-    """Each backend's mean accuracy with the 95 % binomial interval of its test images (seeds x 10,000),
+    """Each backend's mean accuracy with the 95 % binomial interval of its test images (seeds x TEST_IMAGES),
     and each seed as a dot; the axis spans at least MIN_ACCURACY_SPAN points, so noise looks like noise."""
     has_sweep = bool(axes)
-    x_order = _point_order(ok, axes) if has_sweep else slots
+    x_order = point_order(ok, axes) if has_sweep else slots
     fig, ax = plt.subplots(figsize=(min(14, max(7, 1.1 * len(slots) * len(x_order))), 5))
     group = ok.groupby(["point", "backend"])["test_accuracy"]
     lows, highs = [], []
@@ -251,7 +150,7 @@ def _accuracy(ok, axes, slots, colors, missing):
         n_images = TEST_IMAGES * len(values)
         p = float(values.mean())
         half = 1.96 * math.sqrt(max(p * (1 - p), 0.25 / n_images) / n_images)  # never a zero-width interval
-        x = _slot_x(x_order.index(point if has_sweep else backend), slots.index(backend), len(slots), has_sweep)
+        x = slot_x(x_order.index(point if has_sweep else backend), slots.index(backend), len(slots), has_sweep)
         ax.errorbar([x], [100 * p], yerr=[[100 * half]], fmt="D", color=colors[backend], markersize=7, capsize=5,
                     linewidth=1.5)
         ax.scatter([x + 0.06] * len(values), 100 * values, color=colors[backend], alpha=0.45, s=18)
@@ -267,14 +166,14 @@ def _accuracy(ok, axes, slots, colors, missing):
     ax.set_ylim(low, high)
     ax.set_xticks(range(len(x_order)), [label or "" for label in x_order])
     ax.set_xlim(-0.6, len(x_order) - 0.4)
-    _label_missing(ax, missing, x_order, slots, dodge=has_sweep)
+    label_missing(ax, missing, x_order, slots, dodge=has_sweep)
     ax.set(title=f"Test accuracy on {TEST_IMAGES:,} images (higher is better)\n"
                  "diamond: mean over seeds; whiskers: 95 % binomial interval over the test images "
                  f"(seeds × {TEST_IMAGES:,}); dots: single seeds\n"
                  f"the axis spans at least {MIN_ACCURACY_SPAN:g} points, so differences inside the whiskers look small",
            ylabel="test accuracy (%)", xlabel=" / ".join(axes) if axes else "")
     ax.title.set_fontsize(10)
-    _legend(fig, slots, colors)
+    legend(fig, slots, colors)
     fig.tight_layout()
     return fig
 
@@ -294,7 +193,7 @@ def _curves(curves, axes, order, colors):
     """Loss against step (mean over seeds, ±1 sd band when there are seeds to spread) and against wall
     time. Every line has the same width; backends that trace the same curve (cudnn and loop from one
     seed) stay visible through their dash patterns, which the legend shows."""
-    points = _point_order(curves, axes)
+    points = point_order(curves, axes)
     several = curves.groupby(["backend", "point"])["seed"].nunique().max() > 1
     dashes = {b: DASHES[i % len(DASHES)] for i, b in enumerate(order)}
     # A short run has one or two curve points (16 steps at curve_every 10): a line through one point draws
@@ -320,7 +219,7 @@ def _curves(curves, axes, order, colors):
         for ax in row:
             ax.title.set_fontsize(11)
             ax.tick_params(labelsize=10)
-            _plain_log_ticks(ax.yaxis)
+            plain_log_ticks(ax.yaxis)
     handles = [Line2D([], [], color=colors[b], linewidth=1.8, dashes=dashes[b] or (None, None), marker=marker,
                       label=b) for b in order]
     fig.legend(handles=handles, title="backend", loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False,
@@ -331,8 +230,8 @@ def _curves(curves, axes, order, colors):
 
 def _step_times(samples, axes, order, colors):
     """ECDF of every timed step per backend, log time axis: tails and two-speed runs show as steps in the curve."""
-    samples = samples.assign(point=_points(samples, axes))
-    points = _point_order(samples, axes)
+    samples = samples.assign(point=point_labels(samples, axes))
+    points = point_order(samples, axes)
     columns = min(2, len(points))
     rows = math.ceil(len(points) / columns)
     fig, grid = plt.subplots(rows, columns, figsize=(6.5 * columns, 4.5 * rows), squeeze=False)
@@ -349,10 +248,10 @@ def _step_times(samples, axes, order, colors):
         ax.set(title=(where + "\n" if where else "") + "fraction of timed steps at or below a time",
                xlabel="training step time (ms, log scale)", ylabel="fraction of steps")
         ax.title.set_fontsize(10)
-        _plain_log_ticks(ax.xaxis)
+        plain_log_ticks(ax.xaxis)
     fig.suptitle("Step time distribution per backend (every timed step of all seeds; dotted: p10, median, p90)",
                  fontsize=12)
-    _legend(fig, order, colors, marker="o")
+    legend(fig, order, colors, marker="o")
     fig.tight_layout()
     return fig
 
@@ -374,8 +273,8 @@ def _scaling(ok, axis, others, order, colors, numeric=True, absent=None):
     and bfloat16), and `absent` ones ({value: why}) keep their place, labelled."""
     absent = absent or {}
     plotted = metrics.plotted()
-    fig, panels = _grid(len(plotted))
-    data = ok.assign(other=_points(ok, others)) if others else ok.assign(other="")
+    fig, panels = panel_grid(len(plotted))
+    data = ok.assign(other=point_labels(ok, others)) if others else ok.assign(other="")
     seeds = ok.groupby(["backend", "point"])["seed"].nunique().max() > 1
     if numeric:
         data = data.assign(**{axis: data[axis].astype(float)})
@@ -399,9 +298,9 @@ def _scaling(ok, axis, others, order, colors, numeric=True, absent=None):
                           order=values, dodge=0.3, errorbar="sd" if seeds else None, markers="o",
                           linestyles="none", legend=False, ax=ax)
             for value, why in absent.items():
-                _slot_note(ax, values.index(value), why)
+                slot_note(ax, values.index(value), why)
         ax.set_yscale("log")
-        _plain_log_ticks(ax.yaxis)
+        plain_log_ticks(ax.yaxis)
         kind = "log-log" if numeric else "log y"
         ax.set(title=f"{metric.title} against {axis} ({kind})", xlabel=axis, ylabel=f"{metric.unit} (log scale)")
         ax.title.set_fontsize(10)
@@ -414,7 +313,7 @@ def _scaling(ok, axis, others, order, colors, numeric=True, absent=None):
     spread = "whiskers ±1 sd over seeds" if seeds else "one seed per point: no whiskers"
     pooled = f"; other axes ({', '.join(others)}) pooled" if others and not numeric else ""
     fig.suptitle(f"Scaling with {axis}: mean over seeds, {spread}{pooled}", fontsize=13)
-    _legend(fig, order, colors, marker="o")
+    legend(fig, order, colors, marker="o")
     fig.tight_layout()
     return fig
 
@@ -425,12 +324,12 @@ def _efficiency(ok, axes, order, colors):
     fig, ax = plt.subplots(figsize=(min(14, max(6, 1.2 * len(order) * ok["point"].nunique())), 4.5))
     data = ok.assign(pct=100 * ok["efficiency"])
     x = "point" if has_sweep else "backend"
-    sns.barplot(data=data, x=x, y="pct", hue="backend", order=_point_order(ok, axes) if has_sweep else order,
+    sns.barplot(data=data, x=x, y="pct", hue="backend", order=point_order(ok, axes) if has_sweep else order,
                 hue_order=order, palette=colors, errorbar="sd", legend=False, ax=ax)
     ax.set(title="Efficiency: achieved matmul GFLOP/s ÷ peak GEMM GFLOP/s (higher is better)\n"
                  "bars: mean over seeds, whiskers: ±1 sd (none with one seed)",
            ylabel="efficiency (% of peak)", xlabel="")
     ax.title.set_fontsize(10)
-    _legend(fig, order, colors)
+    legend(fig, order, colors)
     fig.tight_layout()
     return fig

@@ -21,8 +21,9 @@ import pandas as pd
 from bench import config, metrics
 from bench.analysis import headline, render, results
 from bench.cliargs import OneLineParser, parse
-from bench.analysis.results import BASELINE, Results, ResultsError
+from bench.analysis.results import Results, ResultsError
 from bench.atomic import atomic_write_text
+from bench.constants import BASELINE, NUMERICS_IMAGES, PROFILED_STEPS, TEST_IMAGES
 
 ENV_KEYS = ["timestamp", "git_commit", "python", "platform", "torch", "cuda", "cudnn", "triton", "triton_interpret",
             "gpu_names", "cpu_model", "cpu_count", "torch_threads"]
@@ -90,7 +91,7 @@ def point_sentence(point: headline.Point, metric: metrics.Metric) -> str:
         judged = "within" if point.accuracy_spread <= 2 * point.accuracy_interval else "beyond"
         text += (f" Accuracy {100 * low:.2f}–{100 * high:.2f} % (spread {100 * point.accuracy_spread:.2f} points, "
                  f"{judged} twice the ±{100 * point.accuracy_interval:.2f}-point 95 % interval of one run on "
-                 f"{headline.TEST_IMAGES:,} test images).")
+                 f"{TEST_IMAGES:,} test images).")
     if point.off:
         text += " **Numerically off:** " + "; ".join(f"{b} ({why})" for b, why in point.off.items()) + "."
     else:
@@ -319,9 +320,10 @@ def numerics_blocks(res: Results, baseline: str = BASELINE) -> list[tuple]:
     header = ["backend", *res.axes, "dtype", "runs", "output rel. error", f"÷ {baseline}'s",
               "worst gradient rel. error", f"÷ {baseline}'s"]
     return [("h2", "Numerics against float64"),
-            ("p", "Before training, on the first 256 test images and the run's freshly initialised weights, at the "
-                  "run's dtype: the logits and every parameter gradient of the loss against the same model in "
-                  "float64 on the CPU with torch.nn.LSTM (nn.GRU for gru) and copied weights. output = "
+            ("p", f"Before training, on the first {NUMERICS_IMAGES} test images and the run's freshly initialised "
+                  "weights, at the run's dtype: the logits and every parameter gradient of the loss against the same "
+                  "model in float64 on the CPU with torch.nn.LSTM (nn.GRU for the GRU family) and copied weights. "
+                  "output = "
                   "‖logits − ref‖ ÷ ‖ref‖; gradient = the largest over parameters of ‖g − g_ref‖ ÷ ‖g_ref‖. "
                   f"Mean over seeds; the ratio columns divide by {baseline}'s error at the same point "
                   "(above 1: less accurate than it). " + precision_note(res)),
@@ -342,7 +344,8 @@ def what_ran_blocks(res: Results) -> list[tuple]:
     header = ["backend", *res.axes, "kernels / step", "top 3 (share of time)", "what ran", "compilations",
               "compile (s)", "steps that compiled", "median step (ms)"]
     return [("h2", "What ran"),
-            ("p", "After evaluation, 3 training steps under torch.profiler (after one unprofiled step; outside every "
+            ("p", f"After evaluation, {PROFILED_STEPS} training steps under torch.profiler (after one unprofiled "
+                  "step, each the same step the run timed, gradient clipping included; outside every "
                   "timed figure, and they change the weights only after accuracy was measured): device kernels per "
                   "step on CUDA, top-level ATen ops per step on CPU, and the three names taking the most time "
                   "(self time on CPU). Compile time is the run's total time spent in torch.compile (numerics, "

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from bench import config, metrics
+from bench.constants import BASELINE
 from bench.schema import RUN_COLUMNS, RUNS_FILE
 from bench.storage import load_curves, load_env, load_runs, load_steps
 
-BASELINE = "cudnn"
 STATUSES = ("ok", "skipped", "failed", "missing")
 NOT_RUN = "not run (interrupted or still running)"
 

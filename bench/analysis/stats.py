@@ -1,6 +1,6 @@
 """Tests that match the data, for `compare` (the per-image correctness files are bench.predictions).
 
-Accuracy: both runs score the same 10,000 test images, so the comparison is paired. McNemar's exact
+Accuracy: both runs score the same test images, so the comparison is paired. McNemar's exact
 test looks only at the images where A and B disagree: under "no difference" an image that only
 A gets right is as likely as one that only B gets right, so the count of A-only images among the
 discordant ones is Binomial(n_discordant, 1/2); the p-value is the two-sided binomial test.

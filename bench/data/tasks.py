@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from bench.config import TASKS  # the config checks the name; this module gives it its meaning
-from bench.data.idx import PIXELS
+from bench.constants import IMAGE_PIXELS as PIXELS
 
 
 def pixel_order(task: str, permutation_seed: int = 0) -> torch.Tensor | None:

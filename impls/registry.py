@@ -1,0 +1,70 @@
+"""The backends, as data: one literal table maps a name to a factory and every fact the harness needs.
+
+Torch-free on purpose: the harness's analysis side (reports, plots, compare) reads the table (a plot
+colour, the default plan) on machines that have only pandas and matplotlib. Building a backend and
+asking whether it can run here are in `impls` (build, availability), which import torch when called.
+A new backend is one file plus one line here; everything else (`bench list`, `bench run`'s default plan,
+`bench gpu-check`'s groups, plot colours) is derived from this table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BASELINE = "cudnn"  # every ratio divides by it: torch.nn.LSTM as shipped (cuDNN on CUDA)
+
+
+@dataclass(frozen=True)
+class Backend:
+    factory: str   # "module:attribute" of the nn.Module class
+    family: str    # "lstm": drop-in for torch.nn.LSTM (state_dicts interchange); "gru": its own parameters
+    needs: str     # "torch" runs anywhere torch does; "triton" needs Triton, and CUDA to be benchmarked;
+                   # "inductor" is torch.compile: a C++ compiler on CPU, Triton on CUDA
+    summary: str
+    cuda_only: str = ""  # why it is skipped on CPU, for backends that only mean something on CUDA
+    color: str = ""      # its colour in every plot; "" = one picked from its name (bench.analysis.figures)
+    in_default_plan: bool = True  # run by a plain `bench run` (config.backends' default)
+
+    @property
+    def compiles(self) -> bool:
+        """torch.compile unrolls the time loop: minutes per shape, so gpu-check runs these last and short."""
+        return self.needs == "inductor"
+
+
+REGISTRY: dict[str, Backend] = {
+    "cudnn":  Backend("impls.cudnn:CudnnLSTM", "lstm", "torch", "torch.nn.LSTM: cuDNN on CUDA, ATen's kernel on CPU",
+                      color="#1f77b4"),
+    "loop":   Backend("impls.loop:LoopLSTM", "lstm", "torch", "PyTorch cell loop, one step at a time, gate by gate",
+                      color="#ff7f0e"),
+    "triton": Backend("impls.triton_lstm:TritonLSTM", "lstm", "triton",
+                      "one persistent Triton kernel per layer and pass: all T steps in one launch, W_hh resident",
+                      color="#2ca02c"),
+    "triton-step": Backend("impls.triton_step:TritonStepLSTM", "lstm", "triton",
+                           "per step: cuBLAS h@W_hh + one fused Triton gate kernel (two launches a step)",
+                           color="#6b6ecf"),
+    "gru":    Backend("impls.gru:TorchGRU", "gru", "torch", "torch.nn.GRU, the baseline", color="#9467bd"),
+    "compiled": Backend("impls.compiled:CompiledLSTM", "lstm", "inductor",
+                        "the loop backend under torch.compile (Inductor, default mode)", color="#8ca252"),
+    "compiled-graphs": Backend("impls.compiled:CompiledGraphsLSTM", "lstm", "inductor",
+                               "the loop backend under torch.compile(mode='reduce-overhead'): CUDA graphs",
+                               cuda_only="CUDA graphs exist only on CUDA; on CPU mode='reduce-overhead' "
+                                         "compiles the same code as `compiled`", color="#8c564b"),
+    "aten":   Backend("impls.aten:AtenLSTM", "lstm", "torch", "torch.nn.LSTM with cuDNN disabled: ATen's own kernels",
+                      cuda_only="on CPU torch.nn.LSTM never uses cuDNN, so `aten` is the same code path as `cudnn`; "
+                                "skipped so the report does not show the same number twice", color="#ad494a"),
+}
+
+
+def names() -> list[str]:
+    return list(REGISTRY)
+
+
+def spec(name: str) -> Backend:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown backend {name!r}; expected one of: {', '.join(REGISTRY)}") from None
+
+
+def default_plan() -> tuple[str, ...]:
+    """The backends a plain `bench run` trains, in registry order."""
+    return tuple(name for name, backend in REGISTRY.items() if backend.in_default_plan)
