@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 BENCH_ARGS ?=
 CI_BENCH_DIR := results/ci
 
-.PHONY: setup test test-fast bench bench-pixel bench-scaling report bench-ci bench-compare gpu-check gpu-deps clean
+.PHONY: setup test test-fast bench bench-pixel bench-scaling bench-ci bench-compare gpu-check gpu-deps clean
 
 # Reinstall only when the project's requirements change.
 $(STAMP): pyproject.toml
@@ -47,9 +47,10 @@ BASELINE ?= 0001
 bench-compare: setup
 	$(PY) -m bench bench-compare --storage $(CI_BENCH_DIR) --baseline $(BASELINE)
 
-# On a CUDA machine: compiled-kernel parity tests, then do_bench timings of cudnn, loop and triton.
+# On a CUDA machine: parity of every LSTM backend against torch.nn.LSTM, what ran, then timings
+# (tables under ./results/gpu-check/). Plain $(PYTHON): a lent GPU machine has torch and triton, not the venv.
 gpu-check:
-	$(PYTHON) -m bench.gpu_check
+	$(PYTHON) -m bench gpu-check
 
 # pytest as pure-Python files in .gpu-deps/, to carry to a GPU machine that has torch but no pytest
 # (.ci/gpu-session explains the one call that runs gpu-check and the CUDA tests there).

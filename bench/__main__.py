@@ -1,4 +1,4 @@
-"""The CLI: python -m bench (or the `lstm-bench` script) {list,data,run,report,compare,bench-compare} ...
+"""The CLI: python -m bench (or the `lstm-bench` script) {list,data,run,report,compare,bench-compare,gpu-check} ...
 
 Each subcommand lives in its module as `cli(argv) -> exit code`; bad input exits 2 with one line.
 """
@@ -9,11 +9,12 @@ import sys
 
 COMMANDS = {
     "list": ("bench.backends", "list every backend and whether it can run here"),
-    "data": ("bench.data", "fetch and verify MNIST"),
+    "data": ("bench.data.command", "fetch and verify MNIST"),
     "run": ("bench.runner", "train backends on MNIST and record results"),
     "report": ("bench.analysis.report", "write report.md/html and plots for a results directory"),
     "compare": ("bench.analysis.compare", "compare results directory B against A"),
     "bench-compare": ("bench.microbench", "compare saved pytest-benchmark runs"),
+    "gpu-check": ("bench.gpu_check", "on a CUDA machine: kernel parity, what ran, and timings"),
 }
 
 

@@ -54,19 +54,37 @@ def _top(times: dict[str, float], total: float, count: int = 3) -> str:
 
 
 def rnn_engine(names: Iterable[str], device_type: str) -> str | None:
-    """The RNN implementation that op/kernel `names` show on `device_type` ("cuda"/"cpu"); None if unknown."""
+    """Which RNN implementation op/kernel `names` show on `device_type` ("cuda"/"cpu"); None if unknown.
+
+    The one kernel-name classifier: `bench run` folds it into impl_detail, `bench gpu-check` into its `ran`
+    column. A verdict that starts "not cuDNN" says no cuDNN RNN kernel ran."""
     names = list(names)
-    if device_type == "cuda":
-        persistent = [n for n in names if "RNN_blockPersist" in n]
-        if persistent:
-            cores = " with tensor cores (HMMA)" if any("HMMA" in n for n in persistent) else ""
-            return f"cuDNN persistent RNN kernel (RNN_blockPersist){cores}"
-        if any(key in n for n in names for key in ("elemWiseRNNcell", "RNN_elementWise", "LSTM_elementWise",
-                                                   "GRU_elementWise")):
-            return "cuDNN standard algorithm (a GEMM and elemWiseRNNcell per step)"
-        if any(n == "aten::_cudnn_rnn" for n in names):
-            return "cuDNN (aten::_cudnn_rnn), algorithm not recognised from the kernel names"
-        return "not cuDNN: no cuDNN RNN kernel ran"
+    if device_type != "cuda":
+        return _cpu_engine(names)
+    persistent = [n for n in names if "RNN_blockPersist" in n]
+    if persistent:
+        cores = " with tensor cores (HMMA)" if any("HMMA" in n for n in persistent) else ""
+        return f"cuDNN persistent RNN kernel (RNN_blockPersist){cores}"
+    if any(key in n for n in names for key in CUDNN_STANDARD):
+        return "cuDNN standard algorithm (a GEMM and elemWiseRNNcell per step)"
+    if any(n == "aten::_cudnn_rnn" for n in names):
+        return "cuDNN (aten::_cudnn_rnn), algorithm not recognised from the kernel names"
+    if any("cudnn" in n.lower() for n in names):
+        return "cuDNN, algorithm not recognised from the kernel names"
+    if any("lstm_cell_forward" in n or "lstm_cell_backward" in n for n in names):
+        return "not cuDNN: ATen fused LSTM cell kernels"
+    if any("lstm_seq_" in n for n in names):
+        return "persistent Triton kernels"
+    if any("lstm_step_" in n for n in names):
+        return "per-step Triton kernels + cuBLAS"
+    return "not cuDNN: no cuDNN RNN kernel ran"
+
+
+# cuDNN's standard (non-persistent) algorithm: a GEMM per step, then one of these pointwise kernels.
+CUDNN_STANDARD = ("elemWiseRNNcell", "RNN_elementWise", "LSTM_elementWise", "GRU_elementWise")
+
+
+def _cpu_engine(names: list[str]) -> str | None:
     if any(n.startswith("aten::mkldnn_rnn_layer") for n in names):
         return "oneDNN RNN (aten::mkldnn_rnn_layer)"
     if any(n in ("aten::lstm", "aten::gru") for n in names):

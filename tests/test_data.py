@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench import atomic, data, storage
-from bench.data import BatchLoader, fetch, idx, load_mnist, sources
+from bench import atomic, storage
+from bench.data import BatchLoader, command, fetch, idx, load_mnist, sources
 
 
 @pytest.fixture(autouse=True)
@@ -343,10 +343,10 @@ def test_loader_rejects_float_images(small):
 
 def test_cli_fetches_then_uses_cache(tmp_path, tiny, monkeypatch, capsys):
     monkeypatch.setattr(sources, "SOURCES", [("fake", FakeSource(tiny))])
-    assert data.cli(["--root", str(tmp_path)]) == 0
+    assert command.cli(["--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "source: fake" in out and out.count(" ok") == 4
-    assert data.cli(["--root", str(tmp_path)]) == 0
+    assert command.cli(["--root", str(tmp_path)]) == 0
     assert "source: cache" in capsys.readouterr().out
 
 
@@ -354,7 +354,7 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
     a_file = tmp_path / "file"
     a_file.write_text("")
     for argv in (["--nope"], ["--root", str(a_file)], ["--root", ""]):
-        assert data.cli(argv) == 2
+        assert command.cli(argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("error: bench data:")
 

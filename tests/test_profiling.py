@@ -1,4 +1,5 @@
-"""bench.profiling: what-ran columns for real CPU training steps, and the kernel-name classifier."""
+"""bench.profiling: what-ran columns for real CPU training steps, and the one kernel-name classifier
+(`bench run`'s impl_detail and `bench gpu-check`'s ran column)."""
 import re
 
 import pytest
@@ -74,6 +75,10 @@ FALLBACK = ["void at::native::vectorized_elementwise_kernel<4, at::native::sigmo
     (STANDARD, "cuDNN standard algorithm (a GEMM and elemWiseRNNcell per step)"),
     (["aten::_cudnn_rnn", "cudnn::something_new<float>(int)"], "cuDNN (aten::_cudnn_rnn), algorithm not recognised from the kernel names"),
     (FALLBACK, "not cuDNN: no cuDNN RNN kernel ran"),
+    (["void at::native::(anonymous namespace)::lstm_cell_forward<c10::BFloat16>(int)"],
+     "not cuDNN: ATen fused LSTM cell kernels"),
+    (["lstm_seq_fwd_kernel", "lstm_seq_bwd_kernel", "ampere_sgemm_32x32_sliced1x4_nn"], "persistent Triton kernels"),
+    (["lstm_step_fwd_kernel", "ampere_sgemm_32x32_sliced1x4_nn"], "per-step Triton kernels + cuBLAS"),
 ])
 def test_cuda_engine_from_kernel_names(names, expected):
     assert rnn_engine(names, "cuda") == expected

@@ -297,22 +297,23 @@ def test_gpu_check_parity_never_passes_nan():
 
 
 def test_gpu_check_backends_and_verdicts(monkeypatch):
-    """Core backends always; the optional ones only once registered; compiled ones skip long sequences;
-    the profiler verdict tells cuDNN's persistent kernel from a fallback."""
+    """Every registered LSTM-family backend; compiled ones skip long sequences; the profiler verdict
+    (bench.profiling.rnn_engine) tells cuDNN's persistent kernel from a fallback."""
     from bench import gpu_check
+    from bench.profiling import rnn_engine
 
     names = gpu_check.backends()
     assert names[:4] == ["cudnn", "loop", "triton", "triton-step"]
-    assert set(names[4:]) == {n for n in gpu_check.OPTIONAL if n in impls.names()}
     monkeypatch.setattr(impls, "names", lambda: ["cudnn", "loop", "triton", "triton-step", "gru", "aten"])
     assert gpu_check.backends() == ["cudnn", "loop", "triton", "triton-step", "aten"]
     assert gpu_check.skip_reason("compiled", 784) and not gpu_check.skip_reason("compiled", 28)
     assert not gpu_check.skip_reason("triton", 784)
-    describe = gpu_check.describe_kernels
-    assert describe(["void RNN_blockPersist_fp_LSTM<float, float, float, 128>(...)"]) == "cuDNN persistent RNN kernel"
-    assert describe(["void elemWiseRNNcell<float>(...)", "sm80_xmma_gemm"]) == "cuDNN, not its persistent kernel"
+    describe = lambda names: rnn_engine(names, "cuda")  # noqa: E731
+    assert describe(["void RNN_blockPersist_fp_LSTM<float, float, float, 128>(...)"]).startswith(
+        "cuDNN persistent RNN kernel")
+    assert describe(["void elemWiseRNNcell<float>(...)", "sm80_xmma_gemm"]).startswith("cuDNN standard algorithm")
     aten_cell = "void at::native::(anonymous namespace)::lstm_cell_forward<c10::BFloat16>(...)"
-    assert describe([aten_cell]).startswith("NOT cuDNN")
+    assert describe([aten_cell]).startswith("not cuDNN")
     assert describe(["lstm_seq_fwd_kernel", "lstm_seq_bwd_kernel", "ampere_sgemm"]) == "persistent Triton kernels"
 
 
@@ -320,5 +321,5 @@ def test_gpu_check_backends_and_verdicts(monkeypatch):
 def test_gpu_check_exits_2_without_cuda(capsys):
     from bench import gpu_check
 
-    assert gpu_check.main() == 2
+    assert gpu_check.cli([]) == 2
     assert "no CUDA" in capsys.readouterr().err

@@ -5,14 +5,13 @@
     fetch.py    where ROOT is ($LSTM_BENCH_DATA or ./data) and making it hold verified files
     tasks.py    pixel orders: rows (reading order) and permuted (one fixed order from a seed)
     loader.py   Mnist (the dataset as CPU tensors), load_mnist, BatchLoader (device batches)
-    command.py  `bench data`
+    command.py  `bench data` (the command line; not re-exported here)
 """
-from bench.data.command import cli
 from bench.data.fetch import ENV_ROOT, ensure_mnist, resolve_root, root_problem
 from bench.data.idx import raw_dir
 from bench.data.loader import BatchLoader, Mnist, load_mnist
 from bench.data.sources import DataError, SourceUnavailable
 from bench.data.tasks import TASKS, pixel_order
 
-__all__ = ["BatchLoader", "DataError", "ENV_ROOT", "Mnist", "SourceUnavailable", "TASKS", "cli", "ensure_mnist",
+__all__ = ["BatchLoader", "DataError", "ENV_ROOT", "Mnist", "SourceUnavailable", "TASKS", "ensure_mnist",
            "load_mnist", "pixel_order", "raw_dir", "resolve_root", "root_problem"]
