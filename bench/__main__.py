@@ -10,7 +10,7 @@ import sys
 COMMANDS = {
     "list": ("bench.backends", "list every backend and whether it can run here"),
     "data": ("bench.data.command", "fetch and verify MNIST"),
-    "run": ("bench.runner", "train backends on MNIST and record results"),
+    "run": ("bench.run_command", "train backends on MNIST and record results"),
     "report": ("bench.analysis.report", "write report.md/html and plots for a results directory"),
     "compare": ("bench.analysis.compare", "compare results directory B against A"),
     "bench-compare": ("bench.microbench", "compare saved pytest-benchmark runs"),

@@ -8,14 +8,9 @@ from __future__ import annotations
 import json
 import sys
 
-import torch
-
 import impls
 from bench.cliargs import OneLineParser, parse
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+from bench.planning import PlanError, resolve_device
 
 
 def table(device) -> list[dict]:
@@ -65,8 +60,8 @@ def cli(argv: list[str]) -> int:
     if args.experiments:
         return list_experiments(args.json)
     try:  # a device this machine lacks is still a fair question: every backend then says why not
-        device = torch.device(default_device() if args.device == "auto" else args.device)
-    except RuntimeError as error:
+        device = resolve_device(args.device, must_exist=False)
+    except PlanError as error:
         print(f"error: bench list: --device: {error}", file=sys.stderr)
         return 2
     rows = table(device)

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Union
 
 import torch
 
-from bench import atomic, envinfo, storage
+from bench import envinfo
 from bench.config import Config
+from bench.errors import one_line
 from bench.isolate import WorkerDied, WorkerError, WorkerTimedOut, call_in_subprocess, start_server
-from bench.schema import ENV_FILE
 
 if TYPE_CHECKING:
     from bench.train import RunResult  # workers import bench.train; the driver need not
@@ -60,11 +60,6 @@ class Failed:
 Outcome = Union["RunResult", Failed]
 
 
-def one_line(error: BaseException) -> str:
-    text = f"{type(error).__name__}: {error}".strip()
-    return text.splitlines()[0][:500] if text else type(error).__name__
-
-
 # --- the worker side, the same on every executor ---------------------------------------------------
 
 def resolve(train: str | Callable) -> Callable:
@@ -75,17 +70,18 @@ def resolve(train: str | Callable) -> Callable:
 
 
 def identity(device: torch.device) -> dict:
-    """Where a cell ran: the row's `host`, `device_name` and `device_uuid` (empty on CPU)."""
-    host = socket.gethostname()
+    """Where a cell ran: the row's `host`, `device_name`, `device_uuid` (empty on CPU) and the CPU `threads`
+    torch used (config.threads, or what the worker was given)."""
+    where = {"host": socket.gethostname(), "threads": torch.get_num_threads()}
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device.index if device.index is not None else 0)
-        return {"host": host, "device_name": properties.name, "device_uuid": str(properties.uuid)}
-    return {"host": host, "device_name": envinfo._cpu_model(), "device_uuid": ""}
+        return where | {"device_name": properties.name, "device_uuid": str(properties.uuid)}
+    return where | {"device_name": envinfo._cpu_model(), "device_uuid": ""}
 
 
 def run_cell(train, config: Config, backend: str, seed: int, data, device: torch.device):
     result = resolve(train)(config, backend, seed, data, device)
-    result.metrics.update(identity(device))
+    result.where = identity(device)
     return result
 
 
@@ -259,9 +255,3 @@ def create(name: str, *, env: dict[str, str], ray_address: str | None = None, ce
         return LocalExecutor(env=env, retries=retries, timeout_s=timeout_s)
     return RayExecutor(address=ray_address, cell_cpus=cell_cpus, retries=retries, env=env)
 
-
-def record(out_dir: Path, executor, device: torch.device) -> None:
-    """Appends this invocation's executor to env.json's `executors` (a resume may use another)."""
-    env = storage.load_env(out_dir)
-    env.setdefault("executors", []).append(executor.describe(device))
-    atomic.write_json(out_dir / ENV_FILE, env)

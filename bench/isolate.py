@@ -22,10 +22,11 @@ import os
 import signal
 import sys
 import threading
-import time
 import traceback
 
 import torch.multiprocessing as mp  # registers tensor pickling through shared memory
+
+from bench.errors import one_line
 
 # What the server imports before it forks anyone. Import only: a thread or a CUDA context in the
 # server would be copied, broken, into every worker.
@@ -74,7 +75,7 @@ def _worker(connection, function, args, env: dict[str, str]) -> None:
         result = function(*args)
     except BaseException as error:  # everything goes back to the parent as a message
         traceback.print_exc(file=sys.stderr)
-        connection.send(("error", f"{type(error).__name__}: {error}".strip().splitlines()[0]))
+        connection.send(("error", one_line(error)))
     else:
         connection.send(("ok", result))
     finally:

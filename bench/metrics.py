@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from bench.constants import TEST_IMAGES
 
 SIGNIFICANT = "significant"  # a fmt: four significant digits, thousands separated, never an exponent
@@ -23,6 +25,13 @@ def significant(value: float, digits: int = 4) -> str:
         return f"{value:,.0f}" if value == 0 else str(value)
     decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
     return f"{value:,.{decimals}f}"
+
+
+def percentile(values, q: float) -> float:
+    """The q-th percentile (0-100, linear interpolation) of `values`; NaN for none. The one definition behind a
+    run's step_ms_median/p10/p90 (bench.train) and the report's step times pooled over runs (bench.analysis)."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.percentile(values, q)) if values.size else math.nan
 
 
 @dataclass(frozen=True)

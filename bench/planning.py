@@ -1,7 +1,8 @@
 """What `bench run` will do: the device, the checks on a config, the plan of cells and their run ids.
 
 Pure functions of the config (and the device); nothing here writes. The runner executes the plan;
-`--dry-run` prints it (plan_text).
+`--dry-run` prints it (plan_text). Bad input raises PlanError (a ValueError with one line); the command
+line (bench.run_command) turns it into exit 2.
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import torch
 import impls
 from bench import config as config_mod
 from bench import storage
-from bench.cliargs import UsageError
 from bench.config import Config
 from bench.constants import TRAIN_IMAGES
 from bench.schema import RUNS_FILE
@@ -22,14 +22,25 @@ from bench.schema import RUNS_FILE
 MIN_TIMED_STEPS = 5
 
 
-def resolve_device(requested: str) -> torch.device:
+class PlanError(ValueError):
+    """A config or device this machine cannot run as asked; the message is one line for the user."""
+
+
+def resolve_device(requested: str, *, must_exist: bool = True) -> torch.device:
+    """"auto" (CUDA when there is a GPU, else the CPU) or the device named. must_exist=False allows a device
+    this machine lacks (`bench list --device cuda` asks what would run there); a malformed name is a PlanError."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except RuntimeError as error:
+        raise PlanError(f"device {requested!r}: {error}") from None
+    if not must_exist:
+        return device
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {requested!r} is not available (torch.cuda.is_available() is False); use cpu or auto")
+        raise PlanError(f"device {requested!r} is not available (torch.cuda.is_available() is False); use cpu or auto")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UsageError(f"device {requested!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
+        raise PlanError(f"device {requested!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
     return device
 
 
@@ -52,17 +63,17 @@ def too_short(point: Config) -> str | None:
 def check_config(config: Config, device: torch.device) -> None:
     for point in config_mod.sweep_points(config.sweep):
         if problem := too_short(config.replace(sweep={}, **point)):
-            raise UsageError(problem)
+            raise PlanError(problem)
     for name in config.backends:
         if name not in impls.names():
-            raise UsageError(f"unknown backend {name!r}; expected one of: {', '.join(impls.names())}")
+            raise PlanError(f"unknown backend {name!r}; expected one of: {', '.join(impls.names())}")
     if len(set(config.backends)) != len(config.backends):
-        raise UsageError(f"backends listed twice: {', '.join(config.backends)}")
+        raise PlanError(f"backends listed twice: {', '.join(config.backends)}")
     swept = config.sweep.get("dtype")
     for dtype in swept or [config.dtype]:
         reason = dtype_unsupported(dtype, device)
         if reason and not swept:  # asked for outright: bad input. A sweep point: a skipped row (execute).
-            raise UsageError(reason)
+            raise PlanError(reason)
 
 
 def dtype_unsupported(dtype: str, device: torch.device) -> str:

@@ -1,5 +1,6 @@
 """Results directories: where a run's files go, the `latest` pointer, the check that --out is writable
-before anything loads, and the lock that keeps two runs out of one directory.
+before anything loads, and the lock that keeps two runs out of one directory. Problems raise
+ResultsDirError (a ValueError with one line); the command line turns it into exit 2.
 """
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ import socket
 from datetime import datetime
 from pathlib import Path
 
-from bench import atomic, storage
-from bench.cliargs import UsageError
+from bench import atomic
 
 
 # Relative: results land under the directory `bench run` is started from, wherever the package lives.
@@ -19,6 +19,10 @@ RESULTS_ROOT = Path("results") / "runs"
 
 
 LATEST = "latest"
+
+
+class ResultsDirError(ValueError):
+    """A results directory that cannot be used as asked: one line for the user."""
 
 
 def short_host() -> str:
@@ -36,7 +40,7 @@ def new_results_dir() -> Path:
         candidate = root / f"{stamp}{suffix}"
         if not candidate.exists():
             return candidate
-    raise UsageError(f"could not pick a new results directory under {root}")
+    raise ResultsDirError(f"could not pick a new results directory under {root}")
 
 
 def point_latest(out_dir: Path) -> None:
@@ -62,12 +66,12 @@ def check_writable(out_dir: Path) -> None:
     existing = out_dir
     while not existing.exists() and existing != existing.parent:
         if existing.is_symlink():  # a dangling link: mkdir would fail on it
-            raise UsageError(f"--out {out_dir}: {existing} is a broken symbolic link")
+            raise ResultsDirError(f"--out {out_dir}: {existing} is a broken symbolic link")
         existing = existing.parent
     if not existing.is_dir():
-        raise UsageError(f"--out {out_dir}: {existing} is a file, expected a directory")
+        raise ResultsDirError(f"--out {out_dir}: {existing} is a file, expected a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out_dir}: {existing} is not writable")
+        raise ResultsDirError(f"--out {out_dir}: {existing} is not writable")
 
 
 def lock(out_dir: Path):
@@ -79,5 +83,5 @@ def lock(out_dir: Path):
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise UsageError(f"{out_dir} is in use by another `bench run`; wait for it or stop it first") from None
+        raise ResultsDirError(f"{out_dir} is in use by another `bench run`; wait for it or stop it first") from None
     return handle

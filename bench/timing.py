@@ -2,8 +2,8 @@
 
 CUDA work is asynchronous: a host clock read without a synchronize measures the launch, not the
 work. Per-step times therefore come from CUDA events (read after one synchronize at the end),
-and host clocks are read only after `sync(device)`. StepTimer times whole steps; SplitTimer adds a
-mark after the forward, for forward and backward apart. MemoryMeter reads CUDA's allocator peaks,
+and host clocks are read only after `sync(device)`. SplitTimer times whole steps with a mark after the
+forward, for forward and backward apart. MemoryMeter reads CUDA's allocator peaks,
 or on CPU the kernel's exact peak-RSS counter (VmHWM), with a sampling thread only as a fallback.
 """
 from __future__ import annotations
@@ -20,39 +20,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class StepTimer:
-    """Per-step durations in ms. CPU: perf_counter (ops are synchronous). CUDA: event pairs."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self._pending: list = []
-        self._start = None
-
-    def start(self) -> None:
-        if self.cuda:
-            self._start = torch.cuda.Event(enable_timing=True)
-            self._start.record()
-        else:
-            self._start = time.perf_counter()
-
-    def stop(self) -> None:
-        if self.cuda:
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            self._pending.append((self._start, end))
-        else:
-            self._pending.append((time.perf_counter() - self._start) * 1e3)
-
-    def durations_ms(self) -> list[float]:
-        """All steps so far; on CUDA this waits for the recorded work to finish."""
-        if not self.cuda:
-            return list(self._pending)
-        torch.cuda.synchronize()
-        return [start.elapsed_time(end) for start, end in self._pending]
-
-
 class SplitTimer:
-    """StepTimer's interface plus a mark after the forward: a step's forward and backward apart.
+    """Per-step durations in ms, with a mark after the forward: a step's forward and backward apart.
 
         timer.start(); loss = loss_fn(model(x), y); timer.forward_done()
         optimizer.zero_grad(); loss.backward(); optimizer.step(); timer.stop()
@@ -95,7 +64,7 @@ class SplitTimer:
         return [(start.elapsed_time(mid), mid.elapsed_time(end)) for start, mid, end in self._marks]
 
     def durations_ms(self) -> list[float]:
-        """Whole steps, as StepTimer.durations_ms (on CUDA this waits for the recorded work)."""
+        """Whole steps (on CUDA this waits for the recorded work to finish)."""
         if not self.cuda:
             return [(end - start) * 1e3 for start, _, end in self._marks]
         torch.cuda.synchronize()
@@ -205,8 +174,3 @@ class MemoryMeter:
             return None
         return torch.cuda.max_memory_reserved(self.device) - self._reserved_baseline
 
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    return float(torch.quantile(torch.tensor(values, dtype=torch.float64), q / 100).item())

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -20,7 +20,8 @@ from bench.constants import NUMERICS_IMAGES, PROFILED_STEPS
 from bench.data import BatchLoader, Mnist, pixel_order
 from bench.model import RowClassifier
 from bench import flops, numerics, profiling
-from bench.timing import MemoryMeter, SplitTimer, percentile, sync
+from bench.metrics import percentile
+from bench.timing import MemoryMeter, SplitTimer, sync
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -35,6 +36,7 @@ class RunResult:
     curve: list[dict]    # curves.csv rows, without the run key
     steps: list[dict]    # steps.csv rows, without the run key
     correct: object = None  # per-image correctness on the test set (numpy bools), for compare's paired test
+    where: dict = field(default_factory=dict)  # where it ran: host, device, threads (bench.executors.run_cell)
 
 
 def build_model(config: Config, backend: str, device: torch.device) -> nn.Module:
@@ -86,7 +88,7 @@ def train_and_measure(config: Config, backend: str, seed: int, data: Mnist, devi
         model = build_model(config, backend, device)
         log = train_steps(model, loader, config, device, desc=f"{backend} seed {seed}")
         eval_started = time.perf_counter()
-        accuracy, infer_samples_per_s, correct = evaluate(model, test_loader, device, per_image=True)
+        accuracy, infer_samples_per_s, correct = evaluate(model, test_loader, device)
         eval_time = time.perf_counter() - eval_started
     compiled = {k: v - compiled_before[k] for k, v in compile_stats().items()}
     what_ran = profile_training(model, loader, config, device)  # untimed; its extra steps change the weights
@@ -102,7 +104,7 @@ def train_and_measure(config: Config, backend: str, seed: int, data: Mnist, devi
         "matmul_precision": torch.get_float32_matmul_precision(),
     } | step_metrics(log, config.curve_every) | errors | compiled | what_ran
     metrics |= work_metrics(config, backend, metrics["step_ms_median"])
-    metrics |= {"threads": torch.get_num_threads(), "wall_time_s": time.perf_counter() - run_started}
+    metrics["wall_time_s"] = time.perf_counter() - run_started
     curve = loss_curve(log, config.curve_every, len(loader))
     steps = [{"step": i, "step_ms": log.step_ms[i]} for i in log.steady]
     return RunResult(metrics, curve, steps, correct)
@@ -135,21 +137,16 @@ def check_numerics(config: Config, backend: str, seed: int, test_loader: BatchLo
 
 
 def profile_training(model: nn.Module, loader: BatchLoader, config: Config, device: torch.device) -> dict:
-    """kernels_per_step, top_kernels and rnn_engine (which RNN implementation the names show), from PROFILED_STEPS training
-    steps on the first training batch under torch.profiler (bench.profiling), after one unprofiled step.
-    A fresh Adam of the same settings stands in for the run's (same ops per step after its first step, which
-    is the unprofiled one). It runs after evaluation, so its extra steps change no measured figure."""
+    """kernels_per_step, top_kernels and rnn_engine (which RNN implementation the names show), from PROFILED_STEPS
+    training steps on the first training batch under torch.profiler (bench.profiling), after one unprofiled step.
+    Each is the timed step (training_step, gradient clipping included), with a fresh Adam of the same settings
+    standing in for the run's (same ops per step after its first step, which is the unprofiled one). It runs
+    after evaluation, so its extra steps change no measured figure."""
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     loss_fn = nn.CrossEntropyLoss()
     images, labels = next(iter(loader))
-
-    def step():
-        loss = loss_fn(model(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    found = profiling.profile_steps(step, PROFILED_STEPS, device)
+    found = profiling.profile_steps(lambda: training_step(model, optimizer, loss_fn, images, labels, config.grad_clip),
+                                    PROFILED_STEPS, device)
     return {"kernels_per_step": found["kernels_per_step"], "top_kernels": found["top_kernels"],
             "rnn_engine": found["rnn_engine"]}  # not a column: the runner folds it into impl_detail
 
@@ -160,6 +157,36 @@ def work_metrics(config: Config, backend: str, step_ms: float) -> dict:
     work = flops.step_flops(impls.spec(backend).family, config.batch_size, config.seq_len, config.input_size,
                             config.hidden_size, config.num_layers, config.num_classes)["total"]
     return {"step_gflop": work / 1e9, "achieved_gflops": flops.achieved_gflops(work, step_ms)}
+
+
+class _Untimed:
+    """SplitTimer's marks as no-ops: the same step, outside the clock (profile_training)."""
+
+    def start(self) -> None:
+        pass
+
+    def forward_done(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, images: torch.Tensor,
+                  labels: torch.Tensor, grad_clip: float | None, timer=_Untimed()) -> torch.Tensor:
+    """One optimizer step, the one every figure is of: forward and loss, then zeroing, backward, clipping
+    (config.grad_clip; part of the step for every backend alike, no host sync) and the update. `timer`
+    (a SplitTimer) marks its start, the end of the forward and its end. Returns the loss, on the device."""
+    timer.start()
+    loss = loss_fn(model(images), labels)
+    timer.forward_done()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    timer.stop()
+    return loss
 
 
 def train_steps(model: nn.Module, loader: BatchLoader, config: Config, device: torch.device, desc: str) -> StepLog:
@@ -191,15 +218,7 @@ def train_steps(model: nn.Module, loader: BatchLoader, config: Config, device: t
                 sync(device)  # the batch is ready: the first step's clock starts with its own work
                 first_started = time.perf_counter()
             compilations = compile_stats()["compilations"]
-            timer.start()
-            loss = loss_fn(model(images), labels)
-            timer.forward_done()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip is not None:  # part of the step for every backend alike; no host sync
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            timer.stop()
+            loss = training_step(model, optimizer, loss_fn, images, labels, config.grad_clip, timer)
             if step == 0:
                 sync(device)  # the first step alone: lazy init, compilation and autotuning land here
                 first_step_s = time.perf_counter() - first_started
@@ -273,9 +292,9 @@ def warm_up_process(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: BatchLoader, device: torch.device, per_image: bool = False):
-    """Accuracy on all test images, and forward throughput over all batches but the first (warm-up);
-    per_image=True adds a third value: each test image's correctness (numpy bools, test-set order)."""
+def evaluate(model: nn.Module, loader: BatchLoader, device: torch.device):
+    """(accuracy on all test images, forward throughput over all batches but the first (warm-up), each test
+    image's correctness as numpy bools in test-set order)."""
     model.eval()
     correct = timed_samples = 0
     hits = []
@@ -286,13 +305,10 @@ def evaluate(model: nn.Module, loader: BatchLoader, device: torch.device, per_im
             timed_from = time.perf_counter()
         hit = model(images).argmax(dim=1) == labels
         correct += hit.sum()
-        if per_image:
-            hits.append(hit)  # stays on the device: read back once, after the clock
+        hits.append(hit)  # stays on the device: read back once, after the clock
         if index >= 1:
             timed_samples += labels.shape[0]
     sync(device)
     throughput = timed_samples / (time.perf_counter() - timed_from) if timed_from else float("nan")
     model.train()
-    if per_image:
-        return int(correct) / len(loader.labels), throughput, torch.cat(hits).cpu().numpy()
-    return int(correct) / len(loader.labels), throughput
+    return int(correct) / len(loader.labels), throughput, torch.cat(hits).cpu().numpy()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import atomic, storage
+from bench import atomic
 from bench.data import BatchLoader, command, fetch, idx, load_mnist, sources
 
 

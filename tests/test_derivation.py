@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 from results_factory import make_compare_fixture  # noqa: E402
 
-from bench import config as config_mod, metrics, runner, schema  # noqa: E402
+from bench import config as config_mod, metrics, run_command, schema  # noqa: E402
 from bench.analysis import compare, report  # noqa: E402
 from bench.config import Config, knob  # noqa: E402
 
@@ -29,10 +29,12 @@ def new_knobs(monkeypatch):
 
 
 def test_a_new_config_field_reaches_parser_row_columns_and_settings(new_knobs):
-    args = runner.parse_args(["--dropout", "0.25", "--width", "16", "--backends", "loop", "--sweep", "width=4,8"])
-    config = runner.build_config(args)
+    args = run_command.parse_args(["--dropout", "0.25", "--width", "16", "--backends", "loop", "--sweep", "width=4,8"])
+    config = run_command.build_config(args)
     assert (config.dropout, config.width, config.sweep) == (0.25, 16, {"width": [4, 8]})
-    row = runner.base_row("loop", 0, config, torch.device("cpu"))
+    from bench.executors import Cell
+    from bench.rows import run_row
+    row = run_row(Cell("loop-run", "loop", 0, config), torch.device("cpu"), status="skipped")
     assert (row["dropout"], row["width"]) == (0.25, 16)
     assert {"dropout", "width"} <= set(schema.run_columns())
     assert "width" in schema.key_columns() and "dropout" not in schema.key_columns()
@@ -46,15 +48,15 @@ def test_a_new_config_field_reaches_parser_row_columns_and_settings(new_knobs):
 
 
 def test_without_the_fixture_the_new_flag_is_unknown(capsys):
-    assert runner.parse_args(["--dropout", "0.25"]) == 2
+    assert run_command.parse_args(["--dropout", "0.25"]) == 2
     assert "unrecognized arguments: --dropout" in capsys.readouterr().err
 
 
 def test_every_flag_of_the_table_parses_to_its_field():
-    args = runner.parse_args(["--batch-size", "32", "--hidden", "16", "--layers", "3", "--seq-len", "56",
+    args = run_command.parse_args(["--batch-size", "32", "--hidden", "16", "--layers", "3", "--seq-len", "56",
                               "--train-limit", "100", "--warmup-steps", "2", "--no-isolate", "--lr", "0.01",
                               "--data-root", "/tmp/x", "--seeds", "1,2", "--threads", "1"])
-    config = runner.build_config(args)
+    config = run_command.build_config(args)
     assert (config.batch_size, config.hidden_size, config.num_layers, config.seq_len, config.input_size) == (32, 16, 3, 56, 14)
     assert (config.train_limit, config.warmup_steps, config.isolate, config.lr) == (100, 2, False, 0.01)
     assert (config.data_root, config.seeds, config.threads) == ("/tmp/x", (1, 2), 1)
@@ -90,7 +92,7 @@ def test_a_new_metric_reaches_report_plots_and_compare(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("flag, value", [("--hidden", "16"), ("--no-isolate", None), ("--config", "c.toml")])
 def test_resume_names_the_flag_the_user_typed(tmp_path, capsys, flag, value):
-    assert runner.cli(["--resume", str(tmp_path), flag, *([value] if value else [])]) == 2
+    assert run_command.cli(["--resume", str(tmp_path), flag, *([value] if value else [])]) == 2
     assert f"--resume uses the saved config; drop {flag}\n" in capsys.readouterr().err
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import bench.train
-from bench import envinfo, executors, runner, storage
+from bench import envinfo, executors, run_command, runner, storage
 from bench.config import from_dict
 from bench.schema import RUN_COLUMNS
 from test_runner import synthetic_mnist
@@ -121,6 +121,6 @@ def test_a_driver_killed_mid_run_resumes_without_loss_or_duplicates(tmp_path, da
     (["--retries", "-1"], "--retries must be 0 or more, got -1"),
 ])
 def test_bad_executor_flags_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
-    assert runner.cli(argv + ["--out", str(tmp_path / "out")]) == 2
+    assert run_command.cli(argv + ["--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {message}\n" and not (tmp_path / "out").exists()

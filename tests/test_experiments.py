@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import bench.train
-from bench import backends, experiments, planning, runner, storage
+from bench import backends, experiments, planning, run_command, runner, storage
 from bench.config import from_dict
 from bench.data import BatchLoader, pixel_order
 from tests.test_runner import synthetic_mnist
@@ -138,7 +138,7 @@ def test_cli_sweep_of_text_axes_and_resume_with_its_saved_config(tmp_path, capsy
     argv = ["--backends", "gru", "--train-limit", "300", "--hidden", "8", "--no-isolate", "--device", "cpu",
             "--warmup-steps", "1", "--sweep", "task=rows,permuted", "--sweep", "dtype=float32,bfloat16",
             "--permutation-seed", "4", "--out", str(out)]
-    assert runner.cli(argv) == 0
+    assert run_command.cli(argv) == 0
     runs = storage.load_runs(out)
     assert sorted(zip(runs.task, runs.dtype)) == sorted((t, d) for t in ("rows", "permuted")
                                                          for d in ("float32", "bfloat16"))
@@ -146,7 +146,7 @@ def test_cli_sweep_of_text_axes_and_resume_with_its_saved_config(tmp_path, capsy
     saved = json.loads((out / "env.json").read_text())["config"]
     assert saved["sweep"] == {"task": ["rows", "permuted"], "dtype": ["float32", "bfloat16"]}
     assert saved["permutation_seed"] == 4 and saved["task"] == "rows"
-    assert runner.cli(["--resume", str(out)]) == 0 and len(storage.load_runs(out)) == 4
+    assert run_command.cli(["--resume", str(out)]) == 0 and len(storage.load_runs(out)) == 4
 
 
 # ---------------------------------------------------------------- presets
@@ -172,8 +172,8 @@ def test_the_presets_the_issue_asks_for():
 def test_preset_then_config_file_then_flags(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text("hidden_size = 32\nbatch_size = 25\n")
-    args = runner.parse_args(["--experiment", "permuted", "--config", str(path), "--batch-size", "10"])
-    config = runner.build_config(args)
+    args = run_command.parse_args(["--experiment", "permuted", "--config", str(path), "--batch-size", "10"])
+    config = run_command.build_config(args)
     assert (config.task, config.seq_len) == ("permuted", 784)         # from the preset
     assert config.hidden_size == 32                                     # the file over the preset
     assert config.batch_size == 10                                      # the flag over both
@@ -198,14 +198,14 @@ def test_list_experiments(capsys):
 def test_a_bad_preset_is_one_line_exit_2(tmp_path, capsys, monkeypatch, text, message):
     (tmp_path / "broken.toml").write_text(text)
     monkeypatch.setattr(experiments, "_files", lambda: {"broken": tmp_path / "broken.toml"})
-    assert runner.cli(["--experiment", "broken", "--out", str(tmp_path / "out")]) == 2
+    assert run_command.cli(["--experiment", "broken", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
 
 
 def test_unknown_preset_is_one_line_exit_2(tmp_path, capsys):
-    assert runner.cli(["--experiment", "nope", "--out", str(tmp_path / "out")]) == 2
+    assert run_command.cli(["--experiment", "nope", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err == "error: unknown experiment 'nope'; expected one of: " + ", ".join(experiments.names()) + "\n"
 
@@ -215,8 +215,8 @@ def test_the_preset_a_run_started_from_is_saved_beside_its_results(tmp_path, mon
     out = tmp_path / "out"
     argv = ["--experiment", "smoke", "--backends", "gru", "--train-limit", "300", "--hidden", "8", "--no-isolate",
             "--device", "cpu", "--warmup-steps", "1", "--out", str(out)]
-    assert runner.cli(argv) == 0
+    assert run_command.cli(argv) == 0
     env = json.loads((out / "env.json").read_text())
     assert env["experiment"] == "smoke" and env["config"]["threads"] == 1  # the preset's value, kept
-    assert runner.cli(["--resume", str(out)]) == 0
+    assert run_command.cli(["--resume", str(out)]) == 0
     assert json.loads((out / "env.json").read_text())["experiment"] == "smoke"

@@ -77,7 +77,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import impls  # noqa: E402
-from bench import runner, storage  # noqa: E402
+from bench import run_command, storage  # noqa: E402
 from tests.test_runner import ExplodingLSTM, synthetic_mnist  # noqa: E402
 
 # 6 steps of batch 20: one warm-up + the 5 timed steps a run needs
@@ -104,22 +104,22 @@ def boom(monkeypatch):
 
 def test_a_failed_run_exits_1_and_says_how_many(tmp_path, capsys, fake_data, boom):
     out = tmp_path / "run"
-    assert runner.cli(["--backends", "boom,gru", *SMALL, "--out", str(out)]) == 1
+    assert run_command.cli(["--backends", "boom,gru", *SMALL, "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert f"error: 1 of 2 run(s) failed (reasons in {out / 'runs.csv'}" in err
-    assert runner.cli(["--backends", "boom,gru", *SMALL, "--out", str(tmp_path / "allowed"), "--allow-failures"]) == 0
+    assert run_command.cli(["--backends", "boom,gru", *SMALL, "--out", str(tmp_path / "allowed"), "--allow-failures"]) == 0
     assert "1 of 2 run(s) failed" in capsys.readouterr().err
 
 
 def test_retry_failed_replaces_the_failed_row(tmp_path, capsys, fake_data, boom, monkeypatch):
     out = tmp_path / "run"
-    assert runner.cli(["--backends", "boom,gru", *SMALL, "--out", str(out)]) == 1
-    assert runner.cli(["--resume", str(out)]) == 1  # a plain resume keeps the failed row
+    assert run_command.cli(["--backends", "boom,gru", *SMALL, "--out", str(out)]) == 1
+    assert run_command.cli(["--resume", str(out)]) == 1  # a plain resume keeps the failed row
     assert len(storage.load_runs(out)) == 2
     monkeypatch.setitem(impls.REGISTRY, "boom", impls.REGISTRY["cudnn"])  # the backend is fixed
-    assert runner.cli(["--resume", str(out), "--retry-failed", "--backends", "gru"]) == 1  # boom's row stays
+    assert run_command.cli(["--resume", str(out), "--retry-failed", "--backends", "gru"]) == 1  # boom's row stays
     assert storage.load_runs(out).set_index("backend").status.to_dict() == {"boom": "failed", "gru": "ok"}
-    assert runner.cli(["--resume", str(out), "--retry-failed"]) == 0
+    assert run_command.cli(["--resume", str(out), "--retry-failed"]) == 0
     runs = storage.load_runs(out)
     assert runs.set_index("backend").status.to_dict() == {"gru": "ok", "boom": "ok"} and runs.run_id.is_unique
     assert "retrying 1 failed run(s)" in capsys.readouterr().out
@@ -133,14 +133,14 @@ def test_resume_with_backends_runs_only_their_missing_cells(tmp_path, capsys, fa
 
     monkeypatch.setattr("bench.train.train_and_measure", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        runner.cli(["--backends", "cudnn,gru", "--seeds", "0,1", *SMALL, "--out", str(out)])
+        run_command.cli(["--backends", "cudnn,gru", "--seeds", "0,1", *SMALL, "--out", str(out)])
     monkeypatch.undo()
     monkeypatch.setattr("bench.data.load_mnist", lambda root=None, quiet=True: fake_data)
-    assert runner.cli(["--resume", str(out), "--backends", "gru"]) == 0
+    assert run_command.cli(["--resume", str(out), "--backends", "gru"]) == 0
     assert list(storage.load_runs(out).backend) == ["gru", "gru"]
     missing = results.load(out).missing
     assert missing[["backend", "seed"]].values.tolist() == [["cudnn", 0], ["cudnn", 1]]
-    assert runner.cli(["--resume", str(out), "--backends", "loop"]) == 2
+    assert run_command.cli(["--resume", str(out), "--backends", "loop"]) == 2
     assert "'loop' is not in the saved plan (cudnn, gru)" in capsys.readouterr().err
 
 
@@ -160,7 +160,7 @@ def write(path: Path, text: str) -> str:
 ])
 def test_bad_config_file_is_one_line(tmp_path, capsys, name, text, message):
     out = tmp_path / "out"
-    assert runner.cli(["--config", write(tmp_path / name, text), "--out", str(out)]) == 2
+    assert run_command.cli(["--config", write(tmp_path / name, text), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert not out.exists()
@@ -168,11 +168,11 @@ def test_bad_config_file_is_one_line(tmp_path, capsys, name, text, message):
 
 def test_run_too_short_to_measure_is_refused_with_the_minimum(tmp_path, capsys):
     out = tmp_path / "out"
-    assert runner.cli(["--backends", "cudnn", "--train-limit", "10", "--out", str(out)]) == 2
+    assert run_command.cli(["--backends", "cudnn", "--train-limit", "10", "--out", str(out)]) == 2
     assert capsys.readouterr().err == (
         "error: --train-limit 10 gives 1 training step(s) at batch size 50; a run needs at least 15 (10 warm-up + "
         "5 timed): use --train-limit 750 or more (or fewer --warmup-steps)\n")
-    assert runner.cli(["--train-limit", "200", "--sweep", "batch_size=10,50", "--out", str(out)]) == 2
+    assert run_command.cli(["--train-limit", "200", "--sweep", "batch_size=10,50", "--out", str(out)]) == 2
     assert "200 gives 4 training step(s) at batch size 50" in capsys.readouterr().err  # every sweep point (10 is fine)
     assert not out.exists()
 
@@ -186,7 +186,7 @@ def test_run_too_short_to_measure_is_refused_with_the_minimum(tmp_path, capsys):
 ])
 def test_duplicates_and_non_finite_numbers_are_bad_input(tmp_path, capsys, argv, message):
     out = tmp_path / "out"
-    assert runner.cli([*argv, "--out", str(out)]) == 2
+    assert run_command.cli([*argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not out.exists()
@@ -209,7 +209,7 @@ def test_bad_paths_are_one_line_before_any_data_loads(tmp_path, capsys, monkeypa
          "is a directory where the MNIST file t10k-labels-idx1-ubyte belongs"),
     ]
     for argv, message in cases:
-        assert runner.cli(["--backends", "cudnn", *argv]) == 2, argv
+        assert run_command.cli(["--backends", "cudnn", *argv]) == 2, argv
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "tree"]
@@ -226,14 +226,14 @@ def test_a_full_disk_is_one_line_and_finished_rows_stay(tmp_path, capsys, fake_d
         return real(*args, **kwargs)
 
     monkeypatch.setattr(storage, "append_run", disk_fills_up)
-    assert runner.cli(["--backends", "cudnn,gru", *SMALL, "--out", str(out)]) == 1
+    assert run_command.cli(["--backends", "cudnn,gru", *SMALL, "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert err == (f"error: cannot write to {out}: No space left on device; its 1 finished run(s) are intact: "
                    f"free the space and finish with --resume {out}\n")
     runs = storage.load_runs(out)
     assert list(runs.backend) == ["cudnn"] and (runs.status == "ok").all()
     monkeypatch.setattr(storage, "append_run", real)
-    assert runner.cli(["--resume", str(out)]) == 0
+    assert run_command.cli(["--resume", str(out)]) == 0
     assert list(storage.load_runs(out).backend) == ["cudnn", "gru"]
 
 
@@ -254,7 +254,7 @@ def test_a_hanging_backend_times_out_and_the_next_one_runs(tmp_path, capsys, fak
     monkeypatch.setattr(executors, "create", create_with_the_sleepy_backend)
     out = tmp_path / "run"
     argv = ["--backends", "sleepy,gru", *[a for a in SMALL if a != "--no-isolate"], "--timeout", "20"]
-    assert runner.cli([*argv, "--out", str(out)]) == 1
+    assert run_command.cli([*argv, "--out", str(out)]) == 1
     runs = storage.load_runs(out).set_index("backend")
     assert runs.loc["sleepy", "status"] == "failed" and runs.loc["sleepy", "error"] == "timed out after 20 s"
     assert runs.loc["gru", "status"] == "ok"

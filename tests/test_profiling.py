@@ -105,3 +105,22 @@ def test_kineto_chatter_is_dropped_and_everything_else_on_stderr_passes(capfd):
     err = capfd.readouterr().err
     assert "a real warning from a kernel" in err
     assert "USDT" not in err and "gpuGetDeviceCount" not in err
+
+
+@pytest.mark.parametrize("grad_clip, clipped", [(None, 0), (1.0, 4)])
+def test_the_profiled_step_is_the_timed_step(monkeypatch, grad_clip, clipped):
+    """bench.train profiles training_step itself, so gradient clipping (permuted, pixel) is in what it lists:
+    one unprofiled step, then PROFILED_STEPS (3) profiled ones."""
+    import bench.train as train
+    from bench.config import Config
+    from bench.constants import PROFILED_STEPS
+
+    calls = []
+    real_clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: calls.append(1) or real_clip(*a, **k))
+    torch.manual_seed(0)
+    model = RowClassifier(impls.build("loop", 4, 8, 1), 8, 10)
+    batch = [(torch.rand(6, 3, 4), torch.randint(0, 10, (6,)))]
+    found = train.profile_training(model, batch, Config(grad_clip=grad_clip), torch.device("cpu"))
+    assert len(calls) == clipped == (1 + PROFILED_STEPS if grad_clip else 0)
+    assert found["kernels_per_step"] > 0

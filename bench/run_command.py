@@ -1,0 +1,208 @@
+"""`bench run`: the command line in front of the runner.
+
+    python -m bench run [--experiment NAME] [--config FILE] [--backends cudnn,loop] [--epochs N] ...
+                        [--sweep AXIS=V1,V2 ...] [--out DIR | --resume DIR] [--report]
+
+Every input is checked before anything is written, so bad input leaves no directory behind (exit 2, one
+line): the layers below (config, planning, rundir, data, executors) raise their own ValueErrors, and this
+module turns each into that line. Exit 1 when runs failed (unless --allow-failures) or nothing could be
+written or loaded.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import impls
+from bench import config as config_mod
+from bench import executors, runner, storage
+from bench.cliargs import OneLineParser, UsageError, parse
+from bench.config import Config
+from bench.constants import BASELINE
+from bench.planning import check_config, plan_text, resolve_device
+from bench.rundir import ResultsDirError, check_writable, lock, new_results_dir, point_latest
+from bench.schema import ENV_FILE, RUNS_FILE
+
+# Knobs `--resume` accepts: which of the saved plan's backends to run now, and the time limit.
+RESUME_KEYS = ("backends", "timeout")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace | int:
+    parser = OneLineParser(prog="bench run", description="Train backends on row-by-row MNIST and record results.")
+    config_mod.add_arguments(parser, help_suffix={"backends": f"; from: {','.join(impls.names())}"})
+    parser.add_argument("--sweep", action="append", default=[], metavar="AXIS=V1,V2",
+                        help=f"sweep an axis ({', '.join(config_mod.sweep_axes())}); repeatable")
+    parser.add_argument("--experiment", metavar="NAME",
+                        help="start from a named preset (`bench list --experiments`); a --config file overrides it, "
+                             "and flags override both")
+    parser.add_argument("--config", help="TOML or YAML file with config keys")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--out", help="results directory (default: ./results/runs/<time>-<host>/ under the current "
+                                     "directory)")
+    where.add_argument("--resume", help="finish an interrupted results directory, with its saved config")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="with --resume: run the failed runs again (their rows are replaced)")
+    parser.add_argument("--allow-failures", action="store_true",
+                        help="exit 0 even when runs failed (default: exit 1 and say how many)")
+    parser.add_argument("--report", action="store_true", help="write report.md/html and plots when done")
+    parser.add_argument("--baseline", default=BASELINE,
+                        help=f"the report's ratio column: value / BACKEND's (default {BASELINE})")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (backend x seed x sweep point) and exit; writes and downloads nothing")
+    parser.add_argument("--executor", default="local", help="where cells run: local (default) | ray")
+    parser.add_argument("--ray-address", dest="ray_address", help="Ray cluster to join (default: $RAY_ADDRESS, "
+                        "else a local cluster started for the run)")
+    parser.add_argument("--cell-cpus", type=int, dest="cell_cpus",
+                        help="ray, CPU device: CPUs per cell (default: all of a node's, so cells never share one)")
+    parser.add_argument("--retries", type=int, default=0,
+                        help="re-run a cell whose worker or node died, up to N times (default 0; recorded)")
+    return parse(parser, argv)  # --help returns 0, bad input returns 2 after one line
+
+
+def parse_sweep(items: list[str]) -> dict:
+    sweep = {}
+    for item in items:
+        axis, sep, values = item.partition("=")
+        if not sep or not values:
+            raise UsageError(f"--sweep expects AXIS=V1,V2 (e.g. batch_size=32,128), got {item!r}")
+        axis = axis.strip()
+        if axis not in config_mod.sweep_axes():
+            raise UsageError(f"unknown sweep axis {axis!r}; expected one of: {', '.join(config_mod.sweep_axes())}")
+        read = config_mod.axis_type(axis)
+        try:
+            sweep[axis] = [read(v.strip()) for v in values.split(",")]
+        except ValueError:
+            raise UsageError(f"--sweep {axis}: values must be {read.__name__} values, got {values!r}") from None
+    return sweep
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """Layers, each overriding the one before: the preset (--experiment), the --config file, the flags."""
+    overrides = {}
+    if args.experiment:
+        from bench import experiments
+        overrides |= experiments.load(args.experiment)
+    overrides |= config_mod.load_file(args.config) if args.config else {}
+    overrides |= {key: getattr(args, key) for key in config_mod.cli_keys() if getattr(args, key) is not None}
+    if args.sweep:
+        overrides["sweep"] = parse_sweep(args.sweep)
+    return config_mod.from_dict(overrides)
+
+
+def resumed_config(args: argparse.Namespace, saved: dict, out_dir: Path) -> Config:
+    """The config saved in env.json, with the few knobs a resume may change (RESUME_KEYS)."""
+    flags = {key: config_mod.fields()[key].metadata["flag"] for key in config_mod.cli_keys()
+             if key not in RESUME_KEYS} | {"config": "--config", "experiment": "--experiment"}
+    given = [flag for key, flag in flags.items() if getattr(args, key) is not None] + (["--sweep"] if args.sweep else [])
+    if given:
+        raise UsageError(f"--resume uses the saved config; drop {given[0]}")
+    if "config" not in saved:
+        raise UsageError(f"--resume {out_dir}: no {ENV_FILE} with a config; expected a directory written by `bench run`")
+    kept = {k: v for k, v in saved["config"].items() if k not in config_mod.DERIVED}
+    config = config_mod.from_dict(kept)
+    config = config.replace(**{key: getattr(args, key) for key in RESUME_KEYS if getattr(args, key) is not None})
+    stray = [b for b in config.backends if b not in kept["backends"]]
+    if stray:
+        raise UsageError(f"--resume --backends: {stray[0]!r} is not in the saved plan ({', '.join(kept['backends'])})")
+    return config
+
+
+def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device, dict]:
+    """Checks every input; writes nothing. Returns the config, the directory, the device and what the
+    directory's env.json holds ({} when none): the one read of env.json before the run starts."""
+    if args.retry_failed and not args.resume:
+        raise UsageError("--retry-failed needs --resume DIR (the directory whose failed runs to run again)")
+    out_dir = Path(args.resume) if args.resume else Path(args.out).resolve() if args.out else new_results_dir()
+    saved = storage.load_env(out_dir)
+    if args.resume:
+        config = resumed_config(args, saved, out_dir)
+    else:
+        config = build_config(args)
+        if (out_dir / RUNS_FILE).exists():
+            raise UsageError(f"{out_dir} already holds results; use --resume {out_dir} or another --out")
+    check_writable(out_dir)
+    device = resolve_device(config.device)
+    check_config(config, device)
+    from bench.data import root_problem
+    if problem := root_problem(config.data_root):
+        raise UsageError(problem)
+    return config, out_dir, device, saved
+
+
+def cli(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if isinstance(args, int):  # --help (0) or a bad flag (2, its line already printed)
+        return args
+    try:  # UsageError, and the ValueErrors of config, planning, rundir and executors: all bad input
+        config, out_dir, device, saved = prepare(args)
+        executor = executors.create(args.executor, env=runner.worker_env(), ray_address=args.ray_address,
+                                    timeout_s=config.timeout or None, cell_cpus=args.cell_cpus, retries=args.retries)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(plan_text(config, out_dir, device))
+        return 0
+    try:
+        with executor:  # local: the worker server imports torch while the data loads; ray: join or start a cluster
+            return run_with(executor, args, config, out_dir, device, saved)
+    except executors.ExecutorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def run_with(executor, args: argparse.Namespace, config: Config, out_dir: Path, device: torch.device,
+             saved: dict) -> int:
+    from bench.data import DataError, load_mnist
+    try:
+        data = load_mnist(config.data_root, quiet=False)
+    except DataError as error:  # nothing to train on: no directory is written
+        print(f"error: data: {error}", file=sys.stderr)
+        return 1
+    try:
+        held = lock(out_dir)
+    except ResultsDirError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    with held:  # closing the file releases the lock
+        try:
+            started = time.perf_counter()
+            env = runner.start_env(out_dir, saved, config, device, executor, experiment=args.experiment)
+            if not (args.out or args.resume):  # a directory we named: RESULTS_ROOT/latest follows it
+                point_latest(out_dir)
+            if args.retry_failed:
+                print(f"retrying {storage.drop_failed(out_dir, config.backends)} failed run(s)")
+            print(f"results: {out_dir}  device: {device}  data: {data.source}  executor: {executor.name}")
+            for dtype, peak in env["peak"].items():
+                print(f"peak {dtype} GEMM on {device}: {peak['gflops']:,.1f} GFLOP/s"
+                      + (f" ({peak['error']})" if "error" in peak else f" ({peak['shape']})"))
+            runner.execute(config, out_dir, device, data, peaks=env["peak"], executor=executor)
+            print(f"done in {time.perf_counter() - started:.1f} s: {out_dir / RUNS_FILE}")
+            if args.report:
+                from bench.analysis.report import write_report
+                print(f"report: {write_report(out_dir, baseline=args.baseline)}")
+        except OSError as error:  # a full disk, a vanished mount: rows already written stay as they are
+            finished = len(storage.load_runs(out_dir)) if (out_dir / RUNS_FILE).exists() else 0
+            print(f"error: cannot write to {out_dir}: {error.strerror or error}; its {finished} finished run(s) are "
+                  f"intact: free the space and finish with --resume {out_dir}", file=sys.stderr)
+            return 1
+    return exit_status(out_dir, args.allow_failures)
+
+
+def exit_status(out_dir: Path, allow_failures: bool) -> int:
+    """0 when every run in the directory is ok or skipped; 1 when any failed (unless allowed), saying how many."""
+    runs = storage.load_runs(out_dir) if (out_dir / RUNS_FILE).exists() else None
+    failed = 0 if runs is None else int((runs["status"] == "failed").sum())
+    if not failed:
+        return 0
+    line = f"{failed} of {len(runs)} run(s) failed (reasons in {out_dir / RUNS_FILE}"
+    if allow_failures:
+        print(f"{line}); exit 0 as --allow-failures asks", file=sys.stderr)
+        return 0
+    print(f"error: {line}; --resume {out_dir} --retry-failed runs them again, --allow-failures exits 0)",
+          file=sys.stderr)
+    return 1
