@@ -110,11 +110,11 @@ def test_header_names_only_the_tests_used_and_html_is_written(tmp_path):
 def test_judge_needs_both_threshold_and_significance():
     rng = np.random.default_rng(0)
     a, b = rng.normal(10, 5, 6), rng.normal(11, 5, 6)  # 10 % apart on average but buried in noise
-    result, p, note, test = compare.judge("first_step_s", 10.0, 11.0, a, b, 0.05, from_steps=False)
+    result, p, note, test = compare.judge("first_step_s", 10.0, 11.0, a, b, 0.05)
     assert result == "unchanged" and p > 0.05 and "not significant" in note and test == "Mann-Whitney U"
-    assert compare.judge("peak_memory_bytes", 100, 120, [100] * 4, [120] * 4, 0.05, False)[0] == "worse"
-    assert compare.judge("test_accuracy", 0.9, 0.99, [0.9], [0.99], 0.05, False)[0] == "better"
-    assert compare.judge("peak_memory_bytes", 100, 100, [100] * 2, [100] * 2, 0.05, False)[0] == "unchanged"
+    assert compare.judge("peak_memory_bytes", 100, 120, [100] * 4, [120] * 4, 0.05)[0] == "worse"
+    assert compare.judge("test_accuracy", 0.9, 0.99, [0.9], [0.99], 0.05)[0] == "better"
+    assert compare.judge("peak_memory_bytes", 100, 100, [100] * 2, [100] * 2, 0.05)[0] == "unchanged"
 
 
 def test_config_differences_are_stated(base, tmp_path, capsys):

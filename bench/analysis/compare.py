@@ -24,8 +24,7 @@ A change is flagged only when it is BOTH
     both sides have at least MIN_SEEDS = 4 seeds (with 3 vs 3 its smallest possible p is 0.1, so
     it could never pass); Welch's t-test with 2 or 3 seeds a side. With a single seed on a side no
     test is possible: a change beyond the threshold is flagged "inconclusive", which is shown but
-    is not a regression, and the row says why. Step time falls back to these rules if a side has
-    no steps.csv rows.
+    is not a regression, and the row says why. The tests are bench.analysis.stats's.
 
 Flags: Metric.words (faster / slower for time and throughput, better / worse for accuracy and memory),
 inconclusive, else unchanged. Regressions are "slower", "worse", and a backend that was ok in A but failed in B
@@ -44,14 +43,13 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from scipy.stats import mannwhitneyu, norm, ttest_ind
 
 from bench import config, metrics
-from bench.analysis import render
-from bench.cliargs import OneLineParser, parse
-from bench.analysis.results import Results, ResultsError, backend_order, load, metric_table, ok_runs, point_label, \
-    step_samples, sweep_axes
+from bench.analysis import render, stats
+from bench.analysis.results import Results, ResultsError, at_point, backend_order, load, metric_table, ok_runs, \
+    sweep_axes
 from bench.atomic import atomic_write_text
+from bench.cliargs import OneLineParser, parse
 from bench.constants import TEST_IMAGES
 
 ALPHA = 0.05
@@ -80,15 +78,14 @@ def parse_threshold(text: str) -> float:
     return value / 100
 
 
-def judge(metric: str | metrics.Metric, a: float, b: float, samples_a, samples_b, threshold: float,
-          from_steps: bool) -> Verdict:
+def judge(metric: str | metrics.Metric, a: float, b: float, samples_a, samples_b, threshold: float) -> Verdict:
     """The verdict on one metric of one group."""
     metric = metrics.by_name(metric) if isinstance(metric, str) else metric
     if not (np.isfinite(a) and np.isfinite(b)) or a == 0:
         return Verdict("unchanged", np.nan, "no value to compare", NO_TEST)
     beyond = abs(b / a - 1) > threshold
     samples_a, samples_b = np.asarray(samples_a, float), np.asarray(samples_b, float)
-    p, test, note = significance(metric, a, b, samples_a, samples_b, from_steps)
+    p, test, note = significance(metric, a, b, samples_a, samples_b)
     if np.isnan(p):
         return Verdict("inconclusive" if beyond else "unchanged", p, note, test)
     return flagged(metric, a, b, beyond, p, note, test)
@@ -104,36 +101,26 @@ def flagged(metric: metrics.Metric, a: float, b: float, beyond: bool, p: float, 
     return Verdict(metric.words[0] if improved else metric.words[1], p, note, test)
 
 
-def significance(metric: metrics.Metric, a: float, b: float, samples_a: np.ndarray, samples_b: np.ndarray,
-                 from_steps: bool) -> tuple[float, str, str]:
+def significance(metric: metrics.Metric, a: float, b: float, samples_a: np.ndarray,
+                 samples_b: np.ndarray) -> tuple[float, str, str]:
     """(two-sided p or NaN when no test is possible, the test's name, a note with the sample counts)."""
     n_a, n_b = len(samples_a), len(samples_b)
-    what = "steps" if from_steps else "seeds"
     if metric.samples == "images":
         images_a, images_b = max(n_a, 1) * TEST_IMAGES, max(n_b, 1) * TEST_IMAGES
-        pooled = (a * images_a + b * images_b) / (images_a + images_b)
-        spread = np.sqrt(pooled * (1 - pooled) * (1 / images_a + 1 / images_b))
-        p = 1.0 if spread == 0 else 2 * norm.sf(abs(a - b) / spread)
+        p = stats.two_proportions(a, b, images_a, images_b)
         return p, Z_TEST, f"{Z_TEST} on {images_a:,} vs {images_b:,} test images"
-    if (from_steps and n_a and n_b) or min(n_a, n_b) >= MIN_SEEDS:
-        p = mannwhitneyu(samples_a, samples_b, alternative="two-sided").pvalue
-        return p, MANN_WHITNEY, f"{MANN_WHITNEY} on {n_a} vs {n_b} {what}"
+    if min(n_a, n_b) >= MIN_SEEDS:
+        return stats.mann_whitney(samples_a, samples_b), MANN_WHITNEY, f"{MANN_WHITNEY} on {n_a} vs {n_b} seeds"
     if min(n_a, n_b) >= 2:
         if np.ptp(samples_a) == 0 and np.ptp(samples_b) == 0:  # no spread: any difference is certain
-            return float(samples_a[0] == samples_b[0]), CONSTANT, f"constant over {n_a} vs {n_b} {what}"
-        p = ttest_ind(samples_a, samples_b, equal_var=False).pvalue
-        return p, WELCH, f"{WELCH} on {n_a} vs {n_b} {what}"
-    return np.nan, NO_TEST, f"no test possible with {n_a} vs {n_b} {what}: run more seeds"
+            return float(samples_a[0] == samples_b[0]), CONSTANT, f"constant over {n_a} vs {n_b} seeds"
+        return stats.welch(samples_a, samples_b), WELCH, f"{WELCH} on {n_a} vs {n_b} seeds"
+    return np.nan, NO_TEST, f"no test possible with {n_a} vs {n_b} seeds: run more seeds"
 
 
-def _samples(res: Results, metric: metrics.Metric, axes: list[str], key: dict, use_steps: bool) -> np.ndarray:
-    if use_steps:
-        frame, column = step_samples(res.runs, res.steps, axes), "step_ms"
-    else:
-        frame, column = ok_runs(res.runs), metric.name
-    for name, value in key.items():
-        frame = frame[frame[name] == value]
-    return frame[column].dropna().to_numpy(dtype=float)
+def _samples(res: Results, metric: metrics.Metric, key: dict) -> np.ndarray:
+    """One value per ok run at `key` (backend and sweep point): the run is the unit (step time: per-run medians)."""
+    return at_point(ok_runs(res.runs), key)[metric.name].dropna().to_numpy(dtype=float)
 
 
 def compare(a: Results, b: Results, threshold: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -147,13 +134,12 @@ def compare(a: Results, b: Results, threshold: float) -> tuple[pd.DataFrame, pd.
         both = ta[[*keys, "value"]].merge(tb[[*keys, "value"]], on=keys, suffixes=("_a", "_b"))
         for _, r in both.iterrows():
             key = {k: r[k] for k in keys}
-            use_steps = False  # the run is the unit: per-seed values (step time: per-run medians)
-            sa, sb = (_samples(x, metric, axes, key, use_steps) for x in (a, b))
+            sa, sb = (_samples(x, metric, key) for x in (a, b))
             verdict = None
             if metric.samples == "images":
-                verdict = paired_accuracy(metric, a, b, axes, key, r["value_a"], r["value_b"], threshold)
+                verdict = paired_accuracy(metric, a, b, key, r["value_a"], r["value_b"], threshold)
             if verdict is None:
-                verdict = judge(metric, r["value_a"], r["value_b"], sa, sb, threshold, use_steps)
+                verdict = judge(metric, r["value_a"], r["value_b"], sa, sb, threshold)
                 if metric.samples == "images":
                     verdict = verdict._replace(note=verdict.note + " (no per-image predictions on both sides: "
                                                                    "unpaired fallback)")
@@ -166,20 +152,12 @@ def compare(a: Results, b: Results, threshold: float) -> tuple[pd.DataFrame, pd.
     return pd.DataFrame(rows, columns=columns), _status_changes(a, b, keys)
 
 
-def _ok_at(res: Results, axes: list[str], key: dict) -> pd.DataFrame:
-    frame = ok_runs(res.runs)
-    for name, value in key.items():
-        frame = frame[frame[name] == value]
-    return frame
-
-
-def paired_accuracy(metric: metrics.Metric, a: Results, b: Results, axes: list[str], key: dict, value_a: float,
-                    value_b: float, threshold: float) -> Verdict | None:
+def paired_accuracy(metric: metrics.Metric, a: Results, b: Results, key: dict, value_a: float, value_b: float,
+                    threshold: float) -> Verdict | None:
     """McNemar's exact test on per-image correctness, seeds paired by number and pooled; None when no seed
     has a predictions file on both sides (the caller falls back to the z-test)."""
     from bench import predictions
-    from bench.analysis import stats
-    runs_a, runs_b = _ok_at(a, axes, key), _ok_at(b, axes, key)
+    runs_a, runs_b = at_point(ok_runs(a.runs), key), at_point(ok_runs(b.runs), key)
     by_seed_b = dict(zip(runs_b["seed"], runs_b["run_id"]))
     pairs = []
     for seed, run in zip(runs_a["seed"], runs_a["run_id"]):
@@ -201,7 +179,6 @@ def paired_accuracy(metric: metrics.Metric, a: Results, b: Results, axes: list[s
 
 def interval_note(samples_a: np.ndarray, samples_b: np.ndarray) -> str:
     """'; B/A 95% CI [low, high] (bootstrap over per-run values)', or why there is none."""
-    from bench.analysis import stats
     if len(samples_a) == 0 or len(samples_b) == 0:
         return ""
     ci = stats.bootstrap_ci(samples_a, samples_b)
@@ -272,7 +249,7 @@ def differences(a: Results, b: Results) -> list[tuple[str, str, str]]:
 # ---------------------------------------------------------------- output
 
 def _where(row, axes) -> str:
-    point = point_label({x: row[x] for x in axes}) if axes else ""
+    point = render.fmt_point({x: row[x] for x in axes}) if axes else ""
     return f"{row['backend']}" + (f" ({point})" if point else "")
 
 
@@ -306,7 +283,7 @@ def missing_lines(a: Results, b: Results) -> list[list[str]]:
         swept = list((res.env.get("config") or {}).get("sweep") or {})
         for _, r in res.missing.iterrows():
             lines.append([side, str(r["backend"]), render.fmt_axis(r["seed"]),
-                          point_label({x: r[x] for x in swept}) or "—", r["error"]])
+                          render.fmt_point({x: r[x] for x in swept}) or "—", r["error"]])
     return lines
 
 
@@ -352,7 +329,12 @@ def build_blocks(a: Results, b: Results, rows: pd.DataFrame, status: pd.DataFram
 def write_compare(dir_a, dir_b, threshold: float = 0.05, out=None) -> tuple[Path, pd.DataFrame, pd.DataFrame, list]:
     """Writes OUT/compare.md and OUT/compare.html (OUT defaults to DIR_B); returns (compare.md path,
     metric rows, status rows, differences)."""
-    a, b = load(dir_a), load(dir_b)
+    return write_comparison(load(dir_a), load(dir_b), threshold, out)
+
+
+def write_comparison(a: Results, b: Results, threshold: float,
+                     out=None) -> tuple[Path, pd.DataFrame, pd.DataFrame, list]:
+    """write_compare of two loaded directories."""
     rows, status = compare(a, b, threshold)
     order = {name: i for i, name in enumerate(backend_order(pd.concat([a.runs, b.runs]), a.env))}
     metric_order = [m.name for m in metrics.reported()]
@@ -361,7 +343,7 @@ def write_compare(dir_a, dir_b, threshold: float = 0.05, out=None) -> tuple[Path
     rows = rows.sort_values(["_o", *axes, "_m"]).drop(columns=["_o", "_m"]).reset_index(drop=True)
     diffs = differences(a, b)
     blocks = build_blocks(a, b, rows, status, diffs, threshold)
-    path = Path(out if out is not None else dir_b) / "compare.md"
+    path = Path(out if out is not None else b.dir) / "compare.md"
     atomic_write_text(path, render.markdown(blocks))
     atomic_write_text(path.with_suffix(".html"), render.html(blocks, blocks[0][1]))
     return path, rows, status, diffs
@@ -378,7 +360,8 @@ def cli(argv: list[str]) -> int:
         return args
     try:
         threshold = parse_threshold(args.threshold)
-        path, rows, status, diffs = write_compare(args.dir_a, args.dir_b, threshold, args.out)
+        a, b = load(args.dir_a), load(args.dir_b)  # each directory read once
+        path, rows, status, diffs = write_comparison(a, b, threshold, args.out)
     except (ResultsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -392,7 +375,7 @@ def cli(argv: list[str]) -> int:
     for _, r in status.iterrows():
         print(f"{r['backend']}: {r['a']} in A, {r['b']} in B" + (f" ({r['reason']})" if r["reason"] else "")
               + (" REGRESSION" if r["regression"] else ""))
-    for side, backend, seed, point, why in missing_lines(*(load(d) for d in (args.dir_a, args.dir_b))):
+    for side, backend, seed, point, why in missing_lines(a, b):
         print(f"{side}: {backend} seed {seed}" + (f" ({point})" if point != "—" else "") + f": {why}")
     axes = [c for c in rows.columns if c in config.sweep_axes()]
     if len(rows):

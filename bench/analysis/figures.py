@@ -20,7 +20,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from bench.analysis.results import point_label  # noqa: E402
+from bench.analysis.render import fmt_point  # noqa: E402
 from bench.atomic import atomic_write_bytes  # noqa: E402
 from impls.registry import REGISTRY  # noqa: E402  (the table only: plain data, no torch)
 
@@ -94,7 +94,7 @@ def point_labels(frame: pd.DataFrame, axes: list[str]) -> pd.Series:
     """Sweep point labels for tick marks: one axis per line, so several axes still fit under a bar group."""
     if not axes:
         return pd.Series("", index=frame.index)
-    return frame.apply(lambda r: "\n".join(point_label({a: r[a]}) for a in axes), axis=1)
+    return frame.apply(lambda r: "\n".join(fmt_point({a: r[a]}) for a in axes), axis=1)
 
 
 def point_order(frame: pd.DataFrame, axes: list[str]) -> list[str]:

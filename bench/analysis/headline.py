@@ -23,9 +23,8 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
-from bench.analysis.results import Results
+from bench.analysis.results import Results, at_point
 from bench.constants import BASELINE, TEST_IMAGES
 
 NOISY_SPREAD = 2.0       # p90 / p10 of step time above this: the measurement is noisy
@@ -66,12 +65,6 @@ def spread(p10: float, p90: float) -> float:
     return p90 / p10 if p10 and p10 > 0 else math.inf
 
 
-def _at(frame: pd.DataFrame, values: dict) -> pd.DataFrame:
-    for axis, value in values.items():
-        frame = frame[frame[axis] == value]
-    return frame
-
-
 def points(res: Results, baseline: str = BASELINE) -> list[Point]:
     """One Point per sweep point with ok step times, in sweep order."""
     axes = res.axes
@@ -82,7 +75,7 @@ def points(res: Results, baseline: str = BASELINE) -> list[Point]:
     out = []
     keys = steps[axes].drop_duplicates().sort_values(axes).to_dict("records") if axes else [{}]
     for values in keys:
-        here = _at(steps, values).dropna(subset=["value"])
+        here = at_point(steps, values).dropna(subset=["value"])
         if here.empty:
             continue
         best = here.loc[here["value"].idxmin()]
@@ -95,7 +88,7 @@ def points(res: Results, baseline: str = BASELINE) -> list[Point]:
                         for _, r in here.sort_values("value").iterrows() if r["backend"] != best["backend"]}
         point.noisy = {str(r["backend"]): spread(r["p10"], r["p90"]) for _, r in here.iterrows()
                        if spread(r["p10"], r["p90"]) > NOISY_SPREAD}
-        point.accuracy = {str(r["backend"]): float(r["mean"]) for _, r in _at(accuracy, values).iterrows()
+        point.accuracy = {str(r["backend"]): float(r["mean"]) for _, r in at_point(accuracy, values).iterrows()
                           if not math.isnan(r["mean"])}
         point.off = numerically_off(res, values, point.accuracy, baseline)
         out.append(point)
@@ -104,7 +97,7 @@ def points(res: Results, baseline: str = BASELINE) -> list[Point]:
 
 def numerically_off(res: Results, values: dict, accuracy: dict[str, float], baseline: str) -> dict[str, str]:
     off = {}
-    failed = _at(res.runs[res.runs["status"] == "failed"], values)
+    failed = at_point(res.runs[res.runs["status"] == "failed"], values)
     for _, row in failed.iterrows():
         if NON_FINITE.search(str(row["error"])):
             off.setdefault(str(row["backend"]), f"failed: {row['error']}")
@@ -118,7 +111,7 @@ def numerically_off(res: Results, values: dict, accuracy: dict[str, float], base
                 off.setdefault(backend, f"accuracy {100 * value:.1f} %, {100 * (middle - value):.1f} points "
                                         f"below the median backend's {100 * middle:.1f} %")
     if "grad_rel_err" in res.runs.columns:
-        ok = _at(res.ok, values)
+        ok = at_point(res.ok, values)
         errors = ok.groupby("backend")["grad_rel_err"].max().dropna()
         if baseline in errors and errors[baseline] > 0:
             for backend, value in errors.items():

@@ -39,6 +39,11 @@ def fmt_axis(value) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
+def fmt_point(values: dict) -> str:
+    """A sweep point, e.g. "batch_size=32, dtype=bfloat16"."""
+    return ", ".join(f"{axis}={fmt_axis(value)}" for axis, value in values.items())
+
+
 def fmt_setting(value) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(map(str, value)) or "—"

@@ -67,7 +67,7 @@ def noisy_note(p10: float, p90: float) -> str:
 
 def point_sentence(point: headline.Point, metric: metrics.Metric) -> str:
     """One sweep point's answer, in words."""
-    where = f"`{results.point_label(point.values)}`: " if point.values else ""
+    where = f"`{render.fmt_point(point.values)}`: " if point.values else ""
     noisy = lambda b: f" (noisy: p90/p10 = {point.noisy[b]:.1f})" if b in point.noisy else ""  # noqa: E731
     text = f"{where}**{point.fastest}** is fastest, {metric.format(point.fastest_ms)} {metric.unit} a step{noisy(point.fastest)}"
     if point.fastest == point.baseline:
@@ -159,7 +159,7 @@ def baseline_note(runs: pd.DataFrame, baseline: str = BASELINE) -> str:
 
 def unmeasured_note(table: pd.DataFrame, axes: list[str]) -> str:
     """Why a cell shows — : its ok runs recorded no finite value (too few timed steps, one test batch)."""
-    where = [str(r["backend"]) + (f" ({results.point_label({a: r[a] for a in axes})})" if axes else "")
+    where = [str(r["backend"]) + (f" ({render.fmt_point({a: r[a] for a in axes})})" if axes else "")
              for _, r in table[table["value"].isna()].iterrows()]
     return (f"— for {', '.join(where)}: no ok run there recorded a finite value for this metric (the run was "
             "too short to measure it, e.g. no timed step after warm-up).")
@@ -241,11 +241,13 @@ def _has(res: Results, *columns: str) -> bool:
     return all(c in res.runs.columns for c in columns) and not res.ok.empty
 
 
+def _group(res: Results, row) -> pd.DataFrame:
+    """The ok runs behind a table row: its backend at its sweep point."""
+    return results.at_point(res.ok, {"backend": row["backend"], **{axis: row[axis] for axis in res.axes}})
+
+
 def _distinct(res: Results, row, column: str) -> str:
-    ok = res.ok
-    group = ok[ok["backend"] == row["backend"]]
-    for axis in res.axes:
-        group = group[group[axis] == row[axis]]
+    group = _group(res, row)
     values = sorted(set(group[column].dropna().astype(str))) if column in group else []
     return "; ".join(v for v in values if v) or "—"
 
@@ -253,11 +255,8 @@ def _distinct(res: Results, row, column: str) -> str:
 def _first_seed(res: Results, row, column: str) -> str:
     """The value of the group's lowest seed, labelled: a profile's top three differ a little from seed to seed,
     and all seeds' lists run together would read as one list of nine."""
-    ok = res.ok
-    group = ok[ok["backend"] == row["backend"]]
-    for axis in res.axes:
-        group = group[group[axis] == row[axis]]
-    group = group[group[column].fillna("").astype(str) != ""] if column in group else group.iloc[:0]
+    group = _group(res, row)
+    group = group[group[column].notna() & (group[column].astype(str) != "")] if column in group else group.iloc[:0]
     if group.empty:
         return "—"
     first = group.sort_values("seed").iloc[0]

@@ -167,9 +167,12 @@ def backend_order(runs: pd.DataFrame, env: dict | None = None) -> list[str]:
     return [b for b in configured if b in present] + sorted(b for b in present if b not in configured)
 
 
-def point_label(values: dict) -> str:
-    from bench.analysis.render import fmt_axis
-    return ", ".join(f"{axis}={fmt_axis(value)}" for axis, value in values.items())
+def at_point(frame: pd.DataFrame, values: dict) -> pd.DataFrame:
+    """The rows of `frame` whose columns hold `values` (a backend, a seed, sweep axes): the rows at one point."""
+    keep = pd.Series(True, index=frame.index)
+    for column, value in values.items():
+        keep &= frame[column] == value
+    return frame[keep]
 
 
 def step_samples(runs: pd.DataFrame, steps: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
@@ -212,14 +215,12 @@ def _step_percentiles(ok: pd.DataFrame, samples: pd.DataFrame, keys: list[str], 
     rows = []
     for key, group in ok.groupby(keys, sort=True):
         key = key if isinstance(key, tuple) else (key,)
-        pooled = samples
-        for name, value in zip(keys, key):
-            pooled = pooled[pooled[name] == value]
+        pooled = at_point(samples, dict(zip(keys, key)))
         row = dict(zip(keys, key), n=len(group))
         if len(pooled):
             ms = pooled["step_ms"].to_numpy(dtype=float)
-            row.update(steps=len(ms), median=np.median(ms), p10=np.percentile(ms, 10), p90=np.percentile(ms, 90),
-                       source="steps.csv")
+            row.update(steps=len(ms), median=metrics.percentile(ms, 50), p10=metrics.percentile(ms, 10),
+                       p90=metrics.percentile(ms, 90), source="steps.csv")
         else:  # the runner's per-run summaries of the same steps
             row.update(steps=0, median=group[column].median(), p10=group["step_ms_p10"].median(),
                        p90=group["step_ms_p90"].median(), source="runs.csv")

@@ -9,7 +9,7 @@ Seeds are pooled by adding their discordant counts (seed s of A is paired with s
 Time metrics: the run is the unit (one median per seed, since the steps of one run share its
 warm caches and neighbours). bootstrap_ci resamples the per-run medians of each side and gives a
 percentile interval for median(B) / median(A) (or the difference); Welch's t and Mann-Whitney U
-are there for when a p-value is wanted.
+give compare its p-values on per-run values, and the two-proportion z-test its fallback for accuracy.
 """
 from __future__ import annotations
 
@@ -63,6 +63,14 @@ def bootstrap_ci(a: Iterable[float], b: Iterable[float], *, kind: str = "ratio",
                              confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
     interval = result.confidence_interval
     return {"estimate": estimate, "low": float(interval.low), "high": float(interval.high), "test": test}
+
+
+def two_proportions(p_a: float, p_b: float, n_a: int, n_b: int) -> float:
+    """Two-sided p-value of the two-proportion z-test: proportions p_a of n_a and p_b of n_b trials (pooled
+    variance); 1.0 when neither side varies."""
+    pooled = (p_a * n_a + p_b * n_b) / (n_a + n_b)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
+    return 1.0 if spread == 0 else float(2 * stats.norm.sf(abs(p_a - p_b) / spread))
 
 
 def welch(a: Iterable[float], b: Iterable[float]) -> float:
