@@ -4,8 +4,9 @@ The runner plans the cells and writes every row; an executor only runs cells and
 ended: `executor.run(cells, data, device)` yields `(cell, outcome)` as cells finish, in any order,
 where the outcome is the run's RunResult or a Failed with a one-line reason. The training code
 (bench.train.train_and_measure) is the same on every executor; `run_cell` wraps it on the worker
-side and adds where the cell ran (host, device name, device UUID), the columns a results directory
-needs to tell one machine's figures from another's.
+side and records where the cell ran (RunResult.where: host, device name, device UUID, threads), the
+columns a results directory needs to tell one machine's figures from another's; bench.rows joins them
+into the row.
 
 Ray: each cell is one task in a fresh worker process (max_calls=1), so memory starts clean and a
 crash stays contained. On CUDA a cell asks for one whole GPU; on CPU it asks for every CPU of the

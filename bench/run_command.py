@@ -116,7 +116,10 @@ def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device, dict]
     directory's env.json holds ({} when none): the one read of env.json before the run starts."""
     if args.retry_failed and not args.resume:
         raise UsageError("--retry-failed needs --resume DIR (the directory whose failed runs to run again)")
-    out_dir = Path(args.resume) if args.resume else Path(args.out).resolve() if args.out else new_results_dir()
+    if args.resume:
+        out_dir = Path(args.resume)
+    else:
+        out_dir = Path(args.out).resolve() if args.out else new_results_dir()
     saved = storage.load_env(out_dir)
     if args.resume:
         config = resumed_config(args, saved, out_dir)

@@ -10,6 +10,7 @@
    their own errors; the commands turn them into one line and exit 2.
 
 Each check is also run on a copy of the code with a violation planted, to show it fails when broken.
+And every bench module stays short enough to read in one sitting (400 lines, 60 a function).
 """
 from __future__ import annotations
 
@@ -140,3 +141,19 @@ def test_importing_report_and_compare_loads_no_torch_and_no_backend():
 def test_the_runtime_check_sees_a_planted_torch_import(planted):
     root = planted("bench/analysis/results.py", "import torch")
     assert "'torch'" in loaded_by_the_analysis_side(root)
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
+
+
+def test_every_bench_module_reads_in_one_sitting():
+    """The project's limits on bench/: no file over 400 lines, no function over 60."""
+    long = []
+    for path in sorted((ROOT / "bench").rglob("*.py")):
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            long.append(f"{path.relative_to(ROOT)}: {len(text.splitlines())} lines")
+        long += [f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines"
+                 for node in ast.walk(ast.parse(text)) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                 and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert long == []
