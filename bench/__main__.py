@@ -1,4 +1,4 @@
-"""The CLI: python -m bench (or the `lstm-bench` script) {list,data,run,report,compare,bench-compare} ...
+"""The CLI: python -m bench (or the `lstm-bench` script) {list,data,run,report,compare,bench-compare,kernels} ...
 
 Each subcommand lives in its module as `cli(argv) -> exit code`; bad input exits 2 with one line.
 """
@@ -14,6 +14,7 @@ COMMANDS = {
     "report": ("bench.analysis.report", "write report.md/html and plots for a results directory"),
     "compare": ("bench.analysis.compare", "compare results directory B against A"),
     "bench-compare": ("bench.microbench", "compare saved pytest-benchmark runs"),
+    "kernels": ("bench.kernels", "compile the Triton kernels for sm_80/86/89/90 and tabulate their resources"),
 }
 
 

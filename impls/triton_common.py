@@ -176,7 +176,19 @@ class Launch:
         return dict(self.constexprs, num_warps=self.num_warps, num_stages=self.num_stages)
 
     def describe(self) -> str:
-        return f"{self.path}, {self.num_warps} warps, num_stages {self.num_stages}"
+        return f"{self.path} path, num_stages {self.num_stages}"
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """The launch `fit` chose for a device, and what the choice cost."""
+    launch: Launch
+    note: str = ""     # the faster configurations the device's shared memory ruled out ("" when none was)
+    problem: str = ""  # why even this launch cannot run on the device ("" when it can)
+
+    def again(self, launch: Launch) -> "Fitted":
+        """The same verdict for another launch of the same configuration (the next step's)."""
+        return Fitted(launch, self.note, self.problem)
 
 
 class Target(Protocol):
@@ -185,15 +197,11 @@ class Target(Protocol):
     smem_limit: int | None  # opt-in shared memory per block, bytes; None: no limit (the interpreter)
 
     def shared_bytes(self, launch: Launch) -> int: ...
-    def launch(self, launch: Launch, note: str) -> None: ...
+    def launch(self, fitted: Fitted) -> None: ...
 
 
 class LaunchError(RuntimeError):
-    """No configuration a wrapper accepts fits the device; carries the one that came closest."""
-
-    def __init__(self, message: str, launch: Launch, shared_bytes: int) -> None:
-        super().__init__(message)
-        self.launch, self.shared_bytes = launch, shared_bytes
+    """No configuration a wrapper accepts fits the device."""
 
 
 # Notes on slower configurations a device forced, by kernel name, for the runs' impl_detail (see `launch_notes`).
@@ -204,9 +212,8 @@ class _Local:
     """The interpreter (no limit) or a CUDA device (its limit; Triton's compiled metadata says what a launch needs)."""
 
     def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
         self.name, self.smem_limit = str(device), None
-        if self.cuda:
+        if device.type == "cuda":
             props = torch.cuda.get_device_properties(device)
             self.name = f"{props.name} (sm_{props.major}{props.minor})"
             self.smem_limit = getattr(props, "shared_memory_per_block_optin", 0) or \
@@ -215,9 +222,12 @@ class _Local:
     def shared_bytes(self, launch: Launch) -> int:
         return launch.kernel.warmup(*launch.args, grid=launch.grid, **launch.options()).metadata.shared
 
-    def launch(self, launch: Launch, note: str) -> None:
-        if note:
-            NOTES[launch.name] = note
+    def launch(self, fitted: Fitted) -> None:
+        if fitted.problem:
+            raise LaunchError(fitted.problem)
+        launch = fitted.launch
+        if fitted.note:
+            NOTES[launch.name] = fitted.note
         launch.kernel[launch.grid](*launch.args, **launch.options())
 
 
@@ -246,39 +256,44 @@ def target_for(device: torch.device) -> Target:
     return _LOCAL[key]
 
 
-_FITTED: dict[tuple, tuple[int, str]] = {}
+_FITTED: dict[tuple, tuple[int, str, str]] = {}
+
+
+def launch_key(launch: Launch) -> tuple:
+    """What compiling `launch` depends on: kernel, constexprs, warps, stages, argument dtypes, alignments, ints."""
+    def arg_key(a):
+        return (a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor) else a
+    return (launch.name, tuple(sorted(launch.constexprs.items(), key=str)), launch.num_warps, launch.num_stages,
+            tuple(map(arg_key, launch.args)))
 
 
 def _fit_key(candidates: list[Launch], target: Target) -> tuple:
-    """What the choice depends on: kernel, configurations, argument dtypes, alignments and sizes, device."""
-    def arg_key(a):
-        return (a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor) else a
-    first = candidates[0]
-    configs = tuple((tuple(sorted(c.constexprs.items(), key=str)), c.num_warps, c.num_stages) for c in candidates)
-    return target.name, target.smem_limit, first.name, configs, tuple(map(arg_key, first.args))
+    return (target.name, target.smem_limit) + tuple(launch_key(c) for c in candidates)
 
 
-def fit(candidates: list[Launch], target: Target) -> tuple[Launch, str]:
-    """The first candidate whose compiled shared memory fits `target`'s per-block limit, and a note saying which
-    faster configurations did not ("" when the first fits). LaunchError when none does. Remembered per shape."""
+def _choose(candidates: list[Launch], target: Target) -> tuple[int, str, str]:
+    tried: list[str] = []
+    for index, launch in enumerate(candidates):
+        need = target.shared_bytes(launch)
+        if need <= target.smem_limit:
+            note = f"{launch.name} runs {launch.describe()}: {'; '.join(tried)} of shared memory per block, " \
+                   f"{target.name} offers {target.smem_limit:,} B" if tried else ""
+            return index, note, ""
+        tried.append(f"{launch.describe()} needs {need:,} B")
+    return len(candidates) - 1, "", (f"{launch.name} cannot launch on {target.name}: even {launch.describe()} needs "
+                                     f"{need:,} B of shared memory per block, it offers {target.smem_limit:,} B")
+
+
+def fit(candidates: list[Launch], target: Target) -> Fitted:
+    """The first candidate whose compiled shared memory fits `target`'s per-block limit, with a note naming the
+    faster configurations that did not; when none fits, the last, with the problem. Remembered per shape."""
     if target.smem_limit is None:
-        return candidates[0], ""
+        return Fitted(candidates[0])
     key = _fit_key(candidates, target)
     if key not in _FITTED:
-        tried = []
-        for index, launch in enumerate(candidates):
-            need = target.shared_bytes(launch)
-            if need <= target.smem_limit:
-                note = "; ".join(f"{d} needs {b:,} B" for d, b in tried)
-                _FITTED[key] = index, (f"{launch.name}: {launch.describe()} ({note} of shared memory per block, "
-                                       f"{target.name} offers {target.smem_limit:,} B)" if tried else "")
-                break
-            tried.append((launch.describe(), need))
-        else:
-            raise LaunchError(f"{launch.name} cannot launch on {target.name}: even {launch.describe()} needs "
-                              f"{need:,} B of shared memory per block, it offers {target.smem_limit:,} B", launch, need)
-    index, note = _FITTED[key]
-    return candidates[index], note
+        _FITTED[key] = _choose(candidates, target)
+    index, note, problem = _FITTED[key]
+    return Fitted(candidates[index], note, problem)
 
 
 def launch_notes(kernels: tuple) -> list[str]:

@@ -42,6 +42,8 @@ formula and tanh goes through it; TF32 is emulated by rounding the dot's operand
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 from dataclasses import dataclass
 
@@ -54,6 +56,8 @@ from impls.triton_common import (INTERPRETING, Launch, TritonLSTMBase, cell, cel
                                  target_for, wide_dtype)
 
 RESIDENT_BYTES = 64 * 1024  # the four padded W_hh tiles of one program, beyond which it streams
+# "resident" or "streaming" to overrule `plan` (and give up the fallback between paths); see `force_path`.
+_FORCED_PATH: contextvars.ContextVar[str | None] = contextvars.ContextVar("triton_forced_path", default=None)
 
 
 # ----------------------------------------------------------------------------------------- kernels
@@ -260,10 +264,24 @@ class Plan:
         return (-(-batch // self.block_b),)
 
 
+@contextlib.contextmanager
+def force_path(path: str | None):
+    """Launch only `path` ("resident" or "streaming"; None: choose) inside: what `bench kernels --path` compiles."""
+    if path not in (None, "resident", "streaming"):
+        raise ValueError(f"path must be resident, streaming or None, got {path!r}")
+    token = _FORCED_PATH.set(path)
+    try:
+        yield
+    finally:
+        _FORCED_PATH.reset(token)
+
+
 def plan(batch: int, hidden: int, dtype: torch.dtype) -> Plan:
     """The fastest configuration, whatever the GPU."""
     block_h = max(16, pow2(hidden))
     resident = 4 * block_h * block_h * torch.empty((), dtype=dtype).element_size() <= RESIDENT_BYTES
+    if _FORCED_PATH.get():
+        resident = _FORCED_PATH.get() == "resident"
     # Interpreted, each program is a slow Python pass: one tile covers the batch. Compiled, 16 rows
     # (tl.dot's minimum M) give the most programs, so the most SMs, at small batch.
     block_b = max(16, pow2(batch)) if INTERPRETING else 16
@@ -274,7 +292,7 @@ def candidates(best: Plan) -> list[Plan]:
     """What the wrappers accept, best first, for GPUs whose shared memory per block `best` overflows: fewer
     pipeline stages (less shared memory, loads less overlapped), then the streaming path (W_hh from L2 every step)."""
     stages = [dataclasses.replace(best, num_stages=n) for n in range(best.num_stages, 0, -1)]
-    if not best.resident:
+    if not best.resident or _FORCED_PATH.get():
         return stages
     return stages + [dataclasses.replace(p, resident=False) for p in stages]
 
@@ -291,8 +309,7 @@ def _launches(kernel, args: tuple, batch: int, hidden: int, dtype: torch.dtype, 
 def _run(launches: list[Launch], like: torch.Tensor) -> None:
     target = target_for(like.device)
     with device_scope(like):
-        launch, note = fit(launches, target)
-        target.launch(launch, note)
+        target.launch(fit(launches, target))
 
 
 def lstm_seq_fwd(x_proj, h0, c0, w_hh, save_acts: bool):

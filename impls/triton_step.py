@@ -36,8 +36,9 @@ import torch
 import triton
 import triton.language as tl
 
-from impls.triton_common import (INTERPRETING, Launch, TritonLSTMBase, cell, cell_grad, check, compute_dtype,
-                                 device_scope, fit, load4, pow2, recurrence_function, store4, target_for, wide_dtype)
+from impls.triton_common import (INTERPRETING, Fitted, Launch, TritonLSTMBase, cell, cell_grad, check,
+                                 compute_dtype, device_scope, fit, load4, pow2, recurrence_function, store4,
+                                 target_for, wide_dtype)
 
 NUM_WARPS = 4   # Triton's default: about 1024 elements per program (see _blocks) over 128 threads
 NUM_STAGES = 3  # Triton's default; the kernels have no loop, so nothing is pipelined
@@ -124,16 +125,16 @@ class _Plan:
         self.block_b, self.block_h = _blocks(batch, hidden)
         self.grid = _grid(batch, hidden, self.block_b, self.block_h)
         self.compute = compute_dtype(dtype)
-        self.notes: dict[str, str] = {}  # kernel name -> fit's note, once fitted
+        self.fitted: dict[str, Fitted] = {}  # kernel name -> fit's verdict at its first step
 
     def _launch(self, kernel, args: tuple, like: torch.Tensor, **constexprs) -> None:
         launch = Launch(kernel, self.grid, args + (self.batch, self.hidden),
                         dict(COMPUTE=self.compute, **constexprs, BLOCK_B=self.block_b, BLOCK_H=self.block_h),
                         NUM_WARPS, NUM_STAGES, "step")
         target = target_for(like.device)
-        if launch.name not in self.notes:
-            self.notes[launch.name] = fit([launch], target)[1]
-        target.launch(launch, self.notes[launch.name])
+        if launch.name not in self.fitted:
+            self.fitted[launch.name] = fit([launch], target)
+        target.launch(self.fitted[launch.name].again(launch))
 
     def fwd(self, x_proj, rec, c_prev, h, c, acts) -> None:
         self._launch(lstm_step_fwd_kernel, (x_proj, rec, c_prev, h, c, acts if acts is not None else h), x_proj,
