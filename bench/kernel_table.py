@@ -41,12 +41,11 @@ def csv_text(rows: list[dict], columns: tuple[str, ...]) -> str:
 
 
 def _cells(row: dict) -> list[str]:
+    what = [SHORT.get(row["kernel"], row["kernel"]), row["backend"], row["pass"], row["dtype"], str(row["hidden"]),
+            str(row["batch"]), str(row["steps"]), "on" if row["tf32"] else "off", row["arch"]]
     if row.get("regs", "") == "":  # a configuration that did not compile
-        return [SHORT.get(row["kernel"], row["kernel"]), row["backend"], row["pass"], row["dtype"], str(row["hidden"]),
-                str(row["batch"]), str(row["steps"]), "on" if row["tf32"] else "off", row["arch"]] + ["—"] * 9 + ["NO"]
-    return [SHORT.get(row["kernel"], row["kernel"]), row["backend"], row["pass"], row["dtype"], str(row["hidden"]),
-            str(row["batch"]), str(row["steps"]), "on" if row["tf32"] else "off", row["arch"], row["path"],
-            str(row["num_warps"]), str(row["num_stages"]), str(row["regs"]),
+        return what + ["—"] * 9 + ["NO"]
+    return what + [row["path"], str(row["num_warps"]), str(row["num_stages"]), str(row["regs"]),
             f"{row['spill_bytes']}/{row['spill_load_bytes']}", f"{row['smem_bytes']:,}", f"{row['smem_limit']:,}",
             row["tensor_cores"], f"{row['ptx_kb']:.0f}", "yes" if row["launchable"] else "NO"]
 
@@ -65,7 +64,8 @@ def blocks(rows: list[dict], env: dict) -> list[tuple]:
     limits = ", ".join(f"sm_{a} {b:,} B" for a, b in env["smem_limits"].items())
     out: list[tuple] = [
         ("h1", "Triton kernels compiled ahead of time"),
-        ("p", f"`bench kernels` ({env['command']}): Triton {env['triton']}, ptxas {env['ptxas']}, torch {env['torch']}; "
+        ("p", f"`bench kernels` ({env['command']}): Triton {env['triton']}, ptxas {env['ptxas']}, "
+              f"torch {env['torch']}; "
               f"{len(rows)} launches, {len(rows) - len(failed)} launchable, in {env['seconds']:.0f} s. Each row is one "
               "kernel of one pass as the wrappers launch it (grid, constexprs, num_warps, num_stages and argument "
               "specialisation from impls/, on meta tensors), compiled by `triton.compile` for the architecture. "
@@ -93,17 +93,18 @@ def environment(args, seconds: float) -> dict:
     from impls.triton_common import SMEM_PER_BLOCK
 
     commit, _ = git_state()
-    limits = {a: dict(SMEM_PER_BLOCK, **args.smem_limit)[a] for a in args.archs}
+    limits = {a: (SMEM_PER_BLOCK | args.smem_limit)[a] for a in args.archs}
+    lists = (("dtypes", args.dtypes), ("hidden", args.hidden), ("batch", args.batch), ("steps", args.steps))
     command = " ".join(["bench kernels", f"--archs {','.join(map(str, args.archs))}"]
-                       + [f"--{k} {','.join(map(str, v))}" for k, v in (("dtypes", args.dtypes), ("hidden", args.hidden),
-                                                                        ("batch", args.batch), ("steps", args.steps)) if v]
+                       + [f"--{k} {','.join(map(str, v))}" for k, v in lists if v]
+                       + (["--presets"] if args.presets else [])
                        + ([f"--tf32 {args.tf32}"] if args.tf32 != "off" else [])
                        + ([f"--path {args.path}"] if args.path != "auto" else [])
                        + ([f"--smem-limit {','.join(f'{a}={b}' for a, b in args.smem_limit.items())}"]
                           if args.smem_limit else []))
-    return {"command": command, "triton": triton.__version__, "ptxas": get_ptxas(80).version, "torch": torch.__version__,
-            "python": platform.python_version(), "git_commit": commit, "smem_limits": limits, "seconds": seconds,
-            "backends": list(args.backends), "passes": list(args.passes)}
+    return {"command": command, "triton": triton.__version__, "ptxas": get_ptxas(80).version,
+            "torch": torch.__version__, "python": platform.python_version(), "git_commit": commit,
+            "smem_limits": limits, "seconds": seconds, "backends": list(args.backends), "passes": list(args.passes)}
 
 
 def write(out_dir: Path, rows: list[dict], args, seconds: float) -> None:

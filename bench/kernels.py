@@ -2,12 +2,13 @@
 GPU architectures, with each one's registers, spills, shared memory and tensor-core instructions. No GPU needed.
 
     python -m bench kernels [--archs 80,86,89,90] [--dtypes float32,...] [--hidden 64,...] [--batch 50,...]
-                            [--steps 28,...] [--tf32 [on|off|both]] [--path auto|resident|streaming]
+                            [--steps 28,...] [--presets] [--tf32 [on|off|both]] [--path auto|resident|streaming]
                             [--backends triton,triton-step] [--passes forward,backward,inference]
                             [--smem-limit ARCH=BYTES] [--out DIR] [--jobs N] [--cache DIR | --no-cache]
 
 The matrix: without --dtypes/--hidden/--batch/--steps, the shapes of the default configuration and of every preset
-(bench/experiments); with any of them, the product of the lists given, the rest from the default configuration.
+(bench/experiments); with any of them, the product of the lists given, the rest from the default configuration
+(--presets adds the presets' shapes to it).
 Each configuration runs one training step (forward, backward) and one inference forward of the backend's module
 on meta tensors, with the architecture's compiler (bench.aot.ArchTarget) installed as the launch target: the
 wrappers plan, fit to the architecture's shared memory and "launch" exactly as they do on a GPU, and every
@@ -16,7 +17,7 @@ kernels.md, beside env.json, in --out (default ./results/kernels/).
 
 Exit 0 when every launch fits every listed architecture; 1 when some cannot launch (each named on stderr, one
 line); 2 on bad input. The input size and the number of layers change nothing in the kernels (only the library
-matmul before them), so the matrix fixes them (28 inputs; the configuration's layers).
+matmul before them), so the matrix fixes them (28 inputs, one layer).
 """
 from __future__ import annotations
 
@@ -42,10 +43,11 @@ COLUMNS = ("kernel", "backend", "pass", "dtype", "hidden", "batch", "steps", "tf
 
 @dataclass(frozen=True)
 class Shape:
+    """What the kernels' launches depend on. Not the layers: every layer launches the same kernels (its input
+    size changes only the projection matmul before them), so one layer is compiled."""
     hidden: int
     batch: int
     steps: int
-    layers: int
     dtype: str
 
 
@@ -73,7 +75,7 @@ def preset_shapes() -> list[Shape]:
     for config in configs:
         for point in config_mod.sweep_points(config.sweep):
             c = config.replace(sweep={}, **point)
-            shape = Shape(c.hidden_size, c.batch_size, c.seq_len, c.num_layers, c.dtype)
+            shape = Shape(c.hidden_size, c.batch_size, c.seq_len, c.dtype)
             if shape not in shapes:
                 shapes.append(shape)
     return shapes
@@ -85,15 +87,16 @@ def matrix(args) -> list[Shape]:
     from bench.config import Config
 
     default = Config()
-    return [Shape(h, b, t, default.num_layers, d)
-            for d in args.dtypes or (default.dtype,) for h in args.hidden or (default.hidden_size,)
-            for b in args.batch or (default.batch_size,) for t in args.steps or (default.seq_len,)]
+    shapes = [Shape(h, b, t, d)
+              for d in args.dtypes or (default.dtype,) for h in args.hidden or (default.hidden_size,)
+              for b in args.batch or (default.batch_size,) for t in args.steps or (default.seq_len,)]
+    return shapes + [s for s in preset_shapes() if s not in shapes] if args.presets else shapes
 
 
 def jobs(args, shapes: list[Shape]) -> list[Job]:
     from impls.triton_common import SMEM_PER_BLOCK
 
-    limits = dict(SMEM_PER_BLOCK, **args.smem_limit)
+    limits = SMEM_PER_BLOCK | args.smem_limit
     tf32 = {"off": (False,), "on": (True,), "both": (False, True)}[args.tf32]
     cache = None if args.no_cache else str(args.cache)
     out = []
@@ -118,7 +121,7 @@ def _phases(backend: str, shape: Shape, target, passes: tuple[str, ...]) -> dict
     from impls.triton_common import use_target
 
     dtype = getattr(torch, shape.dtype)
-    model = RowClassifier(impls.build(backend, 28, shape.hidden, shape.layers, batch_first=True), shape.hidden)
+    model = RowClassifier(impls.build(backend, 28, shape.hidden, 1, batch_first=True), shape.hidden)
     model = model.to(device="meta", dtype=dtype)
     x = torch.empty(shape.batch, shape.steps, 28, device="meta", dtype=dtype)
     labels = torch.empty(shape.batch, dtype=torch.long, device="meta")
@@ -193,12 +196,24 @@ def run_job(job: Job) -> list[dict]:
     return rows
 
 
+def _warm_up() -> None:
+    """Imports and first meta-tensor ops once in this process, so forked workers start with them done."""
+    import torch
+
+    import impls.triton_lstm  # noqa: F401 - imported for the workers
+    import impls.triton_step  # noqa: F401
+    from bench.aot import ArchTarget
+
+    ArchTarget(80, 0, None)
+    torch.nn.functional.linear(torch.empty(2, 3, device="meta"), torch.empty(4, 3, device="meta"))
+
+
 def run_all(job_list: list[Job], workers: int) -> list[dict]:
-    """Every job's rows, in job order. Workers are fresh processes (spawn), so none inherits interpreter mode
-    or a half-initialised Triton."""
+    """Every job's rows, in job order, from up to `workers` forked processes (compiling is single-threaded)."""
+    _warm_up()
     if workers <= 1 or len(job_list) <= 1:
         return [row for job in job_list for row in run_job(job)]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
         return [row for rows in pool.map(run_job, job_list) for row in rows]
 
 
@@ -244,11 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = OneLineParser(prog="bench kernels", description="Compile the Triton backends' kernels ahead of time "
                            "for GPU architectures and tabulate their resources (no GPU needed).")
-    parser.add_argument("--archs", type=_archs, default=DEFAULT_ARCHS, help="compute capabilities (default 80,86,89,90)")
+    parser.add_argument("--archs", type=_archs, default=DEFAULT_ARCHS,
+                        help="compute capabilities (default 80,86,89,90)")
     parser.add_argument("--dtypes", type=_choices(DTYPES), help=f"some of {','.join(DTYPES)}")
     parser.add_argument("--hidden", type=_ints, help="hidden sizes")
     parser.add_argument("--batch", type=_ints, help="batch sizes")
     parser.add_argument("--steps", type=_ints, help="sequence lengths T")
+    parser.add_argument("--presets", action="store_true", help="with --dtypes/--hidden/--batch/--steps: add the "
+                        "default configuration's and the presets' shapes")
     parser.add_argument("--tf32", nargs="?", const="on", default="off", choices=("on", "off", "both"),
                         help="compile float32 as a run with tf32 on would (bare --tf32: on; default off)")
     parser.add_argument("--path", default="auto", choices=("auto", "resident", "streaming"),
@@ -281,7 +299,8 @@ def cli(argv: list[str]) -> int:
     kernel_table.write(args.out, rows, args, time.monotonic() - started)
     failed = [r for r in rows if not r["launchable"]]
     for r in failed:
-        print(f"cannot launch: {kernel_table.label(r)}: {r['why']}", file=sys.stderr)
+        why = r["why"].removeprefix(f"{r['kernel']} cannot launch on {r['arch']}: ")
+        print(f"cannot launch: {kernel_table.label(r)}: {why}", file=sys.stderr)
     print(f"{len(rows)} kernel launches on {','.join(f'sm_{a}' for a in args.archs)}, {len(rows) - len(failed)} "
           f"launchable, in {time.monotonic() - started:.0f} s: {args.out / 'kernels.md'}")
     return 1 if failed else 0

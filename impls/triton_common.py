@@ -102,9 +102,9 @@ def store4(ptr, offs, stride, a, b, c, d, mask):
 
 @triton.jit
 def _tf32(x):
-    # Round to nearest on TF32's 10 mantissa bits, as the tensor cores see a float32 operand (PTX cvt.rna.tf32).
-    bits = x.to(tl.uint32, bitcast=True)
-    return ((bits + 0x1000) & 0xFFFFE000).to(tl.float32, bitcast=True)
+    # TF32 keeps 10 of float32's 23 mantissa bits. The compiled dot hands float32 registers to mma .tf32 with no
+    # cvt.rna before (none in the PTX), so the low 13 bits go unused: emulated as truncation, the larger error.
+    return (x.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -112,7 +112,7 @@ def dot(a, b, PRECISION: tl.constexpr):
     """a @ b, accumulated in float32 (float64 for float64). PRECISION "ieee" keeps float32 on CUDA cores (FFMA);
     "tf32" puts it on tensor cores (mma). For bfloat16/float16 operands it changes nothing."""
     if PRECISION == "tf32" and not LIBDEVICE and a.dtype == tl.float32:
-        # The interpreter ignores input_precision: round the operands as TF32 would, so tests see its error.
+        # The interpreter ignores input_precision: cut the operands to TF32 here, so tests see its error.
         return tl.dot(_tf32(a), _tf32(b), input_precision="ieee")
     else:
         return tl.dot(a, b, input_precision=PRECISION)
