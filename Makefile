@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 BENCH_ARGS ?=
 CI_BENCH_DIR := results/ci
 
-.PHONY: setup test test-fast bench bench-pixel bench-scaling bench-ci bench-compare gpu-check gpu-deps clean
+.PHONY: setup test test-fast bench bench-pixel bench-scaling bench-ci bench-compare gpu-check gpu-deps kernels clean
 
 # Reinstall only when the project's requirements change.
 $(STAMP): pyproject.toml
@@ -56,6 +56,13 @@ gpu-check:
 # (.ci/gpu-session explains the one call that runs gpu-check and the CUDA tests there).
 gpu-deps: setup
 	$(PY) -m pip install --quiet --no-deps --target .gpu-deps pytest pluggy iniconfig packaging pygments exceptiongroup tomli
+
+# Compile every Triton kernel ahead of time for sm_80/86/89/90 (no GPU): 4 dtypes x hidden 32-512 x batch 50/128,
+# float32 with tf32 off and on, plus the presets' shapes; tables into results/reference/kernels/. Exits 1 if a
+# launch cannot run on one of them. Compiles are cached (~/.cache/lstm-bench/kernels), so a rerun is quick.
+KERNEL_MATRIX := --dtypes float32,bfloat16,float16,float64 --hidden 32,64,128,256,512 --batch 50,128 --tf32 both --presets
+kernels: setup
+	$(PY) -m bench kernels $(KERNEL_MATRIX) --out results/reference/kernels
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

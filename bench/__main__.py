@@ -1,4 +1,4 @@
-"""The CLI: python -m bench (or the `lstm-bench` script) {list,data,run,report,compare,bench-compare,gpu-check} ...
+"""The CLI: python -m bench (or the `lstm-bench` script) COMMAND ...; COMMANDS below lists them.
 
 Each subcommand lives in its module as `cli(argv) -> exit code`; bad input exits 2 with one line.
 """
@@ -15,6 +15,7 @@ COMMANDS = {
     "compare": ("bench.analysis.compare", "compare results directory B against A"),
     "bench-compare": ("bench.microbench", "compare saved pytest-benchmark runs"),
     "gpu-check": ("bench.gpu_check", "on a CUDA machine: kernel parity, what ran, and timings"),
+    "kernels": ("bench.kernels", "compile the Triton kernels for sm_80/86/89/90 and tabulate their resources"),
 }
 
 

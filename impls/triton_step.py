@@ -19,58 +19,32 @@ Backward, per step from dh_t (= dout_t + dgates_{t+1} W_hh) and dc_t:
     di = dc * g;  df = dc * c_{t-1};  dg = dc * i;  dc_{t-1} = dc * f
     dgates = (di i(1-i), df f(1-f), dg (1-g^2), do o(1-o))
 
-dW_hh, dW_ih, the biases and dx are then a few large matmuls over all T at once, as cuDNN does.
+dW_hh, dW_ih, the biases and dx are then a few large matmuls over all T at once, as cuDNN does
+(impls.triton_common.recurrence_function, shared with `triton`).
 
 Runs compiled on CUDA, or on CPU under the Triton interpreter (TRITON_INTERPRET=1 set before this
 module is imported), which has no libdevice and no bfloat16: there sigmoid is the exp formula and tanh
 goes through sigmoid; compiled, a constexpr branch uses libdevice tanh and tl.sigmoid, so float32 matches
 torch to about 1e-6. Arithmetic is float32 inside the kernels (float64 for float64 tensors, so gradcheck
 works); h and the gate activations are stored in the tensor's dtype, c always in float32 (float64), since
-rounding the cell state to half precision every step drifts.
+rounding the cell state to half precision every step drifts. The kernels have no loop and use no shared memory
+(results/reference/kernels/); the recurrent matmul is cuBLAS's, so config.tf32 reaches it through torch.
 """
 from __future__ import annotations
-
-import os
-
-import contextlib
 
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra import libdevice
 
-from impls.base import LSTMBase
-from impls.cells import input_projection
+from impls.triton_common import (INTERPRETING, Fitted, Launch, TritonLSTMBase, cell, cell_grad, check,
+                                 compute_dtype, device_scope, fit, load4, pow2, recurrence_function, store4,
+                                 target_for, wide_dtype)
 
-INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
-# Read by the kernels as a compile-time constant: the interpreter has no libdevice.
-LIBDEVICE = tl.constexpr(not INTERPRETING)
+NUM_WARPS = 4   # Triton's default: about 1024 elements per program (see _blocks) over 128 threads
+NUM_STAGES = 3  # Triton's default; the kernels have no loop, so nothing is pipelined
 
 
 # ----------------------------------------------------------------------------------------- kernels
-
-@triton.jit
-def _sigmoid(x):
-    if LIBDEVICE:
-        return tl.sigmoid(x)
-    else:
-        return 1.0 / (1.0 + tl.exp(-x))
-
-
-@triton.jit
-def _tanh(x):
-    if LIBDEVICE:
-        return libdevice.tanh(x)
-    else:
-        # Exact in real arithmetic; the interpreter's stand-in for libdevice tanh.
-        return 2.0 * (1.0 / (1.0 + tl.exp(-2.0 * x))) - 1.0
-
-
-@triton.jit
-def _preactivation(x_proj_ptr, rec_ptr, offs, mask, COMPUTE: tl.constexpr):
-    # Both halves are rounded to the tensor dtype already; the sum is not, in float32.
-    return tl.load(x_proj_ptr + offs, mask=mask).to(COMPUTE) + tl.load(rec_ptr + offs, mask=mask).to(COMPUTE)
-
 
 @triton.jit
 def lstm_step_fwd_kernel(
@@ -89,24 +63,15 @@ def lstm_step_fwd_kernel(
     # One program owns the same hidden units of all four gates, so the cell update needs no exchange.
     gate_offs = rows[:, None] * (4 * H) + cols[None, :]
     state_offs = rows[:, None] * H + cols[None, :]
-
-    i = _sigmoid(_preactivation(x_proj_ptr, rec_ptr, gate_offs, mask, COMPUTE))
-    f = _sigmoid(_preactivation(x_proj_ptr, rec_ptr, gate_offs + H, mask, COMPUTE))
-    g = _tanh(_preactivation(x_proj_ptr, rec_ptr, gate_offs + 2 * H, mask, COMPUTE))
-    o = _sigmoid(_preactivation(x_proj_ptr, rec_ptr, gate_offs + 3 * H, mask, COMPUTE))
+    # Both halves are rounded to the tensor dtype already; their sum is not, in float32.
+    x_i, x_f, x_g, x_o = load4(x_proj_ptr, gate_offs, H, mask, COMPUTE)
+    r_i, r_f, r_g, r_o = load4(rec_ptr, gate_offs, H, mask, COMPUTE)
     c_prev = tl.load(c_prev_ptr + state_offs, mask=mask).to(COMPUTE)
-
-    c = f * c_prev + i * g
-    h = o * _tanh(c)
-
+    i, f, g, o, c, h = cell(x_i + r_i, x_f + r_f, x_g + r_g, x_o + r_o, c_prev)
     tl.store(c_ptr + state_offs, c.to(c_ptr.dtype.element_ty), mask=mask)
     tl.store(h_ptr + state_offs, h.to(h_ptr.dtype.element_ty), mask=mask)
     if SAVE_ACTS:  # inference never runs the backward, so it skips these 4H writes per row
-        out_ty = acts_ptr.dtype.element_ty
-        tl.store(acts_ptr + gate_offs, i.to(out_ty), mask=mask)
-        tl.store(acts_ptr + gate_offs + H, f.to(out_ty), mask=mask)
-        tl.store(acts_ptr + gate_offs + 2 * H, g.to(out_ty), mask=mask)
-        tl.store(acts_ptr + gate_offs + 3 * H, o.to(out_ty), mask=mask)
+        store4(acts_ptr, gate_offs, H, i, f, g, o, mask)
 
 
 @triton.jit
@@ -125,51 +90,22 @@ def lstm_step_bwd_kernel(
     mask = (rows[:, None] < B) & (cols[None, :] < H)
     gate_offs = rows[:, None] * (4 * H) + cols[None, :]
     state_offs = rows[:, None] * H + cols[None, :]
-
-    i = tl.load(acts_ptr + gate_offs, mask=mask).to(COMPUTE)
-    f = tl.load(acts_ptr + gate_offs + H, mask=mask).to(COMPUTE)
-    g = tl.load(acts_ptr + gate_offs + 2 * H, mask=mask).to(COMPUTE)
-    o = tl.load(acts_ptr + gate_offs + 3 * H, mask=mask).to(COMPUTE)
+    i, f, g, o = load4(acts_ptr, gate_offs, H, mask, COMPUTE)
     c = tl.load(c_ptr + state_offs, mask=mask).to(COMPUTE)
     c_prev = tl.load(c_prev_ptr + state_offs, mask=mask).to(COMPUTE)
     dh = tl.load(dh_ptr + state_offs, mask=mask).to(COMPUTE)
     dc = tl.load(dc_ptr + state_offs, mask=mask).to(COMPUTE)
-
-    # Recomputing tanh(c_t) costs less than storing and reloading it.
-    tanh_c = _tanh(c)
-    dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
-    d_i = dc * g * i * (1.0 - i)
-    d_f = dc * c_prev * f * (1.0 - f)
-    d_g = dc * i * (1.0 - g * g)
-    d_o = dh * tanh_c * o * (1.0 - o)
-
-    out_ty = dgates_ptr.dtype.element_ty
-    tl.store(dgates_ptr + gate_offs, d_i.to(out_ty), mask=mask)
-    tl.store(dgates_ptr + gate_offs + H, d_f.to(out_ty), mask=mask)
-    tl.store(dgates_ptr + gate_offs + 2 * H, d_g.to(out_ty), mask=mask)
-    tl.store(dgates_ptr + gate_offs + 3 * H, d_o.to(out_ty), mask=mask)
-    tl.store(dc_ptr + state_offs, (dc * f).to(dc_ptr.dtype.element_ty), mask=mask)
+    d_i, d_f, d_g, d_o, dc_prev = cell_grad(dh, dc, i, f, g, o, c, c_prev)
+    store4(dgates_ptr, gate_offs, H, d_i, d_f, d_g, d_o, mask)
+    tl.store(dc_ptr + state_offs, dc_prev.to(dc_ptr.dtype.element_ty), mask=mask)
 
 
 # --------------------------------------------------------------------------------------- launchers
 
-def _compute_dtype(dtype: torch.dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
-def wide_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype c and dc are kept in: float64 for float64, float32 for everything else."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _pow2(n: int) -> int:
-    return 1 << max(0, n - 1).bit_length()
-
-
 def _blocks(batch: int, hidden: int) -> tuple[int, int]:
     """(BLOCK_B, BLOCK_H). Interpreted, every program is a slow Python pass, so one covers it all;
     compiled, about 1024 elements per program keeps 4 warps busy and still gives many programs."""
-    block_b, block_h = _pow2(batch), _pow2(hidden)
+    block_b, block_h = pow2(batch), pow2(hidden)
     if INTERPRETING:
         return block_b, block_h
     block_h = min(block_h, 128)
@@ -180,40 +116,32 @@ def _grid(batch: int, hidden: int, block_b: int, block_h: int) -> tuple[int, int
     return -(-batch // block_b), -(-hidden // block_h)
 
 
-def _device_scope(t: torch.Tensor):
-    # Triton launches on the current CUDA device; the tensor's may be another one.
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
-def _check(name: str, t: torch.Tensor, shape: tuple, like: torch.Tensor, dtype: torch.dtype | None = None) -> None:
-    if tuple(t.shape) != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
-    if not t.is_contiguous():
-        raise ValueError(f"{name} must be contiguous")
-    if t.device != like.device or t.dtype != (dtype or like.dtype):
-        raise ValueError(f"{name} must be {dtype or like.dtype} on {like.device}, got {t.dtype} on {t.device}")
-
-
 class _Plan:
-    """Block sizes, grid and constexprs of one sequence, computed once rather than at every step."""
+    """Block sizes, grid and constexprs of one sequence, computed once rather than at every step; each kernel
+    is fitted to the device at its first step, and later steps launch the same configuration."""
 
     def __init__(self, batch: int, hidden: int, dtype: torch.dtype) -> None:
         self.batch, self.hidden = batch, hidden
         self.block_b, self.block_h = _blocks(batch, hidden)
         self.grid = _grid(batch, hidden, self.block_b, self.block_h)
-        self.compute = _compute_dtype(dtype)
+        self.compute = compute_dtype(dtype)
+        self.fitted: dict[str, Fitted] = {}  # kernel name -> fit's verdict at its first step
+
+    def _launch(self, kernel, args: tuple, like: torch.Tensor, **constexprs) -> None:
+        launch = Launch(kernel, self.grid, args + (self.batch, self.hidden),
+                        dict(COMPUTE=self.compute, **constexprs, BLOCK_B=self.block_b, BLOCK_H=self.block_h),
+                        NUM_WARPS, NUM_STAGES, "step")
+        target = target_for(like.device)
+        if launch.name not in self.fitted:
+            self.fitted[launch.name] = fit([launch], target)
+        target.launch(self.fitted[launch.name].again(launch))
 
     def fwd(self, x_proj, rec, c_prev, h, c, acts) -> None:
-        lstm_step_fwd_kernel[self.grid](
-            x_proj, rec, c_prev, h, c, acts if acts is not None else h, self.batch, self.hidden,
-            COMPUTE=self.compute, SAVE_ACTS=acts is not None, BLOCK_B=self.block_b, BLOCK_H=self.block_h,
-        )
+        self._launch(lstm_step_fwd_kernel, (x_proj, rec, c_prev, h, c, acts if acts is not None else h), x_proj,
+                     SAVE_ACTS=acts is not None)
 
     def bwd(self, dh, dc, acts, c, c_prev, dgates) -> None:
-        lstm_step_bwd_kernel[self.grid](
-            dh, dc, acts, c, c_prev, dgates, self.batch, self.hidden,
-            COMPUTE=self.compute, BLOCK_B=self.block_b, BLOCK_H=self.block_h,
-        )
+        self._launch(lstm_step_bwd_kernel, (dh, dc, acts, c, c_prev, dgates), acts)
 
 
 def lstm_step_fwd(x_proj, rec, c_prev, h, c, acts=None) -> None:
@@ -221,30 +149,30 @@ def lstm_step_fwd(x_proj, rec, c_prev, h, c, acts=None) -> None:
     is given, the gate activations. The recurrence below checks its buffers once per sequence instead."""
     batch, gates = x_proj.shape
     hidden = gates // 4
-    wide = wide_dtype(x_proj.dtype)
-    _check("x_proj", x_proj, (batch, 4 * hidden), x_proj)
-    _check("rec", rec, (batch, gates), x_proj)
-    _check("h", h, (batch, hidden), x_proj)
+    dtype, device, wide = x_proj.dtype, x_proj.device, wide_dtype(x_proj.dtype)
+    check("x_proj", x_proj, (batch, 4 * hidden), dtype, device)
+    check("rec", rec, (batch, gates), dtype, device)
+    check("h", h, (batch, hidden), dtype, device)
     for name, t in (("c_prev", c_prev), ("c", c)):
-        _check(name, t, (batch, hidden), x_proj, dtype=wide)
+        check(name, t, (batch, hidden), wide, device)
     if acts is not None:
-        _check("acts", acts, (batch, gates), x_proj)
-    with _device_scope(x_proj):
-        _Plan(batch, hidden, x_proj.dtype).fwd(x_proj, rec, c_prev, h, c, acts)
+        check("acts", acts, (batch, gates), dtype, device)
+    with device_scope(x_proj):
+        _Plan(batch, hidden, dtype).fwd(x_proj, rec, c_prev, h, c, acts)
 
 
 def lstm_step_bwd(dh, dc, acts, c, c_prev, dgates) -> None:
     """One checked step: writes dgates (B, G) and overwrites dc (B, H, float32 or float64) with dL/dc_{t-1}."""
     batch, gates = acts.shape
     hidden = gates // 4
-    wide = wide_dtype(acts.dtype)
-    _check("acts", acts, (batch, 4 * hidden), acts)
-    _check("dgates", dgates, (batch, gates), acts)
-    _check("dh", dh, (batch, hidden), acts)
+    dtype, device, wide = acts.dtype, acts.device, wide_dtype(acts.dtype)
+    check("acts", acts, (batch, 4 * hidden), dtype, device)
+    check("dgates", dgates, (batch, gates), dtype, device)
+    check("dh", dh, (batch, hidden), dtype, device)
     for name, t in (("dc", dc), ("c", c), ("c_prev", c_prev)):
-        _check(name, t, (batch, hidden), acts, dtype=wide)
-    with _device_scope(acts):
-        _Plan(batch, hidden, acts.dtype).bwd(dh, dc, acts, c, c_prev, dgates)
+        check(name, t, (batch, hidden), wide, device)
+    with device_scope(acts):
+        _Plan(batch, hidden, dtype).bwd(dh, dc, acts, c, c_prev, dgates)
 
 
 # ------------------------------------------------------------------- the recurrence and its autograd.Function
@@ -263,61 +191,41 @@ def run_recurrence(x_proj, h0, c0, w_hh, save_acts: bool):
     rec = x_proj.new_empty(batch, gates)
     w_hh_t = w_hh.t()
     plan = _Plan(batch, hidden, x_proj.dtype)
-    with _device_scope(x_proj):
+    with device_scope(x_proj):
         for t in range(steps):
             torch.mm(hs[t], w_hh_t, out=rec)
             plan.fwd(x_proj[t], rec, cs[t], hs[t + 1], cs[t + 1], acts[t] if save_acts else None)
     return hs, cs, acts
 
 
-class LSTMRecurrence(torch.autograd.Function):
-    """(x_proj (T, B, G), h0 (B, H), c0 (B, H), w_hh (G, H)) -> (out (T, B, H), c_n (B, H)); h_n = out[-1]."""
+def run_recurrence_backward(dout, dc_n, hs, cs, acts, w_hh):
+    """dout (T, B, H), dc_n (B, H) or None, the forward's hs, cs and acts, w_hh (G, H) ->
+    dgates (T, B, G), dh0 (B, H), dc0 (B, H; wide)."""
+    steps, batch, gates = acts.shape
+    # dc stays in float32 (float64) across steps, not the tensor dtype: rounding it each step drifts.
+    # A fresh buffer, because the kernel overwrites it and dc_n belongs to autograd's caller.
+    dc = acts.new_zeros(batch, gates // 4, dtype=cs.dtype)
+    if dc_n is not None:
+        dc.copy_(dc_n)
+    dgates = torch.empty_like(acts)
+    plan = _Plan(batch, gates // 4, acts.dtype)
+    with device_scope(acts):
+        for t in reversed(range(steps)):
+            dh = dout[t].contiguous() if t == steps - 1 else torch.addmm(dout[t], dgates[t + 1], w_hh)
+            plan.bwd(dh, dc, acts[t], cs[t + 1], cs[t], dgates[t])
+    return dgates, dgates[0] @ w_hh, dc
 
-    @staticmethod
-    def forward(ctx, x_proj, h0, c0, w_hh):
-        hs, cs, acts = run_recurrence(x_proj, h0, c0, w_hh, save_acts=True)
-        ctx.save_for_backward(hs, cs, acts, w_hh)
-        return hs[1:], cs[-1].to(x_proj.dtype)
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dout, dc_n):
-        hs, cs, acts, w_hh = ctx.saved_tensors
-        steps, batch, gates = acts.shape
-        hidden = gates // 4
-        # dc stays in float32 (float64) across steps, not the tensor dtype: rounding it each step drifts.
-        # A fresh buffer, because the kernel overwrites it and dc_n belongs to autograd's caller.
-        dc = acts.new_zeros(batch, hidden, dtype=cs.dtype)
-        if dc_n is not None:
-            dc.copy_(dc_n)
-        dout = dout if dout is not None else acts.new_zeros(steps, batch, hidden)
-        dgates = torch.empty_like(acts)
-        plan = _Plan(batch, hidden, acts.dtype)
-        with _device_scope(acts):
-            for t in reversed(range(steps)):
-                dh = dout[t].contiguous() if t == steps - 1 else torch.addmm(dout[t], dgates[t + 1], w_hh)
-                plan.bwd(dh, dc, acts[t], cs[t + 1], cs[t], dgates[t])
-        flat = dgates.view(steps * batch, gates)
-        d_x_proj = dgates if ctx.needs_input_grad[0] else None
-        d_h0 = dgates[0] @ w_hh if ctx.needs_input_grad[1] else None
-        d_c0 = dc.to(acts.dtype) if ctx.needs_input_grad[2] else None
-        d_w_hh = flat.t() @ hs[:-1].reshape(steps * batch, hidden) if ctx.needs_input_grad[3] else None
-        return d_x_proj, d_h0, d_c0, d_w_hh
+LSTMRecurrence = recurrence_function(
+    "LSTMRecurrence", run_recurrence, run_recurrence_backward,
+    "(x_proj (T, B, G), h0 (B, H), c0 (B, H), w_hh (G, H)) -> (out (T, B, H), c_n (B, H)); h_n = out[-1]. "
+    "Two launches a step: cuBLAS for h W_hh^T, then the gate kernel.")
 
 
 # ------------------------------------------------------------------------------------------ module
 
-class TritonStepLSTM(LSTMBase):
+class TritonStepLSTM(TritonLSTMBase):
     """Drop-in torch.nn.LSTM (same parameters and state_dict) whose per-step pointwise work is Triton."""
-
-    def _layer(self, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-        # The input projection does not depend on h: one matmul for all T; autograd turns dx_proj
-        # into dx, dW_ih and the biases as large matmuls too.
-        x_proj = input_projection(x, w_ih, b_ih, b_hh)
-        h0, c0 = h0.contiguous(), c0.contiguous()
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (x_proj, h0, c0, w_hh)):
-            out, c_n = LSTMRecurrence.apply(x_proj, h0, c0, w_hh)
-        else:  # inference: no graph, and no gate activations kept for a backward that never comes
-            hs, cs, _ = run_recurrence(x_proj, h0, c0, w_hh, save_acts=False)
-            out, c_n = hs[1:], cs[-1].to(x_proj.dtype)
-        return out, out[-1], c_n
+    function = LSTMRecurrence
+    forward_only = staticmethod(run_recurrence)
+    kernels = (lstm_step_fwd_kernel, lstm_step_bwd_kernel)
