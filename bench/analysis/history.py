@@ -154,7 +154,8 @@ def _point_key(frame: pd.DataFrame) -> pd.DataFrame:
         values = frame[column] if column in frame else pd.Series(None, index=frame.index, dtype=object)
         if column == "device":
             values = values.astype(str).str.split(":").str[0].where(values.notna())
-        out[column] = [render.fmt_axis(v) if not render.is_missing(v) and v != "" else "—" for v in values]
+        out[column] = [str(v) if isinstance(v, (bool, np.bool_)) else render.fmt_axis(v)
+                       if not render.is_missing(v) and v != "" else "—" for v in values]
     return out
 
 
