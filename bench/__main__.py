@@ -1,4 +1,4 @@
-"""The CLI: python -m bench (or the `lstm-bench` script) {list,data,run,report,compare,history,bench-compare} ...
+"""The CLI: python -m bench (or the `lstm-bench` script) {list,data,run,report,compare,history,bench-compare,bench-gate} ...
 
 Each subcommand lives in its module as `cli(argv) -> exit code`; bad input exits 2 with one line.
 """
@@ -15,6 +15,7 @@ COMMANDS = {
     "compare": ("bench.analysis.compare", "compare results directory B against A"),
     "history": ("bench.analysis.history", "results across commits and machines: regressions and improvements"),
     "bench-compare": ("bench.microbench", "compare saved pytest-benchmark runs"),
+    "bench-gate": ("bench.gate", "fail when a backend's ratio to cudnn grew past the committed baseline's"),
 }
 
 
