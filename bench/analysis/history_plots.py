@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bench.analysis.history_report import ACCURACY, MEMORY, STEP, short  # noqa: E402
-from bench.analysis.plots import _plain_log_ticks, _save  # noqa: E402
+from bench.analysis.plots import MIN_ACCURACY_SPAN, _plain_log_ticks, _save  # noqa: E402
 
 MARKS = {"regression": ("^", "#d62728"), "improvement": ("v", "#2ca02c")}
 
@@ -74,7 +74,10 @@ def _machine_row(panels, rows: pd.DataFrame, machine: str, points: list[str], co
     _plain_log_ticks(step.yaxis)
     step.set(title=f"{machine}\n{STEP.title}: median, band p10–p90 (▲ regression, ▼ improvement)",
              ylabel=f"{STEP.unit} (log scale)")
-    accuracy.set(title=f"{ACCURACY.title} (mean over runs)", ylabel=ACCURACY.unit)
+    _accuracy_span(accuracy, rows["accuracy"] * ACCURACY.scale)
+    memory.set_ylim(bottom=0)  # from zero: a flat 100 MiB must not look like a swing between 96 and 104
+    accuracy.set(title=f"{ACCURACY.title} (mean over runs; axis spans ≥ {MIN_ACCURACY_SPAN:g} points)",
+                 ylabel=ACCURACY.unit)
     memory.set(title=f"{MEMORY.title} (mean over runs)", ylabel=MEMORY.unit)
     labels = [short(c) for c in commits]
     for ax in panels:
@@ -93,3 +96,15 @@ def _commit_order(rows: pd.DataFrame) -> list[str]:
         key = (stamp(row["commit_time"] or row["run_time"]), stamp(row["run_time"]), row["commit"])
         keys[row["commit"]] = min(keys.get(row["commit"], key), key)
     return sorted(keys, key=keys.get)
+
+
+def _accuracy_span(ax, values: pd.Series) -> None:
+    """At least MIN_ACCURACY_SPAN points around the values, as in the report: a 0.3-point wobble between two
+    commits is noise of 10,000 test images, and a zoomed axis drew it as a cliff."""
+    values = values.dropna()
+    if values.empty:
+        return
+    middle = (values.min() + values.max()) / 2
+    half = max(MIN_ACCURACY_SPAN, values.max() - values.min()) / 2 * 1.1
+    low, high = max(0.0, middle - half), min(100.0, middle + half)
+    ax.set_ylim(low, max(high, low + MIN_ACCURACY_SPAN))

@@ -80,14 +80,23 @@ def machine_wide_note(found: pd.DataFrame) -> list[tuple]:
                   "bisecting a kernel.")]
 
 
+def change_text(entry) -> str:
+    """The change from the series' previous commit, in one cell: the verdict, the factor, the test."""
+    if entry["verdict"] == "first":
+        return "first"
+    if np.isnan(entry["ratio"]):
+        return entry["note"]
+    p = "" if np.isnan(entry["p"]) else f", p\u00a0=\u00a0{entry['p']:.2g}"  # no break inside "p = 1e-9"
+    return f"{entry['verdict']}: {render.fmt_ratio(entry['ratio'])}{p}"
+
+
 def series_rows(series: pd.DataFrame, with_point: bool) -> list[list[str]]:
     rows = []
     for _, e in series.iterrows():
         samples = f"{len(e['samples']):,} {'steps' if e['kind'] == 'steps' else 'run medians'}"
-        rows.append([*([e["point"]] if with_point else []), short(e["commit"]), when(e), str(e["runs"]), samples,
-                     STEP.format(e["median"]), f"{STEP.format(e['p10'])}–{STEP.format(e['p90'])}",
-                     render.fmt_ratio(e["ratio"]), "—" if np.isnan(e["p"]) else f"{e['p']:.2g}", e["verdict"],
-                     ACCURACY.format(e["accuracy"]), MEMORY.format(e["memory"])])
+        rows.append([*([e["point"]] if with_point else []), short(e["commit"]), when(e), f"{e['runs']} / {samples}",
+                     f"{STEP.format(e['median'])} ({STEP.format(e['p10'])}–{STEP.format(e['p90'])})",
+                     change_text(e), ACCURACY.format(e["accuracy"]), MEMORY.format(e["memory"])])
     return rows
 
 
@@ -96,8 +105,8 @@ def backend_blocks(table: pd.DataFrame, backend: str, plot: Path | None, out: Pa
     if plot is not None:
         blocks.append(("img", plot.relative_to(out).as_posix(), f"{backend} over commits"))
     with_point = bool(table["point"].str.len().max())
-    header = [*(["configuration"] if with_point else []), "commit", "committed", "runs", "samples",
-              "median step (ms)", "p10–p90 (ms)", "× previous", "p", "change", "accuracy", "peak memory (MiB)"]
+    header = [*(["configuration"] if with_point else []), "commit", "committed", "runs / samples",
+              "step (ms): median (p10–p90)", "against the previous commit", "accuracy", "peak memory (MiB)"]
     for machine, series in table[table["backend"] == backend].groupby("machine", sort=True):
         blocks += [("h3", machine), ("table", header, series_rows(series, with_point))]
     return blocks
