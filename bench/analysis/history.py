@@ -28,6 +28,7 @@ import functools
 import glob
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,6 +46,7 @@ from bench.cliargs import OneLineParser, parse
 
 RATIO, ALPHA = 1.1, 0.002  # airspeed velocity's defaults: a factor of 1.1 and p < 0.002
 DEFAULT_OUT = "results/history"
+SUBJECT_CHARS = 72  # a commit's subject as the history quotes it; some run to a paragraph
 POINT_EXTRA = ("device", "threads", "tf32")  # not in the run key, but they change what a step costs
 
 
@@ -58,7 +60,7 @@ class Source:
     results: Results
     commit: str                   # env.json's git_commit ("unknown" when not recorded)
     commit_time: datetime | None  # committer date; None when neither env.json nor git knows it
-    subject: str                  # the commit's first line, when git knows the commit
+    subject: str                  # the commit's first line (shortened), when git knows the commit
     run_time: datetime | None     # env.json's timestamp
 
 
@@ -125,7 +127,7 @@ def commit_info(commit: str, repo: str) -> tuple[datetime | None, str]:
             continue
         if done.returncode == 0 and "\x1f" in done.stdout:
             when, subject = done.stdout.strip().split("\x1f", 1)
-            return _time(when), subject
+            return _time(when), textwrap.shorten(subject, SUBJECT_CHARS, placeholder=" …")
     return None, ""
 
 
