@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import config, metrics
-from bench.analysis import headline, render, results
+from bench.analysis import headline, not_measured, render, results
 from bench.cliargs import OneLineParser, parse
 from bench.analysis.results import BASELINE, Results, ResultsError
 from bench.atomic import atomic_write_text
@@ -190,7 +190,7 @@ def build_blocks(res: Results, plot_files: dict[str, tuple[str, Path]], baseline
                             "throughput below compare machines as well as backends."))
     blocks += scope_blocks(res.env) + headline_blocks(res, baseline)
 
-    blocks += not_measured_blocks(res)
+    blocks += not_measured.blocks(res)
 
     blocks += [("h2", "Results"), ("p", baseline_note(res.runs, baseline))]
     for metric in metrics.reported():
@@ -211,51 +211,6 @@ def build_blocks(res: Results, plot_files: dict[str, tuple[str, Path]], baseline
     blocks += [("h2", "Configuration and environment"), ("table", ["setting", "value"], config_rows(res.env))]
     blocks += [("h3", "Backends"), ("table", *backend_summary(res.runs, res.backends))]
     return blocks
-
-
-# ---------------------------------------------------------------- runs not measured
-
-NO_REASON = "(no reason recorded)"
-
-
-def not_measured_blocks(res: Results) -> list[tuple]:
-    """Skipped, failed and never-run cells, one row per backend and sweep point with its seeds listed (eight
-    skipped backends are eight rows, not twenty-four). A reason shared by several rows is written once, as a
-    numbered note under the table, and the rows point to it."""
-    blocks: list[tuple] = [("h2", "Runs not measured (skipped, failed, not run)")]
-    bad = res.not_ok
-    if bad.empty:
-        return blocks + [("p", "None: every run finished.")]
-    bad = bad.assign(error=bad["error"].fillna("").astype(str).replace("", NO_REASON))
-    # only the axes that vary over every planned cell: one value everywhere is config, in the settings table
-    cells = pd.concat([res.runs, bad], ignore_index=True)
-    axes = [a for a in config.sweep_axes() if a in cells and cells[a].dropna().astype(str).nunique() > 1]
-    rank = {b: i for i, b in enumerate(dict.fromkeys([*res.backends, *bad["backend"].astype(str)]))}
-    rows = []
-    for _, group in bad.groupby(["backend", *axes, "status", "error"], sort=False, dropna=False):
-        seeds = sorted(group["seed"].dropna().unique(), key=float)
-        rows.append({**group.iloc[0].to_dict(), "seeds": ", ".join(map(render.fmt_axis, seeds)) or "—"})
-    rows.sort(key=lambda r: (rank[str(r["backend"])], *(_sort_value(r[a]) for a in axes)))
-    reasons = [(r["status"], r["error"]) for r in rows]
-    notes = {}
-    for reason in reasons:
-        if reasons.count(reason) > 1 and reason not in notes:
-            notes[reason] = f"note {len(notes) + 1}"
-    table = [[str(r["backend"]), *(render.fmt_axis(r[a]) for a in axes), r["seeds"], str(r["status"]),
-              f"see {notes[reason]}" if reason in notes else r["error"]] for r, reason in zip(rows, reasons)]
-    blocks.append(("table", ["backend", *axes, "seeds", "status", "reason"], table))
-    if notes:
-        blocks.append(("ul", [f"**{label}** ({status}, {reasons.count((status, error))} rows): {error}"
-                              for (status, error), label in notes.items()]))
-    return blocks
-
-
-def _sort_value(value) -> tuple:
-    """Numbers in numeric order, then text: a sort key for one axis value of the table above."""
-    try:
-        return (0, float(value), "")
-    except (TypeError, ValueError):
-        return (1, 0.0, str(value))
 
 
 # ---------------------------------------------------------------- efficiency, numerics, what ran (issue 13)
