@@ -95,27 +95,6 @@ def _untimed_first_call(benchmark, backend: str, function) -> None:
                                 compilations=after["compilations"] - before["compilations"])
 
 
-@WARMUP
-@pytest.mark.parametrize(("shape_name", "backend"), CASES)
-def test_forward_nograd(benchmark, shape_name, backend):
-    """Inference: model(images) under torch.no_grad(), synchronized on CUDA."""
-    shape, model, images, _ = _setup(benchmark, shape_name, backend, "forward-nograd")
-    model.eval()
-
-    def forward() -> torch.Tensor:
-        with torch.no_grad():
-            logits = model(images)
-        _sync()
-        return logits
-
-    if benchmark.enabled:
-        _untimed_first_call(benchmark, backend, forward)   # lazy init / kernel compilation stays out of the timings
-    logits = benchmark(forward)
-    assert logits.shape == (shape.batch, NUM_CLASSES)
-    assert not logits.requires_grad
-    assert torch.isfinite(logits).all()
-
-
 def _trainer(model, images, labels):
     """One optimizer step as a function: forward, cross-entropy, backward, Adam step, zero_grad; synchronized."""
     model.train()
@@ -133,23 +112,6 @@ def _trainer(model, images, labels):
     return train_step
 
 
-@WARMUP
-@pytest.mark.parametrize(("shape_name", "backend"), CASES)
-def test_train_step(benchmark, shape_name, backend):
-    """One optimizer step: forward, cross-entropy, backward, Adam step, zero_grad; synchronized on CUDA."""
-    _, model, images, labels = _setup(benchmark, shape_name, backend, "train-step")
-    before = [p.detach().clone() for p in model.parameters()]
-    train_step = _trainer(model, images, labels)
-
-    if benchmark.enabled:
-        _untimed_first_call(benchmark, backend, train_step)   # Adam's state, lazy init, compilation
-    loss = benchmark(train_step)
-    assert loss.ndim == 0 and torch.isfinite(loss)
-    after = list(model.parameters())
-    assert all(p.grad is None for p in after), "zero_grad(set_to_none=True) left gradients behind"
-    assert all(not torch.equal(b, a.detach()) for b, a in zip(before, after)), "a parameter was not updated"
-
-
 # Rounds of the alternating measurement (each: two cudnn steps and two backend steps), and untimed rounds first.
 RATIO_ROUNDS = int(os.environ.get("LSTM_BENCH_RATIO_ROUNDS", "30"))
 RATIO_WARMUP = 2
@@ -161,7 +123,12 @@ def test_ratio_to_cudnn(benchmark, backend):
     (bench/gate.py). Each round times cudnn, backend, backend, cudnn back to back (the next round the other
     way round) and keeps the faster of each pair: a neighbour's load on a shared machine lands on both
     backends alike, and a step it preempted is usually not the faster one. The per-round ratios go to
-    extra_info (`ratio_samples`); pytest-benchmark's own timing is of the whole round."""
+    extra_info (`ratio_samples`); pytest-benchmark's own timing is of the whole round.
+
+    First in the file, so first in every session, in a fresh process: measured at the end of a full bench-ci
+    session the ratios came out about 1.5x higher than alone minutes later on the same machine (loop 2.19
+    against 1.50; the cause is not pinned down, a heap worn by thousands of earlier steps is the suspect), and
+    the baseline and a CI run must be measured in the same state."""
     _, reference, images, labels = _setup(benchmark, DEFAULT_SHAPE, "cudnn", "ratio-to-cudnn")
     _, model, _, _ = _setup(benchmark, DEFAULT_SHAPE, backend, "ratio-to-cudnn")  # its extra_info wins
     steps = {"cudnn": _trainer(reference, images, labels), backend: _trainer(model, images, labels)}
@@ -191,3 +158,41 @@ def test_ratio_to_cudnn(benchmark, backend):
     assert timed and all(r > 0 and math.isfinite(r) for r in timed), ratios
     benchmark.extra_info.update(baseline_backend="cudnn", ratio_samples=timed, ratio_median=statistics.median(timed),
                                 threads=1)
+
+
+@WARMUP
+@pytest.mark.parametrize(("shape_name", "backend"), CASES)
+def test_forward_nograd(benchmark, shape_name, backend):
+    """Inference: model(images) under torch.no_grad(), synchronized on CUDA."""
+    shape, model, images, _ = _setup(benchmark, shape_name, backend, "forward-nograd")
+    model.eval()
+
+    def forward() -> torch.Tensor:
+        with torch.no_grad():
+            logits = model(images)
+        _sync()
+        return logits
+
+    if benchmark.enabled:
+        _untimed_first_call(benchmark, backend, forward)   # lazy init / kernel compilation stays out of the timings
+    logits = benchmark(forward)
+    assert logits.shape == (shape.batch, NUM_CLASSES)
+    assert not logits.requires_grad
+    assert torch.isfinite(logits).all()
+
+
+@WARMUP
+@pytest.mark.parametrize(("shape_name", "backend"), CASES)
+def test_train_step(benchmark, shape_name, backend):
+    """One optimizer step: forward, cross-entropy, backward, Adam step, zero_grad; synchronized on CUDA."""
+    _, model, images, labels = _setup(benchmark, shape_name, backend, "train-step")
+    before = [p.detach().clone() for p in model.parameters()]
+    train_step = _trainer(model, images, labels)
+
+    if benchmark.enabled:
+        _untimed_first_call(benchmark, backend, train_step)   # Adam's state, lazy init, compilation
+    loss = benchmark(train_step)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    after = list(model.parameters())
+    assert all(p.grad is None for p in after), "zero_grad(set_to_none=True) left gradients behind"
+    assert all(not torch.equal(b, a.detach()) for b, a in zip(before, after)), "a parameter was not updated"
