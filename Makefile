@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 BENCH_ARGS ?=
 CI_BENCH_DIR := results/ci
 
-.PHONY: setup test test-fast bench bench-pixel bench-scaling bench-ci bench-compare gpu-check gpu-deps kernels clean
+.PHONY: setup test test-fast bench bench-pixel bench-scaling bench-ci bench-compare bench-gate bench-baseline gpu-check gpu-deps kernels clean
 
 # Reinstall only when the project's requirements change.
 $(STAMP): pyproject.toml
@@ -36,11 +36,24 @@ bench-scaling: setup
 	$(PY) -m bench run --experiment scaling-hidden --report $(BENCH_ARGS)
 	$(PY) -m bench run --experiment scaling-batch --report $(BENCH_ARGS)
 
-# Micro-benchmarks (pytest-benchmark); JSON saved under results/ci/.
+# Micro-benchmarks (pytest-benchmark), with each backend's ratio to cudnn for bench-gate; JSON saved under results/ci/.
+# BENCH_CI_ARGS narrows it, e.g. BENCH_CI_ARGS="-k ratio_to_cudnn": only what bench-gate reads.
+BENCH_CI_ARGS ?=
 bench-ci: setup
-	$(PY) -m pytest tests/benchmarks -q -p no:cacheprovider \
+	$(PY) -m pytest tests/benchmarks -q -p no:cacheprovider $(BENCH_CI_ARGS) \
 	  --benchmark-only --benchmark-min-rounds=5 --benchmark-max-time=0.5 --benchmark-warmup=on \
 	  --benchmark-storage=file://$(CI_BENCH_DIR) --benchmark-autosave --benchmark-columns=min,median,iqr,ops,rounds
+
+# The CI gate (docs/history.md): fails (exit 1) when, in the newest bench-ci run, a backend's step time as a
+# ratio to cudnn's (measured in alternation in that session) grew past 1.5x the committed baseline's and the
+# samples' Mann-Whitney test agrees. Run after bench-ci.
+bench-gate: setup
+	$(PY) -m bench bench-gate --storage $(CI_BENCH_DIR) --baseline $(CI_BENCH_DIR)/baseline.json
+
+# Updates the gate's baseline: runs bench-ci, then writes its ratios for this machine kind (cpu, or the GPU)
+# into results/ci/baseline.json. Commit that file.
+bench-baseline: bench-ci
+	$(PY) -m bench bench-gate --storage $(CI_BENCH_DIR) --baseline $(CI_BENCH_DIR)/baseline.json --update
 
 # Compare the newest saved benchmark run with BASELINE (a saved run's id or file, e.g. 0001).
 BASELINE ?= 0001

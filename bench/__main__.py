@@ -13,9 +13,11 @@ COMMANDS = {
     "run": ("bench.run_command", "train backends on MNIST and record results"),
     "report": ("bench.analysis.report", "write report.md/html and plots for a results directory"),
     "compare": ("bench.analysis.compare", "compare results directory B against A"),
+    "history": ("bench.analysis.history", "results across commits and machines: regressions and improvements"),
     "bench-compare": ("bench.microbench", "compare saved pytest-benchmark runs"),
     "gpu-check": ("bench.gpu_check", "on a CUDA machine: kernel parity, what ran, and timings"),
     "kernels": ("bench.kernels", "compile the Triton kernels for sm_80/86/89/90 and tabulate their resources"),
+    "bench-gate": ("bench.gate", "fail when a backend's ratio to cudnn grew past the committed baseline's"),
 }
 
 

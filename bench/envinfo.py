@@ -70,5 +70,7 @@ def collect() -> dict:
         "torch_threads": torch.get_num_threads(),
         "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1",
         "git_commit": commit,
+        # when the commit was made (committer date): `bench history` orders results by it
+        "git_commit_time": _git(["show", "-s", "--format=%cI", "HEAD"], Path(repo)) if repo else None,
         "git_repo": repo,   # which repository git_commit is from
     }

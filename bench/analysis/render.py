@@ -2,7 +2,7 @@
 
 Blocks are tuples:
     ("h1" | "h2" | "h3", text)
-    ("p", text)                 text may hold **bold** and `code`, the only Markdown the HTML renders
+    ("p", text)                 text may hold **bold**, *emphasis* and `code`, the only Markdown the HTML renders
     ("ul", [text, ...])
     ("table", header, rows)     header: list of str; rows: lists of str (format numbers before)
     ("img", src, alt)
@@ -14,10 +14,17 @@ from __future__ import annotations
 
 import html as _html
 import math
+import re
 
-CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-       "table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:.25em .6em}"
-       "th{background:#f3f3f3}td{font-variant-numeric:tabular-nums}img{max-width:100%}")
+# Looked at in headless Chromium at 1280 x 800 (tests/test_browser.py): prose keeps a readable width, tables get
+# the whole column of a 1280-px window, and one wider still scrolls in its own box instead of widening the page; short cells (numbers, dates, "Welch's t-test") never break
+# mid-value, long ones (reasons, notes) wrap; headers and text read from the left.
+CSS = ("body{font-family:system-ui,sans-serif;max-width:1240px;margin:2em auto;padding:0 1em;color:#222;"
+       "line-height:1.4}p,ul{max-width:1100px}.table{overflow-x:auto;margin:.5em 0 1.5em}table{border-collapse:collapse}"
+       "th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}"
+       "th{background:#f3f3f3}td{font-variant-numeric:tabular-nums;min-width:10em}td.short{white-space:nowrap;min-width:0}"
+       "img{max-width:100%;height:auto}code{overflow-wrap:anywhere}")
+SHORT_CELL = 16  # characters: a cell up to this long (a number with its unit, a date) stays on one line
 
 
 # ---------------------------------------------------------------- cells
@@ -81,12 +88,22 @@ def markdown(blocks: list[tuple]) -> str:
 
 # ---------------------------------------------------------------- HTML
 
+# *word* or *a few words*: a single star at a word's edge, not the × or a star inside a product like 2*H
+_EMPHASIS = re.compile(r"(?<![\w*])\*(?=\S)([^*]+?)(?<=\S)\*(?![\w*])")
+
+
 def _inline_html(text: str) -> str:
-    """Escapes, then renders **bold** and `code`."""
+    """Escapes, then renders **bold**, `code` and, outside code, *emphasis*."""
     parts = _html.escape(text).split("**")
     text = "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
     parts = text.split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    return "".join(f"<code>{p}</code>" if i % 2 else _EMPHASIS.sub(r"<em>\1</em>", p) for i, p in enumerate(parts))
+
+
+def _cell(tag: str, value) -> str:
+    text = str(value)
+    short = " class='short'" if len(text) <= SHORT_CELL else ""
+    return f"<{tag}{short}>{_html.escape(text)}</{tag}>"
 
 
 def html(blocks: list[tuple], title: str) -> str:
@@ -101,9 +118,9 @@ def html(blocks: list[tuple], title: str) -> str:
             out.append("<ul>" + "".join(f"<li>{_inline_html(item)}</li>" for item in args[0]) + "</ul>")
         elif kind == "table":
             header, rows = args
-            head = "".join(f"<th>{_html.escape(str(h))}</th>" for h in header)
-            body = "".join("<tr>" + "".join(f"<td>{_html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            head = "".join(f"<th>{_html.escape(str(h))}</th>" for h in header)  # headers may wrap
+            body = "".join("<tr>" + "".join(_cell("td", c) for c in row) + "</tr>" for row in rows)
+            out.append(f"<div class='table'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
         elif kind == "img":
             out.append(f"<p><img src='{_html.escape(args[0])}' alt='{_html.escape(args[1])}'></p>")
         else:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import config, metrics
-from bench.analysis import headline, render, results
+from bench.analysis import headline, not_measured, render, results
 from bench.cliargs import OneLineParser, parse
 from bench.analysis.results import Results, ResultsError
 from bench.atomic import atomic_write_text
@@ -191,14 +191,7 @@ def build_blocks(res: Results, plot_files: dict[str, tuple[str, Path]], baseline
                             "throughput below compare machines as well as backends."))
     blocks += scope_blocks(res.env) + headline_blocks(res, baseline)
 
-    blocks.append(("h2", "Runs not measured (skipped, failed, not run)"))
-    bad, every_axis = res.not_ok, list(config.sweep_axes())
-    if bad.empty:
-        blocks.append(("p", "None: every run finished."))
-    else:
-        blocks.append(("table", ["backend", "seed", *every_axis, "status", "reason"],
-                       [[str(r["backend"]), render.fmt_axis(r["seed"]), *(render.fmt_axis(r[a]) for a in every_axis),
-                         str(r["status"]), str(r["error"]) or "(no reason recorded)"] for _, r in bad.iterrows()]))
+    blocks += not_measured.blocks(res)
 
     blocks += [("h2", "Results"), ("p", baseline_note(res.runs, baseline))]
     for metric in metrics.reported():

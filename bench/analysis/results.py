@@ -104,6 +104,8 @@ def load(directory: str | Path) -> Results:
         # a run killed (or still busy) before its first row: every planned cell is missing
         runs = load_runs(directory) if (directory / RUNS_FILE).is_file() else pd.DataFrame(columns=RUN_COLUMNS)
         curves, steps = load_curves(directory), load_steps(directory)
+    except ResultsError:
+        raise  # already says what is wrong; not "unreadable"
     except (ValueError, OSError, pd.errors.ParserError) as error:
         raise ResultsError(f"{directory}: unreadable results: {error}") from None
     # run_id joins runs to curves and steps; read as text everywhere so "7" and 7 are the same run.

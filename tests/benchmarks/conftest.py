@@ -13,7 +13,7 @@ from bench import envinfo
 from bench.microbench import timing_requested
 
 # Provenance that changes from run to run; pytest-benchmark records the commit in commit_info.
-_PER_RUN_KEYS = ("timestamp", "git_commit")
+_PER_RUN_KEYS = ("timestamp", "git_commit", "git_commit_time")
 
 
 @pytest.fixture
