@@ -3,6 +3,12 @@
     impls.build("loop", input_size=28, hidden_size=64, num_layers=2)  -> nn.Module like torch.nn.LSTM
     impls.names()                                                    -> ["cudnn", "loop", "triton", "gru", ...]
     impls.availability("triton", "cpu")                              -> Availability(ok=False, reason=...)
+    impls.availability("loop", "cpu", bidirectional=True, packing="packed")   -> Availability(ok=True, ...)
+
+Beyond nn.LSTM's six basic options, each backend declares which of impls.base.SURFACE it does
+(`supports`): bidirectional, proj_size, PackedSequence input ("packed"), padded input with
+`lengths=` ("lengths"). Asking for anything else is a skipped row from `availability` and a one-line
+ValueError from `build`, never a wrong answer.
 
 Factories are "module:attribute" strings imported on first use, so asking for `cudnn` never
 imports Triton. This package never imports the harness (`bench`).
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from impls.base import check_sizes
+from impls.base import SURFACE, check_sizes, describe
 
 
 @dataclass(frozen=True)
@@ -28,24 +34,31 @@ class Backend:
     needs: str     # "torch" runs anywhere torch does; "triton" needs Triton, and CUDA to be benchmarked;
                    # "inductor" is torch.compile: a C++ compiler on CPU, Triton on CUDA
     summary: str
+    supports: frozenset = frozenset()  # which of SURFACE it does; LSTMBase subclasses say the same in theirs
     cuda_only: str = ""  # why it is skipped on CPU, for backends that only mean something on CUDA
 
 
 REGISTRY: dict[str, Backend] = {
-    "cudnn":  Backend("impls.cudnn:CudnnLSTM", "lstm", "torch", "torch.nn.LSTM: cuDNN on CUDA, ATen's kernel on CPU"),
-    "loop":   Backend("impls.loop:LoopLSTM", "lstm", "torch", "PyTorch cell loop, one step at a time, gate by gate"),
+    "cudnn":  Backend("impls.cudnn:CudnnLSTM", "lstm", "torch", "torch.nn.LSTM: cuDNN on CUDA, ATen's kernel on CPU",
+                      SURFACE),
+    "loop":   Backend("impls.loop:LoopLSTM", "lstm", "torch", "PyTorch cell loop, one step at a time, gate by gate",
+                      SURFACE),
     "triton": Backend("impls.triton_lstm:TritonLSTM", "lstm", "triton",
-                      "one persistent Triton kernel per layer and pass: all T steps in one launch, W_hh resident"),
+                      "one persistent Triton kernel per layer and pass: all T steps in one launch, W_hh resident",
+                      supports=frozenset()),  # not yet: variable length and directions in the kernel are to come
     "triton-step": Backend("impls.triton_step:TritonStepLSTM", "lstm", "triton",
-                           "per step: cuBLAS h@W_hh + one fused Triton gate kernel (two launches a step)"),
-    "gru":    Backend("impls.gru:TorchGRU", "gru", "torch", "torch.nn.GRU, the baseline"),
+                           "per step: cuBLAS h@W_hh + one fused Triton gate kernel (two launches a step)",
+                           supports=frozenset()),  # not yet, as `triton`
+    "gru":    Backend("impls.gru:TorchGRU", "gru", "torch", "torch.nn.GRU, the baseline",
+                      frozenset({"bidirectional", "packed", "lengths"})),  # nn.GRU has no proj_size
     "compiled": Backend("impls.compiled:CompiledLSTM", "lstm", "inductor",
-                        "the loop backend under torch.compile (Inductor, default mode)"),
+                        "the loop backend under torch.compile (Inductor, default mode)", SURFACE),
     "compiled-graphs": Backend("impls.compiled:CompiledGraphsLSTM", "lstm", "inductor",
-                               "the loop backend under torch.compile(mode='reduce-overhead'): CUDA graphs",
+                               "the loop backend under torch.compile(mode='reduce-overhead'): CUDA graphs", SURFACE,
                                cuda_only="CUDA graphs exist only on CUDA; on CPU mode='reduce-overhead' "
                                          "compiles the same code as `compiled`"),
     "aten":   Backend("impls.aten:AtenLSTM", "lstm", "torch", "torch.nn.LSTM with cuDNN disabled: ATen's own kernels",
+                      SURFACE,
                       cuda_only="on CPU torch.nn.LSTM never uses cuDNN, so `aten` is the same code path as `cudnn`; "
                                 "skipped so the report does not show the same number twice"),
 }
@@ -68,8 +81,32 @@ def spec(name: str) -> Backend:
         raise ValueError(f"unknown backend {name!r}; expected one of: {', '.join(REGISTRY)}") from None
 
 
-def availability(name: str, device: torch.device | str = "cpu", *, purpose: str = "bench") -> Availability:
-    """Whether backend `name` can run on `device` for `purpose` ("bench" or "test"), and why (not)."""
+PACKINGS = ("none", "packed", "lengths")  # padded full-length input; PackedSequence; padded input with lengths=
+
+
+def missing_options(name: str, *, bidirectional: bool = False, proj_size: int = 0, packing: str = "none") -> str:
+    """Why backend `name` cannot run with these options ("" when it can): one line naming what it lacks."""
+    backend = spec(name)
+    if packing not in PACKINGS:
+        raise ValueError(f"packing must be one of {', '.join(PACKINGS)}, got {packing!r}")
+    wanted = {"bidirectional": bidirectional, "proj_size": proj_size, packing: packing != "none"}
+    lacking = [option for option, used in wanted.items() if used and option not in backend.supports]
+    if not lacking:
+        return ""
+    asked = {"bidirectional": "bidirectional=True", "proj_size": f"proj_size={proj_size}",
+             "packed": "PackedSequence input (packing=packed)", "lengths": "padded input with lengths= (packing=lengths)"}
+    if backend.family == "gru" and "proj_size" in lacking:
+        return "nn.GRU has no proj_size (a projection is an LSTM option)"
+    return f"{name} does not support {' or '.join(asked[o] for o in lacking)} yet (it supports: {describe(backend.supports)})"
+
+
+def availability(name: str, device: torch.device | str = "cpu", *, purpose: str = "bench",
+                 bidirectional: bool = False, proj_size: int = 0, packing: str = "none") -> Availability:
+    """Whether backend `name` can run on `device` for `purpose` ("bench" or "test") with these options
+    (packing: one of PACKINGS), and why (not). A missing option is reported before any device reason."""
+    missing = missing_options(name, bidirectional=bidirectional, proj_size=proj_size, packing=packing)
+    if missing:
+        return Availability(False, missing)
     backend, device = spec(name), torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         return Availability(False, "CUDA was asked for but torch.cuda.is_available() is False")
@@ -110,9 +147,14 @@ def _inductor_availability(device: torch.device) -> Availability:
 
 def build(name: str, input_size: int, hidden_size: int, num_layers: int = 1, *,
           batch_first: bool = True, **options) -> nn.Module:
-    """A backend module with torch.nn.LSTM's (or, for `gru`, nn.GRU's) constructor and forward."""
+    """A backend module with torch.nn.LSTM's (or, for `gru`, nn.GRU's) constructor and forward (plus
+    `lengths=` for padded input where `supports` has it). An option the backend lacks is a ValueError."""
     backend = spec(name)
     check_sizes(input_size, hidden_size, num_layers)
+    missing = missing_options(name, bidirectional=options.get("bidirectional", False),
+                              proj_size=options.get("proj_size", 0))
+    if missing:
+        raise ValueError(missing)
     module_name, attribute = backend.factory.split(":")
     cls = getattr(importlib.import_module(module_name), attribute)
     return cls(input_size, hidden_size, num_layers, batch_first=batch_first, **options)
