@@ -97,7 +97,8 @@ def missing_options(name: str, *, bidirectional: bool = False, proj_size: int = 
              "packed": "PackedSequence input (packing=packed)", "lengths": "padded input with lengths= (packing=lengths)"}
     if backend.family == "gru" and "proj_size" in lacking:
         return "nn.GRU has no proj_size (a projection is an LSTM option)"
-    return f"{name} does not support {' or '.join(asked[o] for o in lacking)} yet (it supports: {describe(backend.supports)})"
+    return (f"{name} does not support {' or '.join(asked[o] for o in lacking)} yet "
+            f"(it supports: {describe(backend.supports)})")
 
 
 def availability(name: str, device: torch.device | str = "cpu", *, purpose: str = "bench",

@@ -51,10 +51,10 @@ def check_surface(who: str, hidden_size: int, bidirectional, proj_size, supports
     if isinstance(proj_size, bool) or not isinstance(proj_size, int) or not 0 <= proj_size < hidden_size:
         raise ValueError(f"{who}: proj_size must be an int in [0, hidden_size={hidden_size}) (0: no projection), "
                          f"got {proj_size!r}")
-    for option, used in (("bidirectional", bidirectional), ("proj_size", proj_size)):
+    for option, used, off in (("bidirectional", bidirectional, False), ("proj_size", proj_size, 0)):
         if used and option not in supports:
             raise ValueError(f"{who}: {option}={used!r} is not supported by this backend "
-                             f"(it supports: {describe(supports)}); expected {option}={False if option == 'bidirectional' else 0}")
+                             f"(it supports: {describe(supports)}); expected {option}={off}")
 
 
 def describe(supports) -> str:
@@ -97,7 +97,7 @@ def check_lengths(lengths, batch: int, steps: int, who: str) -> torch.Tensor:
     """`lengths=` for padded (B, T, D) input: B ints in [1, T], any device; returned as int64 on the CPU."""
     expected = f"a 1-D integer tensor or list of B={batch} lengths in [1, T={steps}]"
     try:
-        values = torch.as_tensor(lengths).detach().cpu() if not isinstance(lengths, torch.Tensor) else lengths.detach().cpu()
+        values = torch.as_tensor(lengths.detach() if isinstance(lengths, torch.Tensor) else lengths).cpu()
     except (TypeError, ValueError, RuntimeError):
         raise ValueError(f"{who}: lengths must be {expected}, got {type(lengths).__name__}") from None
     if values.dim() != 1 or values.numel() != batch or values.is_floating_point() or values.is_complex() \
@@ -123,8 +123,9 @@ def initial_state(hx, rows: int, widths: dict[str, int], batch: int, batched: bo
     """Validates hx against {"h_0": H_out, "c_0": H} (LSTM) or {"h_0": H} (GRU), `rows` = dirs*L.
     Returns a tuple of batched (rows, B, width) states, zeros when hx is None."""
     names = list(widths)
-    if hx is None:
-        return tuple(like.new_zeros(rows, batch, widths[n]) for n in names)
+    if hx is None:  # one allocation: the states are views of it (c's the whole, h_out's its first H_out)
+        zeros = like.new_zeros(rows, batch, max(widths.values()))
+        return tuple(zeros[..., :widths[n]] for n in names)
     states = (hx,) if len(names) == 1 else hx
     if len(names) > 1 and (not isinstance(hx, (tuple, list)) or len(hx) != len(names)):
         raise ValueError(f"{who}: initial state must be a tuple ({', '.join(names)}), of shapes "
@@ -210,13 +211,16 @@ def run_layers(x, h0, c0, layers, run_layer, lengths=None, dropout: float = 0.0,
 def run_directions(run_direction, x, h0, c0, directions, lengths):
     """One layer, each direction by `run_direction(x, h, c, *weights, lengths=, reverse=)`;
     the directions' outputs side by side (forward first), as nn.LSTM lays them out."""
+    if len(directions) == 1:  # views, not copies: a one-direction layer adds no kernel here
+        out, h, c = run_direction(x, h0[0], c0[0], *directions[0], lengths=lengths, reverse=False)
+        return out, h.unsqueeze(0), c.unsqueeze(0)
     outs, hs, cs = [], [], []
     for d, weights in enumerate(directions):
         out, h, c = run_direction(x, h0[d], c0[d], *weights, lengths=lengths, reverse=d == 1)
         outs.append(out)
         hs.append(h)
         cs.append(c)
-    return (outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)), torch.stack(hs), torch.stack(cs)
+    return torch.cat(outs, dim=-1), torch.stack(hs), torch.stack(cs)
 
 
 class LSTMBase(nn.Module):

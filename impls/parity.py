@@ -18,6 +18,7 @@ infinite error, never a broadcast.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field, replace
 
@@ -105,7 +106,7 @@ def check(backend, case: Case, *, family: str | None = None, tolerance: float | 
     "lstm" or "gru", default "lstm"). Returns every quantity's error against the reference."""
     if isinstance(backend, str):
         family = impls.spec(backend).family
-        build = lambda *args, **kw: impls.build(backend, *args, **kw)  # noqa: E731
+        build = functools.partial(impls.build, backend)
     else:
         family, build = family or "lstm", backend
     if tolerance is None:
@@ -134,8 +135,11 @@ def _setup(build, family: str, case: Case):
     candidate = build(case.input_size, case.hidden, case.layers, **options).to(device=case.device, dtype=case.dtype)
     candidate.load_state_dict(reference.state_dict())
 
-    make = lambda *shape: torch.randn(shape, generator=generator).to(device=case.device, dtype=case.dtype)  # noqa: E731
-    x = make(*((case.batch, case.steps, case.input_size) if case.batch_first else (case.steps, case.batch, case.input_size)))
+    def make(*shape):
+        return torch.randn(shape, generator=generator).to(device=case.device, dtype=case.dtype)
+
+    batch_and_steps = (case.batch, case.steps) if case.batch_first else (case.steps, case.batch)
+    x = make(*batch_and_steps, case.input_size)
     rows = case.layers * (2 if case.bidirectional else 1)
     widths = [case.proj_size or case.hidden, case.hidden] if family == "lstm" else [case.hidden]
     states = [make(rows, case.batch, width) for width in widths] if case.with_state else []
@@ -151,7 +155,7 @@ def _feed(module, case: Case, x, hx, reference: bool):
     if case.packing == "lengths" and not reference:
         out, state = module(x, hx, lengths=torch.tensor(lengths))
         return out, state, None
-    ordered = all(a >= b for a, b in zip(lengths, lengths[1:]))
+    ordered = all(a >= b for a, b in itertools.pairwise(lengths))
     packed = pack_padded_sequence(x, torch.tensor(lengths), batch_first=case.batch_first, enforce_sorted=ordered)
     out, state = module(packed, hx)
     if not isinstance(out, PackedSequence):
@@ -159,7 +163,8 @@ def _feed(module, case: Case, x, hx, reference: bool):
     if case.packing == "lengths":
         padded, _ = pad_packed_sequence(out, batch_first=case.batch_first, total_length=case.steps)
         return padded, state, None
-    layout = tuple(None if t is None else t.tolist() for t in (out.batch_sizes, out.sorted_indices, out.unsorted_indices))
+    layout = tuple(None if t is None else t.tolist()
+                   for t in (out.batch_sizes, out.sorted_indices, out.unsorted_indices))
     return out.data, state, layout
 
 
@@ -223,7 +228,9 @@ def cases(family: str = "lstm", *, exhaustive: bool = False, base: Case = Case()
 
 
 def _pairwise(product: list[dict], names: list[str]) -> list[dict]:
-    pairs = lambda row: {(a, row[a], b, row[b]) for a, b in itertools.combinations(names, 2)}  # noqa: E731
+    def pairs(row):
+        return {(a, row[a], b, row[b]) for a, b in itertools.combinations(names, 2)}
+
     uncovered = set().union(*(pairs(row) for row in product))
     chosen = []
     while uncovered:
