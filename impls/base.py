@@ -123,9 +123,11 @@ def initial_state(hx, rows: int, widths: dict[str, int], batch: int, batched: bo
     """Validates hx against {"h_0": H_out, "c_0": H} (LSTM) or {"h_0": H} (GRU), `rows` = dirs*L.
     Returns a tuple of batched (rows, B, width) states, zeros when hx is None."""
     names = list(widths)
-    if hx is None:  # one allocation: the states are views of it (c's the whole, h_out's its first H_out)
-        zeros = like.new_zeros(rows, batch, max(widths.values()))
-        return tuple(zeros[..., :widths[n]] for n in names)
+    if hx is None:
+        # States of one width share one zero tensor (a kernel fewer). Not views of one wider tensor:
+        # Dynamo guards a view's base, whose batch dimension it does not know to be dynamic.
+        zeros = {width: like.new_zeros(rows, batch, width) for width in set(widths.values())}
+        return tuple(zeros[widths[n]] for n in names)
     states = (hx,) if len(names) == 1 else hx
     if len(names) > 1 and (not isinstance(hx, (tuple, list)) or len(hx) != len(names)):
         raise ValueError(f"{who}: initial state must be a tuple ({', '.join(names)}), of shapes "
