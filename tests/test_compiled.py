@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import impls
-from impls.compiled import compile_stats
-from impls.parity import compare_with_torch
+from impls.base import LSTMBase
+from impls.compiled import CompiledLSTM, compile_stats
+from impls.parity import Case, check, compare_with_torch
 
 SHAPE = dict(batch=3, steps=4, input_size=5, hidden=12, layers=2)
 
@@ -93,9 +94,9 @@ def test_aten_matches_torch_and_disables_cudnn_only_inside_its_forward(monkeypat
     seen = []
     original = CudnnLSTM.forward
 
-    def spy(self, input, hx=None):
+    def spy(self, input, hx=None, lengths=None):
         seen.append(torch.backends.cudnn.enabled)
-        return original(self, input, hx)
+        return original(self, input, hx, lengths)
 
     monkeypatch.setattr(CudnnLSTM, "forward", spy)
     assert torch.backends.cudnn.enabled
@@ -142,3 +143,55 @@ def test_long_sequences_compile_one_step_and_still_match_torch(monkeypatch):
     x = torch.randn(SHAPE["batch"] + 2, 13, SHAPE["input_size"], requires_grad=True)
     module(x)[0].sum().backward()
     assert compile_stats()["compilations"] == before
+
+
+def test_compiled_is_the_loop_recurrence_under_the_base_forward():
+    """compiled repeats neither LSTMBase.forward nor the loop's layer: it overrides only where the
+    recurrence runs, and traces impls.loop.lstm_layer itself."""
+    import impls.compiled
+    import impls.loop
+    assert CompiledLSTM.forward is LSTMBase.forward
+    assert [name for name in vars(CompiledLSTM) if not name.startswith("__")] == ["mode", "unroll_limit",
+                                                                                  "_forward_padded"]
+    assert impls.compiled.lstm_layer is impls.loop.lstm_layer
+    assert CompiledLSTM.supports == impls.spec("compiled").supports == impls.spec("loop").supports
+
+
+# Each of these is its own graph (forward and backward), about a minute to compile on this machine.
+SURFACE_CASES = [
+    Case(batch=3, steps=3, input_size=5, hidden=6, layers=2, bidirectional=True, proj_size=3, packing="packed",
+         with_state=True, batch_first=False, dtype=torch.float32),
+    Case(batch=3, steps=4, input_size=5, hidden=6, bidirectional=True, packing="lengths", dtype=torch.float64),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", SURFACE_CASES, ids=Case.label)
+def test_compiled_surface_matches_torch(case):
+    result = check("compiled", case)
+    assert "grad_weight_hh_l0_reverse" in result.errors
+    assert result.ok, f"compiled {case.label()}: beyond {result.tolerance}: {result.failures}"
+
+
+@pytest.mark.slow
+def test_a_lengths_graph_serves_every_lengths_and_batch():
+    """lengths are a tensor input of the graph: new lengths, or a new batch size, compile nothing new."""
+    case = SURFACE_CASES[1]
+    check("compiled", case)  # compiles (or reuses) this case's graphs
+    module = impls.build("compiled", case.input_size, case.hidden, bidirectional=True).double()
+    before = compile_stats()["compilations"]
+    for lengths in ([1, 4, 2], [4, 4, 3, 1, 2]):
+        x = torch.randn(len(lengths), case.steps, case.input_size, dtype=torch.float64, requires_grad=True)
+        out, (h, c) = module(x, lengths=torch.tensor(lengths))
+        (out.sum() + h.sum() + c.sum()).backward()
+        assert torch.equal(out[0, lengths[0]:], torch.zeros_like(out[0, lengths[0]:]))
+    assert compile_stats()["compilations"] == before
+
+
+@pytest.mark.slow
+def test_long_packed_sequences_take_the_stepwise_path_and_match_torch(monkeypatch):
+    monkeypatch.setattr(CompiledLSTM, "unroll_limit", 2)  # 4 steps now take the stepwise path
+    case = Case(batch=3, steps=4, input_size=5, hidden=6, bidirectional=True, proj_size=2, packing="packed",
+                with_state=True, dtype=torch.float32)
+    result = check("compiled", case)
+    assert result.ok, f"stepwise compiled {case.label()}: {result.failures}"

@@ -14,7 +14,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bench.analysis.history_report import ACCURACY, MEMORY, STEP, short  # noqa: E402
-from bench.analysis.plots import MIN_ACCURACY_SPAN, _plain_log_ticks, _save  # noqa: E402
+from bench.analysis.figures import plain_log_ticks as _plain_log_ticks, save as _save  # noqa: E402
+from bench.analysis.plots import MIN_ACCURACY_SPAN  # noqa: E402
 
 MARKS = {"regression": ("^", "#d62728"), "improvement": ("v", "#2ca02c")}
 
