@@ -268,7 +268,8 @@ def launch_key(launch: Launch) -> tuple:
 
 
 def _fit_key(candidates: list[Launch], target: Target) -> tuple:
-    return (target.name, target.smem_limit) + tuple(launch_key(c) for c in candidates)
+    # The wrappers derive the rest of the list from the first candidate, so it and the length identify the list.
+    return target.name, target.smem_limit, len(candidates), launch_key(candidates[0])
 
 
 def _choose(candidates: list[Launch], target: Target) -> tuple[int, str, str]:

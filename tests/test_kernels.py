@@ -141,6 +141,27 @@ def test_preset_shapes_cover_the_default_and_every_preset():
     assert len(shapes) == len(set(shapes))
 
 
+def test_tensor_core_instructions_are_read_from_the_ptx():
+    from bench.aot import tensor_core_use
+
+    ptx = ("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%f1}, {%r1}, {%r2}, {%f2};\n" * 3
+           + "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%f1}, {%r1}, {%r2}, {%f2};\n"
+           + "fma.rn.f32 %f3, %f4, %f5, %f6;\n")
+    assert tensor_core_use(ptx) == "mma m16n8k16 bf16 x1, mma m16n8k8 tf32 x3"
+    assert tensor_core_use("fma.rn.f32 %f3, %f4, %f5, %f6;\nld.shared.f32 %f1, [%r1];") == "none"
+
+
+def test_launchable_names_the_limit_a_compiled_launch_breaks():
+    from bench.aot import Compiled, launchable
+
+    fits = Compiled(smem_bytes=81_920, regs=76)
+    assert launchable(fits, 8, 101_376, "sm_86") == ""
+    assert launchable(Compiled(smem_bytes=139_264, regs=64), 8, 101_376, "sm_86") == \
+        "needs 139,264 B of shared memory per block; sm_86 offers 101,376 B"
+    assert "registers" in launchable(Compiled(smem_bytes=0, regs=255), 16, 232_448, "sm_90")
+    assert launchable(Compiled(error="PTXASError: boom"), 4, 232_448, "sm_90") == "PTXASError: boom"
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--archs", "75"], "compute capability 8.0 or newer"),
     (["--dtypes", "float8"], "expected some of float32,bfloat16,float16,float64"),
