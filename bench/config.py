@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import json
 import math
+import tomllib
 import types
 import typing
-import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +49,8 @@ def knob(default, help: str, *, flag: str | None = None, type=None, column: bool
 
 @dataclass(frozen=True)
 class Config:
-    backends: tuple[str, ...] = knob(("cudnn", "loop", "triton", "triton-step", "gru", "compiled", "compiled-graphs", "aten"), "comma-separated backends, run in this order",
+    backends: tuple[str, ...] = knob(("cudnn", "loop", "triton", "triton-step", "gru", "compiled", "compiled-graphs",
+                                      "aten"), "comma-separated backends, run in this order",
                                      flag="--backends", column="backend", key=True)
     seeds: tuple[int, ...] = knob((0,), "comma-separated integers, e.g. 0,1,2; one run per backend and seed",
                                   flag="--seeds", column="seed", key=True)
@@ -95,7 +96,7 @@ class Config:
         """Pixels per step: an image is read as seq_len chunks of equal size."""
         return MNIST_PIXELS // self.seq_len
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         positive = ("epochs", "batch_size", "hidden_size", "num_layers", "seq_len", "num_classes",
                     "eval_batch_size", "curve_every")
         for key in positive:
@@ -111,21 +112,25 @@ class Config:
         if not isinstance(self.tf32, bool):
             raise ValueError(f"config: tf32 must be true or false, got {self.tf32!r}")
         if self.timeout < 0:
-            raise ValueError(f"config: timeout must be 0 (no limit) or a positive number of seconds, got {self.timeout!r}")
+            raise ValueError("config: timeout must be 0 (no limit) or a positive number of seconds, "
+                             f"got {self.timeout!r}")
         if not isinstance(self.isolate, bool):
             raise ValueError(f"config: isolate must be true or false, got {self.isolate!r}")
         if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) or not self.lr > 0:
             raise ValueError(f"config: lr must be a positive number, got {self.lr!r}")
         if MNIST_PIXELS % self.seq_len:
-            raise ValueError(f"config: seq_len must divide 784 (28x28 pixels), e.g. 14, 28, 56, 112; got {self.seq_len}")
+            raise ValueError(f"config: seq_len must divide 784 (28x28 pixels), e.g. 14, 28, 56, 112; "
+                             f"got {self.seq_len}")
         if self.dtype not in ("float32", "float16", "bfloat16"):
             raise ValueError(f"config: dtype must be one of float32, float16, bfloat16; got {self.dtype!r}")
         if self.task not in TASKS:
             raise ValueError(f"config: task must be one of {', '.join(TASKS)}; got {self.task!r}")
         if isinstance(self.permutation_seed, bool) or not isinstance(self.permutation_seed, int) \
                 or not 0 <= self.permutation_seed < 2**32:
-            raise ValueError(f"config: permutation_seed must be an integer in [0, 2**32), got {self.permutation_seed!r}")
-        if self.grad_clip is not None and (isinstance(self.grad_clip, bool) or not isinstance(self.grad_clip, (int, float))
+            raise ValueError("config: permutation_seed must be an integer in [0, 2**32), "
+                             f"got {self.permutation_seed!r}")
+        if self.grad_clip is not None and (isinstance(self.grad_clip, bool)
+                                           or not isinstance(self.grad_clip, (int, float))
                                            or not self.grad_clip > 0):
             raise ValueError(f"config: grad_clip must be a positive number or unset, got {self.grad_clip!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -148,7 +153,7 @@ class Config:
                 raise ValueError(f"config: sweep.{axis} lists {_twice(values)} twice; each point runs once")
         return self
 
-    def replace(self, **overrides) -> "Config":
+    def replace(self, **overrides) -> Config:
         return from_dict(overrides, base=self)
 
     def to_dict(self) -> dict:
@@ -261,7 +266,8 @@ def _type_words(hint) -> str:
     if typing.get_origin(hint) is tuple:
         return f"a list of {_type_words(typing.get_args(hint)[0]).removeprefix('an ').removeprefix('a ')}s"
     return {int: "an integer", float: "a finite number", str: "a string", bool: "true or false",
-            dict: "a table of axis -> list of values, e.g. {batch_size = [32, 128]}"}.get(hint, getattr(hint, "__name__", str(hint)))
+            dict: "a table of axis -> list of values, e.g. {batch_size = [32, 128]}"}.get(
+        hint, getattr(hint, "__name__", str(hint)))
 
 
 def _has_type(value, hint) -> bool:
@@ -298,7 +304,8 @@ def from_dict(overrides: dict, base: Config | None = None) -> Config:
     known = fields()
     unknown = sorted(set(overrides) - set(known))
     if unknown:
-        raise ValueError(f"config: unknown key(s) {', '.join(map(repr, unknown))}; expected some of: {', '.join(known)}")
+        raise ValueError(f"config: unknown key(s) {', '.join(map(repr, unknown))}; "
+                         f"expected some of: {', '.join(known)}")
     hints = _types()
     values = {key: _as_list(key, value) if typing.get_origin(hints[key]) is tuple else value
               for key, value in overrides.items()}

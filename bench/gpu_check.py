@@ -29,7 +29,7 @@ import math
 import platform
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -278,7 +278,7 @@ def write_table(table: pd.DataFrame, env: dict[str, str], out_dir: Path = OUT_DI
                 note: str = TIMING_NOTE, stamp: str | None = None) -> tuple[Path, Path]:
     """name_<stamp>.csv and .md, each replaced whole; one stamp per session, so saving again updates them."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = stamp or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = stamp or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     csv_path, md_path = out_dir / f"{name}_{stamp}.csv", out_dir / f"{name}_{stamp}.md"
     header = [f"# {name}", "", note, "", ", ".join(f"{k} {v}" for k, v in env.items())]
     for path, write in ((csv_path, lambda p: table.assign(**env).to_csv(p, index=False)),
@@ -363,11 +363,12 @@ def main(argv: list[str] | tuple = ()) -> int:
     print("gpu-check on " + ", ".join(f"{k} {v}" for k, v in env.items()), flush=True)
     print("backends: " + ", ".join(names) + "; not registered: "
           + (", ".join(n for n in OPTIONAL if n not in registered) or "none"), flush=True)
-    started, stamp = time.monotonic(), datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    started, stamp = time.monotonic(), datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     expired = (lambda: time.monotonic() - started > args.deadline) if args.deadline > 0 else never
     parity_note = ("max relative error over outputs, states and every gradient vs torch.nn.LSTM; ok = every "
                    "error finite and within tolerance; ok empty = not run.")
-    parity, records = [], []
+    parity: list[dict] = []
+    records: list[dict] = []
 
     def save_parity(rows):
         write_table(pd.DataFrame.from_records(parity + rows), env, args.out, "gpu_parity", parity_note, stamp)

@@ -10,9 +10,8 @@ import socket
 from datetime import datetime
 from pathlib import Path
 
-from bench import atomic, storage
+from bench import atomic
 from bench.cliargs import UsageError
-
 
 # Relative: results land under the directory `bench run` is started from, wherever the package lives.
 RESULTS_ROOT = Path("results") / "runs"

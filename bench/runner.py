@@ -19,8 +19,8 @@ import torch
 from tqdm import tqdm
 
 import impls
-from bench import config as config_mod
 from bench import atomic, envinfo, executors, metrics, storage
+from bench import config as config_mod
 from bench.cliargs import OneLineParser, UsageError, parse
 from bench.config import Config
 from bench.executors import Cell, Failed
@@ -149,7 +149,8 @@ def summary_line(row: dict, number: int, total: int) -> str:
     if row["status"] != "ok":
         return f"{head}  {row['status'].upper()}: {row['error']}"
     return (f"{head}  acc {row['test_accuracy']:.4f}  train {row['train_samples_per_s']:,.0f} samples/s  "
-            f"step {metrics.by_name('step_ms_median').format(row['step_ms_median'])} ms  infer {row['infer_samples_per_s']:,.0f} samples/s  "
+            f"step {metrics.by_name('step_ms_median').format(row['step_ms_median'])} ms  "
+            f"infer {row['infer_samples_per_s']:,.0f} samples/s  "
             f"mem {row['peak_memory_bytes'] / 2**20:.1f} MiB  first step {row['first_step_s']:.2f} s")
 
 
@@ -163,15 +164,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace | int:
                              "and flags override both")
     parser.add_argument("--config", help="TOML or YAML file with config keys")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--out", help="results directory (default: ./results/runs/<time>-<host>/ under the current directory)")
+    where.add_argument("--out", help="results directory "
+                                     "(default: ./results/runs/<time>-<host>/ under the current directory)")
     where.add_argument("--resume", help="finish an interrupted results directory, with its saved config")
     parser.add_argument("--retry-failed", action="store_true",
                         help="with --resume: run the failed runs again (their rows are replaced)")
     parser.add_argument("--allow-failures", action="store_true",
                         help="exit 0 even when runs failed (default: exit 1 and say how many)")
     parser.add_argument("--report", action="store_true", help="write report.md/html and plots when done")
-    parser.add_argument("--baseline", default="cudnn", help="the report's ratio column: value / BACKEND's (default cudnn)")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan (backend x seed x sweep point) and exit; writes and downloads nothing")
+    parser.add_argument("--baseline", default="cudnn",
+                        help="the report's ratio column: value / BACKEND's (default cudnn)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (backend x seed x sweep point) and exit; writes and downloads nothing")
     parser.add_argument("--executor", default="local", help="where cells run: local (default) | ray")
     parser.add_argument("--ray-address", dest="ray_address", help="Ray cluster to join (default: $RAY_ADDRESS, "
                         "else a local cluster started for the run)")
@@ -201,7 +205,7 @@ def parse_sweep(items: list[str]) -> dict:
 
 def build_config(args: argparse.Namespace) -> Config:
     """Layers, each overriding the one before: the preset (--experiment), the --config file, the flags."""
-    overrides = {}
+    overrides: dict[str, object] = {}
     if args.experiment:
         from bench import experiments
         overrides |= experiments.load(args.experiment)
@@ -219,19 +223,22 @@ def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device]:
     if args.resume:
         flags = {key: config_mod.fields()[key].metadata["flag"] for key in config_mod.cli_keys()
                  if key not in RESUME_KEYS} | {"config": "--config", "experiment": "--experiment"}
-        given = [flag for key, flag in flags.items() if getattr(args, key) is not None] + (["--sweep"] if args.sweep else [])
+        given = ([flag for key, flag in flags.items() if getattr(args, key) is not None]
+                 + (["--sweep"] if args.sweep else []))
         if given:
             raise UsageError(f"--resume uses the saved config; drop {given[0]}")
         out_dir = Path(args.resume)
         env = storage.load_env(out_dir)
         if "config" not in env:
-            raise UsageError(f"--resume {out_dir}: no {ENV_FILE} with a config; expected a directory written by `bench run`")
+            raise UsageError(f"--resume {out_dir}: no {ENV_FILE} with a config; "
+                             "expected a directory written by `bench run`")
         saved = {k: v for k, v in env["config"].items() if k != "input_size"}
         config = config_mod.from_dict(saved)
         config = config.replace(**{key: getattr(args, key) for key in RESUME_KEYS if getattr(args, key) is not None})
         stray = [b for b in config.backends if b not in saved["backends"]]
         if stray:
-            raise UsageError(f"--resume --backends: {stray[0]!r} is not in the saved plan ({', '.join(saved['backends'])})")
+            raise UsageError(f"--resume --backends: {stray[0]!r} is not in the saved plan "
+                             f"({', '.join(saved['backends'])})")
     else:
         config = build_config(args)
         out_dir = Path(args.out).resolve() if args.out else new_results_dir()
@@ -325,8 +332,10 @@ def run_with(executor, args: argparse.Namespace, config: Config, out_dir: Path, 
 
 def exit_status(out_dir: Path, allow_failures: bool) -> int:
     """0 when every run in the directory is ok or skipped; 1 when any failed (unless allowed), saying how many."""
-    runs = storage.load_runs(out_dir) if (out_dir / RUNS_FILE).exists() else None
-    failed = 0 if runs is None else int((runs["status"] == "failed").sum())
+    if not (out_dir / RUNS_FILE).exists():
+        return 0
+    runs = storage.load_runs(out_dir)
+    failed = int((runs["status"] == "failed").sum())
     if not failed:
         return 0
     line = f"{failed} of {len(runs)} run(s) failed (reasons in {out_dir / RUNS_FILE}"

@@ -26,12 +26,12 @@ class StepTimer:
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
         self._pending: list = []
-        self._start = None
+        self._start: torch.cuda.Event | float | None = None
 
     def start(self) -> None:
         if self.cuda:
-            self._start = torch.cuda.Event(enable_timing=True)
-            self._start.record()
+            self._start = start = torch.cuda.Event(enable_timing=True)
+            start.record()
         else:
             self._start = time.perf_counter()
 
@@ -41,6 +41,7 @@ class StepTimer:
             end.record()
             self._pending.append((self._start, end))
         else:
+            assert isinstance(self._start, float), "stop() before start()"
             self._pending.append((time.perf_counter() - self._start) * 1e3)
 
     def durations_ms(self) -> list[float]:
@@ -164,7 +165,7 @@ class MemoryMeter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "MemoryMeter":
+    def __enter__(self) -> MemoryMeter:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -172,7 +173,7 @@ class MemoryMeter:
             self._reserved_baseline = torch.cuda.memory_reserved(self.device)
         elif reset_high_water_mark():
             self.method = self.VMHWM_METHOD
-            self._baseline = self._peak = _status_bytes("VmRSS")
+            self._baseline = self._peak = _status_bytes("VmRSS") or 0
         else:
             self.method = self.SAMPLED_METHOD
             self._baseline = self._peak = self._process.memory_info().rss

@@ -15,10 +15,10 @@ from torch import nn
 from tqdm import tqdm
 
 import impls
+from bench import flops, numerics, profiling
 from bench.config import Config
 from bench.data import BatchLoader, Mnist, pixel_order
 from bench.model import RowClassifier
-from bench import flops, numerics, profiling
 from bench.timing import MemoryMeter, SplitTimer, percentile, sync
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -38,7 +38,7 @@ class RunResult:
     correct: object = None  # per-image correctness on the test set (numpy bools), for compare's paired test
 
 
-def build_model(config: Config, backend: str, device: torch.device) -> nn.Module:
+def build_model(config: Config, backend: str, device: torch.device) -> RowClassifier:
     rnn = impls.build(backend, config.input_size, config.hidden_size, config.num_layers, batch_first=True)
     model = RowClassifier(rnn, config.hidden_size, config.num_classes)
     return model.to(device=device, dtype=DTYPES[config.dtype])
@@ -136,8 +136,8 @@ def check_numerics(config: Config, backend: str, seed: int, test_loader: BatchLo
 
 
 def profile_training(model: nn.Module, loader: BatchLoader, config: Config, device: torch.device) -> dict:
-    """kernels_per_step, top_kernels and rnn_engine (which RNN implementation the names show), from PROFILED_STEPS training
-    steps on the first training batch under torch.profiler (bench.profiling), after one unprofiled step.
+    """kernels_per_step, top_kernels and rnn_engine (which RNN implementation the names show), from PROFILED_STEPS
+    training steps on the first training batch under torch.profiler (bench.profiling), after one unprofiled step.
     A fresh Adam of the same settings stands in for the run's (same ops per step after its first step, which
     is the unprofiled one). It runs after evaluation, so its extra steps change no measured figure."""
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)

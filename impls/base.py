@@ -105,8 +105,7 @@ class LSTMBase(nn.Module):
 
     def layer_weights(self, k: int):
         """(w_ih (G, D_k), w_hh (G, H), b_ih (G,) or None, b_hh (G,) or None) of layer k."""
-        get = lambda name: getattr(self, f"{name}_l{k}", None)  # noqa: E731
-        return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
+        return tuple(getattr(self, f"{name}_l{k}", None) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 
     def _layer(self, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
         """x (T, B, D_k), h0/c0 (B, H) -> (out (T, B, H), h_n (B, H), c_n (B, H))."""
@@ -120,14 +119,14 @@ class LSTMBase(nn.Module):
         x = input if batched else input.unsqueeze(1)
         if self.batch_first and batched:
             x = x.transpose(0, 1)
-        h_n, c_n = [], []
+        h_list, c_list = [], []
         for k in range(self.num_layers):
             if k > 0 and self.dropout > 0 and self.training:
                 x = F.dropout(x, self.dropout, training=True)
             x, h, c = self._layer(x, h0[k], c0[k], *self.layer_weights(k))
-            h_n.append(h)
-            c_n.append(c)
-        h_n, c_n = torch.stack(h_n), torch.stack(c_n)
+            h_list.append(h)
+            c_list.append(c)
+        h_n, c_n = torch.stack(h_list), torch.stack(c_list)
         if not batched:
             return x.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
         return (x.transpose(0, 1) if self.batch_first else x), (h_n, c_n)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -82,7 +83,7 @@ def _stack(x, h0, c0, weights, dropout: float, training: bool, run_layer):
 
 
 def _unrolled_layer(x, h, c, w_ih, w_hh, b_ih, b_hh):
-    return LoopLSTM._layer(None, x, h, c, w_ih, w_hh, b_ih, b_hh)
+    return LoopLSTM._layer(None, x, h, c, w_ih, w_hh, b_ih, b_hh)  # type: ignore[arg-type]  # _layer never reads self
 
 
 def _recurrence(x, h0, c0, weights, dropout: float, training: bool):
@@ -90,7 +91,7 @@ def _recurrence(x, h0, c0, weights, dropout: float, training: bool):
     return _stack(x, h0, c0, weights, dropout, training, _unrolled_layer)
 
 
-_COMPILED = {}
+_COMPILED: dict[str, Callable] = {}
 
 
 def compiled_recurrence(mode: str):
@@ -119,7 +120,7 @@ def _stepwise_recurrence(x, h0, c0, weights, dropout: float, training: bool, mod
     return _stack(x, h0, c0, weights, dropout, training, stepwise_layer)
 
 
-_COMPILED_CELLS = {}
+_COMPILED_CELLS: dict[str, Callable] = {}
 
 
 def compiled_cell(mode: str):

@@ -46,7 +46,8 @@ def compare_with_torch(name: str, *, batch: int, steps: int, input_size: int, hi
         out, state = module(x_in, hx)
         finals = list(state) if family == "lstm" else [state]
         if upstream is None:
-            upstream = [torch.randn(t.shape, generator=generator).to(device=device, dtype=dtype) for t in [out] + finals]
+            upstream = [torch.randn(t.shape, generator=generator).to(device=device, dtype=dtype)
+                        for t in [out] + finals]
         loss = sum((t * u).sum() for t, u in zip([out] + finals, upstream))
         leaves = [x_in] + s_in + list(module.parameters())
         grads = torch.autograd.grad(loss, leaves)

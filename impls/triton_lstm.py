@@ -43,6 +43,7 @@ import triton.language as tl
 
 from impls.base import LSTMBase
 from impls.cells import input_projection
+
 # The gate nonlinearities are shared with the step kernels (libdevice when compiled, formulas when interpreted).
 from impls.triton_step import INTERPRETING, _device_scope, _sigmoid, _tanh, wide_dtype
 

@@ -30,9 +30,8 @@ rounding the cell state to half precision every step drifts.
 """
 from __future__ import annotations
 
-import os
-
 import contextlib
+import os
 
 import torch
 import triton
@@ -266,7 +265,7 @@ def run_recurrence(x_proj, h0, c0, w_hh, save_acts: bool):
     with _device_scope(x_proj):
         for t in range(steps):
             torch.mm(hs[t], w_hh_t, out=rec)
-            plan.fwd(x_proj[t], rec, cs[t], hs[t + 1], cs[t + 1], acts[t] if save_acts else None)
+            plan.fwd(x_proj[t], rec, cs[t], hs[t + 1], cs[t + 1], acts[t] if acts is not None else None)
     return hs, cs, acts
 
 

@@ -48,10 +48,19 @@ from scipy.stats import mannwhitneyu, norm, ttest_ind
 
 from bench import config, metrics
 from bench.analysis import render
-from bench.cliargs import OneLineParser, parse
-from bench.analysis.results import Results, ResultsError, backend_order, load, metric_table, ok_runs, point_label, \
-    step_samples, sweep_axes
+from bench.analysis.results import (
+    Results,
+    ResultsError,
+    backend_order,
+    load,
+    metric_table,
+    ok_runs,
+    point_label,
+    step_samples,
+    sweep_axes,
+)
 from bench.atomic import atomic_write_text
+from bench.cliargs import OneLineParser, parse
 
 ALPHA = 0.05
 MIN_SEEDS = 4
@@ -185,7 +194,8 @@ def paired_accuracy(metric: metrics.Metric, a: Results, b: Results, axes: list[s
     for seed, run in zip(runs_a["seed"], runs_a["run_id"]):
         if seed not in by_seed_b:
             continue
-        correct_a, correct_b = predictions.load_correctness(a.dir, run), predictions.load_correctness(b.dir, by_seed_b[seed])
+        correct_a = predictions.load_correctness(a.dir, run)
+        correct_b = predictions.load_correctness(b.dir, by_seed_b[seed])
         if correct_a is not None and correct_b is not None:
             pairs.append((correct_a, correct_b))
     if not pairs:
@@ -210,12 +220,13 @@ def interval_note(samples_a: np.ndarray, samples_b: np.ndarray) -> str:
     return f"; B/A 95% CI [{ci['low']:.3f}, {ci['high']:.3f}] (bootstrap over per-run medians/values)"
 
 
-def _status_changes(a: dict, b: dict, keys: list[str]) -> pd.DataFrame:
+def _status_changes(a: Results, b: Results, keys: list[str]) -> pd.DataFrame:
     """Groups ok on one side only: a backend that now fails must not vanish from the comparison."""
     def summary(runs):
         return runs.groupby(keys, dropna=False).agg(
             ok=("status", lambda s: (s == "ok").any()),
-            status=("status", lambda s: "ok" if (s == "ok").any() else "failed" if (s == "failed").any() else "skipped"),
+            status=("status",
+                    lambda s: "ok" if (s == "ok").any() else "failed" if (s == "failed").any() else "skipped"),
             reason=("error", lambda e: "; ".join(sorted(set(x for x in e if x)))))
     sa, sb = summary(a.runs), summary(b.runs)
     joined = sa.reset_index().merge(sb.reset_index(), on=keys, how="outer", suffixes=("_a", "_b"))
@@ -314,7 +325,10 @@ def build_blocks(a: Results, b: Results, rows: pd.DataFrame, status: pd.DataFram
                  threshold: float) -> list[tuple]:
     axes = [c for c in rows.columns if c in config.sweep_axes()]
     regressions = int(rows["regression"].sum() + status["regression"].sum())
-    provenance = lambda r: f"`{r.dir}` ({r.env.get('timestamp', 'time unknown')}, commit {r.env.get('git_commit', '?')})"  # noqa: E731
+
+    def provenance(r: Results) -> str:
+        return f"`{r.dir}` ({r.env.get('timestamp', 'time unknown')}, commit {r.env.get('git_commit', '?')})"
+
     blocks: list[tuple] = [("h1", "LSTM Bench comparison: B against A"), ("ul", [
         f"A: {provenance(a)}", f"B: {provenance(b)}",
         f"Threshold {threshold:.1%}; a change is flagged only when it is also significant at alpha {ALPHA} "
@@ -327,7 +341,8 @@ def build_blocks(a: Results, b: Results, rows: pd.DataFrame, status: pd.DataFram
     blocks.append(("h2", "Differences in config and environment"))
     if diffs:
         if any(d[0].startswith("config.") for d in diffs):
-            blocks.append(("p", "**The configs differ**, so part of any change may come from the config, not the code."))
+            blocks.append(("p", "**The configs differ**, so part of any change may come from the config, "
+                                "not the code."))
         if hardware := hardware_differences(diffs):
             blocks.append(("p", f"**Different machines** ({', '.join(hardware)} differ): time, throughput and "
                                 "memory changes compare the machines as well as the code; a flag here is not by "
@@ -341,7 +356,8 @@ def build_blocks(a: Results, b: Results, rows: pd.DataFrame, status: pd.DataFram
                     for _, r in status.iterrows()]) if len(status) else ("p", "None."))
     blocks.append(("h2", "Planned runs without a row"))
     missing = missing_lines(a, b)
-    blocks.append(("table", ["side", "backend", "seed", "sweep point", "status"], missing) if missing else ("p", "None."))
+    blocks.append(("table", ["side", "backend", "seed", "sweep point", "status"], missing) if missing
+                  else ("p", "None."))
     blocks += [("h2", "Metrics"), ("p", "B/A above 1 means B is larger: better for throughput and accuracy, worse "
                                         "for time and memory. Step time is the median of all timed steps; the rest "
                                         "are means over seeds. Regressions are in capitals.")]

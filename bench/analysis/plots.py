@@ -19,16 +19,16 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, ScalarFormatter
 
-from bench import metrics  # noqa: E402
-from bench.analysis.results import Results, point_label  # noqa: E402
-from bench.atomic import atomic_write_bytes  # noqa: E402
+from bench import metrics
+from bench.analysis.results import Results, point_label
+from bench.atomic import atomic_write_bytes
 
 # Fixed, so a backend keeps its colour across plots, reports and machines.
 FIXED_COLORS = {"cudnn": "#1f77b4", "loop": "#ff7f0e", "triton": "#2ca02c", "gru": "#9467bd"}
@@ -92,7 +92,7 @@ def write_plots(res: Results, plot_dir: Path) -> dict[str, tuple[str, Path]]:
 
 
 def _numeric(column: pd.Series) -> bool:
-    return pd.to_numeric(column, errors="coerce").notna().all()
+    return bool(pd.to_numeric(column, errors="coerce").notna().all())
 
 
 def _missing(runs: pd.DataFrame, ok: pd.DataFrame, axes: list[str], slots: list[str]) -> dict:
@@ -194,6 +194,7 @@ def _bars(ok, samples, axes, slots, colors, missing):
     for ax, metric in zip(panels, plotted):
         title = f"{metric.title} ({metric.direction})"
         log = metric.samples == "steps"
+        err: str | tuple[str, int]
         if metric.samples == "steps" and len(samples):
             data, y, est, err = samples.assign(y=samples["step_ms"] * metric.scale), "y", "median", ("pi", 80)
             title += "\nbar: median of all timed steps; whiskers: p10 to p90; log scale"
@@ -218,7 +219,8 @@ def _bars(ok, samples, axes, slots, colors, missing):
             _plain_log_ticks(ax.yaxis)
         else:
             ax.set_ylim(0, top * 1.08)  # every metric drawn is non-negative
-        ax.set(title=title, ylabel=metric.unit + (" (log scale)" if log else ""), xlabel=" / ".join(axes) if axes else "")
+        ax.set(title=title, ylabel=metric.unit + (" (log scale)" if log else ""),
+               xlabel=" / ".join(axes) if axes else "")
         ax.title.set_fontsize(10)
         ax.tick_params(axis="x", labelrotation=25)  # eight backend names side by side would run into each other
         _label_missing(ax, missing, x_order, slots, dodge=bool(axes))
@@ -263,7 +265,8 @@ def _accuracy(ok, axes, slots, colors, missing):
     pad = max(0.0, MIN_ACCURACY_SPAN - (high - low)) / 2 + 0.1 * (high - low)
     low, high = max(0.0, low - pad), min(100.0, high + pad)
     if high - low < MIN_ACCURACY_SPAN:  # pressed against 0 or 100: widen on the open side
-        low, high = (max(0.0, high - MIN_ACCURACY_SPAN), high) if high >= 100 else (low, min(100.0, low + MIN_ACCURACY_SPAN))
+        low, high = ((max(0.0, high - MIN_ACCURACY_SPAN), high) if high >= 100
+                     else (low, min(100.0, low + MIN_ACCURACY_SPAN)))
     ax.set_ylim(low, high)
     ax.set_xticks(range(len(x_order)), [label or "" for label in x_order])
     ax.set_xlim(-0.6, len(x_order) - 0.4)

@@ -5,8 +5,9 @@ anywhere the CSVs can be copied to.
 
 The report opens with the answer (bench.analysis.headline: per sweep point the fastest backend, its speed-up,
 what is within noise of it, the accuracy spread, anything numerically off), then the tables and plots,
-and ends with the configuration and environment. Rows are grouped by backend and, when the results hold a sweep, by the sweep axis values. Every
-metric table (one per reported metric of bench.metrics) has a ratio column against the baseline
+and ends with the configuration and environment. Rows are grouped by backend and, when the results hold a
+sweep, by the sweep axis values. Every metric table (one per reported metric of bench.metrics) has a ratio
+column against the baseline
 backend (--baseline, default cudnn) at the same sweep point. Skipped and failed runs are listed with
 their reasons instead of being dropped. The document is a list of blocks, rendered by bench.analysis.render.
 """
@@ -20,9 +21,9 @@ import pandas as pd
 
 from bench import config, metrics
 from bench.analysis import headline, render, results
-from bench.cliargs import OneLineParser, parse
 from bench.analysis.results import BASELINE, Results, ResultsError
 from bench.atomic import atomic_write_text
+from bench.cliargs import OneLineParser, parse
 
 ENV_KEYS = ["timestamp", "git_commit", "python", "platform", "torch", "cuda", "cudnn", "triton", "triton_interpret",
             "gpu_names", "cpu_model", "cpu_count", "torch_threads"]
@@ -67,8 +68,12 @@ def noisy_note(p10: float, p90: float) -> str:
 def point_sentence(point: headline.Point, metric: metrics.Metric) -> str:
     """One sweep point's answer, in words."""
     where = f"`{results.point_label(point.values)}`: " if point.values else ""
-    noisy = lambda b: f" (noisy: p90/p10 = {point.noisy[b]:.1f})" if b in point.noisy else ""  # noqa: E731
-    text = f"{where}**{point.fastest}** is fastest, {metric.format(point.fastest_ms)} {metric.unit} a step{noisy(point.fastest)}"
+
+    def noisy(b: str) -> str:
+        return f" (noisy: p90/p10 = {point.noisy[b]:.1f})" if b in point.noisy else ""
+
+    text = (f"{where}**{point.fastest}** is fastest, {metric.format(point.fastest_ms)} {metric.unit} a step"
+            f"{noisy(point.fastest)}")
     if point.fastest == point.baseline:
         text += " (it is the baseline)"
     elif math.isnan(point.speedup):
@@ -102,7 +107,8 @@ def headline_blocks(res: Results, baseline: str = BASELINE) -> list[tuple]:
     points = headline.points(res, baseline)
     blocks: list[tuple] = [("h2", "Headline")]
     if not points:
-        return blocks + [("p", "No backend finished a run, so there is no answer yet: see the runs not measured below.")]
+        return blocks + [("p", "No backend finished a run, so there is no answer yet: see the runs not measured "
+                               "below.")]
     metric = metrics.by_name("step_ms_median")
     blocks.append(("ul", [point_sentence(p, metric) for p in points]))
     blocks.append(("p", "How this is decided: fastest = lowest median training step time (every timed step of "
@@ -136,7 +142,9 @@ def backend_summary(runs: pd.DataFrame, order: list[str]) -> tuple[list[str], li
         group = runs[runs["backend"] == backend]
         counts = group["status"].value_counts()
         ok = group[group["status"] == "ok"]
-        distinct = lambda col: ", ".join(sorted(set(ok[col].dropna().astype(str)))) or "—"  # noqa: E731
+
+        def distinct(col: str, ok: pd.DataFrame = ok) -> str:
+            return ", ".join(sorted(set(ok[col].dropna().astype(str)))) or "—"
         rows.append([backend, *(str(counts.get(s, 0)) for s in ("ok", "skipped", "failed")),
                      distinct("device"), distinct("dtype"), distinct("impl_detail"),
                      ", ".join(f"{int(p):,}" for p in sorted(set(ok["params"].dropna()))) or "—"])
@@ -220,19 +228,19 @@ def build_blocks(res: Results, plot_files: dict[str, tuple[str, Path]], baseline
     return blocks
 
 
-# ---------------------------------------------------------------- efficiency, numerics, what ran (issue 13)
+# ---------------------------------------------------------------- efficiency, numerics, what ran
 
 def _merged(res: Results, names: list[str], baseline: str = BASELINE) -> pd.DataFrame:
     """One row per backend (x sweep point): each metric's value (mean over seeds, or pooled median for
     step time) as a column of its name, its ratio to the baseline as NAME_ratio, and the run count."""
-    axes, merged = res.axes, None
+    axes, merged = res.axes, pd.DataFrame()
     for name in names:
         table = res.summary(name, axes, baseline)
         if table.empty:
             return table
         table = table[["backend", *axes, "n", "value", "ratio"]].rename(
             columns={"value": name, "ratio": f"{name}_ratio"})
-        merged = table if merged is None else merged.merge(table.drop(columns="n"), on=["backend", *axes])
+        merged = table if merged.empty else merged.merge(table.drop(columns="n"), on=["backend", *axes])
     return merged
 
 
@@ -281,10 +289,11 @@ def efficiency_blocks(res: Results, baseline: str = BASELINE) -> list[tuple]:
     table = _merged(res, names, baseline)
     peaks = res.env.get("peak", {})
     peak_text = "; ".join(f"{dtype}: {p.get('gflops', float('nan')):,.1f} GFLOP/s"
-                          + (f" ({p['shape']} on {p.get('device', '?')}, {p.get('threads', '?')} threads, {p['method']})"
+                          + (f" ({p['shape']} on {p.get('device', '?')}, {p.get('threads', '?')} threads, "
+                             f"{p['method']})"
                              if "shape" in p else f" (not measured: {p.get('error', 'unknown')})")
                           for dtype, p in peaks.items()) or "not measured (no peak in env.json)"
-    blocks = [("h2", "Efficiency"),
+    blocks: list[tuple] = [("h2", "Efficiency"),
               ("p", "efficiency = achieved GFLOP/s ÷ peak GFLOP/s, where achieved = step GFLOP ÷ the median "
                     "steady-state step time, and step GFLOP counts the matmul FLOPs of one full-batch training "
                     "step (2·M·N·K per matmul; forward = every layer's input projection and recurrent products "
@@ -301,9 +310,9 @@ def efficiency_blocks(res: Results, baseline: str = BASELINE) -> list[tuple]:
     blocks.append(("table", header, rows))
     if (table["efficiency"] > 1).any():  # the probe is the yardstick: above 1 says the yardstick is wrong
         blocks.append(("p", "**Efficiency above 100 %:** a backend beat the GEMM probe, so the probe underestimates "
-                            "this device's peak for that dtype (for example bfloat16 emulated on a CPU without bfloat16 "
-                            "units, where a large GEMM is slower than the small ones an RNN step runs); read these "
-                            "efficiencies as relative to each other only."))
+                            "this device's peak for that dtype (for example bfloat16 emulated on a CPU without "
+                            "bfloat16 units, where a large GEMM is slower than the small ones an RNN step runs); "
+                            "read these efficiencies as relative to each other only."))
     return blocks
 
 

@@ -14,7 +14,7 @@ are there for when a p-value is wanted.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from scipy import stats

