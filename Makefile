@@ -1,12 +1,23 @@
-# LSTM Bench. `make test` and `make bench` each install what they need first (into .venv).
+# LSTM Bench. `make` alone lists the targets; each one installs what it needs first (into .venv).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BENCH_ARGS ?=
+PYTEST_ARGS ?=
 CI_BENCH_DIR := results/ci
+BASELINE ?= 0001
+LINTED := bench impls tests tools
 
-.PHONY: setup test test-fast bench bench-pixel bench-scaling report bench-ci bench-compare gpu-check gpu-deps clean
+.PHONY: help setup lint format format-check docs test test-fast bench bench-pixel bench-scaling bench-ci bench-compare \
+        gpu-check gpu-deps clean
+.DEFAULT_GOAL := help
+
+# This list: every target with the comment above it.
+help:
+	@awk '/^# /{ note = note (note ? " " : "") substr($$0, 3); next } \
+	      /^[a-z][a-z-]*:/{ if (note) printf "  %-14s %s\n", substr($$1, 1, length($$1) - 1), note } { note = "" }' \
+	     $(MAKEFILE_LIST)
 
 # Reinstall only when the project's requirements change.
 $(STAMP): pyproject.toml
@@ -14,14 +25,34 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -e '.[dev]'
 	touch $@
 
+# Create .venv and install the project with its dev extras (once; again when pyproject.toml changes).
 setup: $(STAMP)
 
-test: setup
-	$(PY) -m pytest -q
+# Lint (ruff check) and type-check (mypy on bench/ and impls/); both configured in pyproject.toml.
+lint: setup
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m mypy
 
-# Skips the test that downloads real MNIST.
+# Sort imports and reformat the code in place (ruff).
+format: setup
+	$(PY) -m ruff check --select I --fix $(LINTED)
+	$(PY) -m ruff format $(LINTED)
+
+# Fail if `make format` would change anything.
+format-check: setup
+	$(PY) -m ruff format --check $(LINTED)
+
+# Regenerate docs/results-format.md from the schema, metric and knob tables (a test checks it is current).
+docs: setup
+	$(PY) -m tools.results_format
+
+# The whole test suite (CPU is enough; fetches MNIST once). PYTEST_ARGS adds options, e.g. --durations=15.
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The fast lane: the suite without the slow tests (compiling, Ray, worker processes, long interpreter runs) and network.
 test-fast: setup
-	$(PY) -m pytest -q -m 'not network'
+	$(PY) -m pytest -q -m 'not slow and not network' $(PYTEST_ARGS)
 
 # Train every backend on MNIST with the default config, then write the report of that run.
 bench: setup
@@ -38,12 +69,11 @@ bench-scaling: setup
 
 # Micro-benchmarks (pytest-benchmark); JSON saved under results/ci/.
 bench-ci: setup
-	$(PY) -m pytest tests/benchmarks -q -p no:cacheprovider \
+	$(PY) -m pytest tests/benchmarks -q -p no:cacheprovider --timeout 1800 \
 	  --benchmark-only --benchmark-min-rounds=5 --benchmark-max-time=0.5 --benchmark-warmup=on \
 	  --benchmark-storage=file://$(CI_BENCH_DIR) --benchmark-autosave --benchmark-columns=min,median,iqr,ops,rounds
 
 # Compare the newest saved benchmark run with BASELINE (a saved run's id or file, e.g. 0001).
-BASELINE ?= 0001
 bench-compare: setup
 	$(PY) -m bench bench-compare --storage $(CI_BENCH_DIR) --baseline $(BASELINE)
 
@@ -54,7 +84,9 @@ gpu-check:
 # pytest as pure-Python files in .gpu-deps/, to carry to a GPU machine that has torch but no pytest
 # (.ci/gpu-session explains the one call that runs gpu-check and the CUDA tests there).
 gpu-deps: setup
-	$(PY) -m pip install --quiet --no-deps --target .gpu-deps pytest pluggy iniconfig packaging pygments exceptiongroup tomli
+	$(PY) -m pip install --quiet --no-deps --target .gpu-deps pytest pluggy iniconfig packaging pygments exceptiongroup tomli \
+	  pytest-timeout
 
+# Remove .venv and the caches.
 clean:
-	rm -rf $(VENV) .pytest_cache .benchmarks
+	rm -rf $(VENV) .pytest_cache .benchmarks .mypy_cache .ruff_cache

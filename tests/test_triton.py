@@ -2,30 +2,27 @@
 launch counts, the step kernels against impls.cells, and gpu_check's table.
 
 Without CUDA everything runs under the Triton interpreter, which must be switched on before the
-kernels' module is imported; shapes are small and odd (masks) so the module stays fast on 2 CPUs.
+kernels' module is imported (tests/conftest.py does); shapes are small and odd (masks) so the module
+stays fast on 2 CPUs.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import pytest
 
 pytest.importorskip("triton")
 
-import torch  # noqa: E402
+import torch
+
+import impls
+import impls.triton_lstm as triton_lstm
+import impls.triton_step as triton_step
+from impls.cells import lstm_pointwise
+from impls.launches import count_launches
+from impls.parity import compare_with_torch, max_rel_error
 
 CUDA = torch.cuda.is_available()
-if not CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"
-
-import impls  # noqa: E402
-import impls.triton_lstm as triton_lstm  # noqa: E402
-import impls.triton_step as triton_step  # noqa: E402
-from impls.launches import count_launches  # noqa: E402
-from impls.cells import lstm_pointwise  # noqa: E402
-from impls.parity import compare_with_torch, max_rel_error  # noqa: E402
-
 DEVICE = "cuda" if CUDA else "cpu"
 HALF_SKIP = pytest.mark.skipif(
     not CUDA, reason="float16/bfloat16 are checked compiled on CUDA only: under the CPU interpreter the "
