@@ -182,8 +182,8 @@ class RayExecutor:
                 ray.init(num_cpus=self.num_cpus or os.cpu_count(), runtime_env=runtime_env,
                          include_dashboard=False, logging_level=logging.WARNING)
         except Exception as error:
-            hint = (" (a cluster with token authentication needs RAY_AUTH_MODE=token and its token; see README)"
-                    if self.address and "RAY_AUTH_MODE" not in os.environ else "")
+            hint = (" (a cluster with token authentication needs RAY_AUTH_MODE=token and its token; "
+                    "see docs/cluster.md)" if self.address and "RAY_AUTH_MODE" not in os.environ else "")
             raise ExecutorError(f"ray: could not join or start a cluster at {self.address or 'this machine'}: "
                                 f"{one_line(error)}{hint}") from None
         self._ray = ray

@@ -353,7 +353,7 @@ def main(argv: list[str] | tuple = ()) -> int:
               file=sys.stderr)
         return 2
     try:
-        import triton  # noqa: F401
+        import triton  # noqa: F401 (imported only to fail early, with one line, where Triton is missing)
     except ImportError:
         print("gpu-check: Triton is not installed; it ships with Linux CUDA builds of torch", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ come from autograd through the input projection's matmul. No launch per step any
 Why it can win: a row's recurrence needs only that row's h, so a program owning BLOCK_B rows and all
 4H gate columns never talks to another program; the per-step cost is then the GPU's, not the host's.
 
-Two paths, chosen once per sequence by `plan` (see README, "Triton backends"):
+Two paths, chosen once per sequence by `plan` (see docs/gpu.md, "The Triton backends"):
 - resident (4 * BLOCK_H^2 weight elements <= 64 KiB: H <= 64 in float32/float16/bfloat16, H <= 32 in
   float64): W_hh is loaded once as four BLOCK_H x BLOCK_H tiles and stays in registers; h and c stay in
   registers across steps (c, dc and dh in float32, float64 for float64).

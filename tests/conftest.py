@@ -1,8 +1,9 @@
 """Test-session setup and the fixtures several test modules share.
 
 Markers (pyproject.toml, --strict-markers): `slow` on every test that compiles (torch.compile, Triton
-ahead of time), starts Ray, runs the Triton interpreter beyond a toy shape, starts worker processes or
-waits on a time limit (`make test-fast` leaves them out); `network` on the tests that fetch real data.
+ahead of time), starts Ray, starts worker processes (bench run through its executor, subprocesses), runs the
+Triton interpreter beyond a toy shape or waits on a time limit, and on the parity grid beyond its pairwise
+cover (`make test-fast` leaves them out); `network` on the tests that fetch real data.
 """
 import os
 

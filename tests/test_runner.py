@@ -315,5 +315,8 @@ def test_a_step_that_compiled_is_left_out_of_the_steady_state(monkeypatch):
     assert log.steady == [i for i in range(2, 13) if i != 6]
     row = train.step_metrics(log, curve_every=5)
     assert row["compiled_steps"] == 1
-    assert row["step_ms_p90"] < 300  # the slow step is not in the distribution
+    # The slow step is not in the distribution: the figures are of the steady steps only. (Structural, not a
+    # bound on milliseconds: on a busy machine an ordinary step can take longer than the planted 0.3 s.)
+    assert log.step_ms[6] >= 300
+    assert row["step_ms_p90"] == train.percentile([log.step_ms[i] for i in log.steady], 90)
     assert row["train_samples_per_s"] == pytest.approx(100 / (sum(log.step_ms[i] for i in log.steady) / 1e3))
