@@ -215,6 +215,7 @@ def test_missing_device(tmp_path, capsys):
     assert "device 'cuda' is not available" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # `bench run` starts its worker server (a process importing torch) before the refusal
 def test_data_that_cannot_be_had_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
     import bench.data
 
@@ -248,6 +249,7 @@ def test_cli_on_real_mnist(tmp_path, capsys):
     assert "resumed" in storage.load_env(out)
 
 
+@pytest.mark.slow  # `bench run` starts its worker server (a process importing torch) before the refusal
 def test_a_directory_in_use_is_refused(tmp_path, capsys, fake_mnist):
     out = tmp_path / "run"
     with rundir.lock(out):

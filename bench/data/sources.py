@@ -133,7 +133,7 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         try:
             from numpy._core.multiarray import _reconstruct
         except ImportError:   # numpy < 2
-            from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+            from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]  # same name, older home
         return {
             ("numpy.core.multiarray", "_reconstruct"): _reconstruct,   # pickles made by numpy < 2
             ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # pickles made by numpy >= 2
