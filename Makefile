@@ -1,12 +1,23 @@
-# LSTM Bench. `make test` and `make bench` each install what they need first (into .venv).
+# LSTM Bench. `make` alone lists the targets; each one installs what it needs first (into .venv).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BENCH_ARGS ?=
+PYTEST_ARGS ?=
 CI_BENCH_DIR := results/ci
+BASELINE ?= 0001
+LINTED := bench impls tests tools
 
-.PHONY: setup test test-fast bench bench-pixel bench-scaling bench-ci bench-compare bench-gate bench-baseline gpu-check gpu-deps kernels clean
+.PHONY: help setup lint format format-check docs test test-fast bench bench-pixel bench-scaling bench-ci bench-compare \
+        bench-gate bench-baseline gpu-check gpu-deps kernels clean
+.DEFAULT_GOAL := help
+
+# This list: every target with the comment above it.
+help:
+	@awk '/^# /{ note = note (note ? " " : "") substr($$0, 3); next } \
+	      /^[a-z][a-z-]*:/{ if (note) printf "  %-14s %s\n", substr($$1, 1, length($$1) - 1), note } { note = "" }' \
+	     $(MAKEFILE_LIST)
 
 # Reinstall only when the project's requirements change.
 $(STAMP): pyproject.toml
@@ -14,14 +25,34 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -e '.[dev]'
 	touch $@
 
+# Create .venv and install the project with its dev extras (once; again when pyproject.toml changes).
 setup: $(STAMP)
 
-test: setup
-	$(PY) -m pytest -q
+# Lint (ruff check) and type-check (mypy on bench/ and impls/); both configured in pyproject.toml.
+lint: setup
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m mypy
 
-# Skips the test that downloads real MNIST.
+# Sort imports and reformat the code in place (ruff).
+format: setup
+	$(PY) -m ruff check --select I --fix $(LINTED)
+	$(PY) -m ruff format $(LINTED)
+
+# Fail if `make format` would change anything.
+format-check: setup
+	$(PY) -m ruff format --check $(LINTED)
+
+# Regenerate docs/results-format.md from the schema, metric and knob tables (a test checks it is current).
+docs: setup
+	$(PY) -m tools.results_format
+
+# The whole test suite (CPU is enough; fetches MNIST once). PYTEST_ARGS adds options, e.g. --durations=15.
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The fast lane: the suite without the slow tests (compiling, Ray, worker processes, long interpreter runs) and network.
 test-fast: setup
-	$(PY) -m pytest -q -m 'not network'
+	$(PY) -m pytest -q -m 'not slow and not network' $(PYTEST_ARGS)
 
 # Train every backend on MNIST with the default config, then write the report of that run.
 bench: setup
@@ -40,7 +71,7 @@ bench-scaling: setup
 # BENCH_CI_ARGS narrows it, e.g. BENCH_CI_ARGS="-k ratio_to_cudnn": only what bench-gate reads.
 BENCH_CI_ARGS ?=
 bench-ci: setup
-	$(PY) -m pytest tests/benchmarks -q -p no:cacheprovider $(BENCH_CI_ARGS) \
+	$(PY) -m pytest tests/benchmarks -q -p no:cacheprovider --timeout 1800 $(BENCH_CI_ARGS) \
 	  --benchmark-only --benchmark-min-rounds=5 --benchmark-max-time=0.5 --benchmark-warmup=on \
 	  --benchmark-storage=file://$(CI_BENCH_DIR) --benchmark-autosave --benchmark-columns=min,median,iqr,ops,rounds
 
@@ -56,7 +87,6 @@ bench-baseline: bench-ci
 	$(PY) -m bench bench-gate --storage $(CI_BENCH_DIR) --baseline $(CI_BENCH_DIR)/baseline.json --update
 
 # Compare the newest saved benchmark run with BASELINE (a saved run's id or file, e.g. 0001).
-BASELINE ?= 0001
 bench-compare: setup
 	$(PY) -m bench bench-compare --storage $(CI_BENCH_DIR) --baseline $(BASELINE)
 
@@ -68,14 +98,16 @@ gpu-check:
 # pytest as pure-Python files in .gpu-deps/, to carry to a GPU machine that has torch but no pytest
 # (.ci/gpu-session explains the one call that runs gpu-check and the CUDA tests there).
 gpu-deps: setup
-	$(PY) -m pip install --quiet --no-deps --target .gpu-deps pytest pluggy iniconfig packaging pygments exceptiongroup tomli
+	$(PY) -m pip install --quiet --no-deps --target .gpu-deps pytest pluggy iniconfig packaging pygments exceptiongroup tomli \
+	  pytest-timeout
 
+KERNEL_MATRIX := --dtypes float32,bfloat16,float16,float64 --hidden 32,64,128,256,512 --batch 50,128 --tf32 both --presets
 # Compile every Triton kernel ahead of time for sm_80/86/89/90 (no GPU): 4 dtypes x hidden 32-512 x batch 50/128,
 # float32 with tf32 off and on, plus the presets' shapes; tables into results/reference/kernels/. Exits 1 if a
 # launch cannot run on one of them. Compiles are cached (~/.cache/lstm-bench/kernels), so a rerun is quick.
-KERNEL_MATRIX := --dtypes float32,bfloat16,float16,float64 --hidden 32,64,128,256,512 --batch 50,128 --tf32 both --presets
 kernels: setup
 	$(PY) -m bench kernels $(KERNEL_MATRIX) --out results/reference/kernels
 
+# Remove .venv and the caches.
 clean:
-	rm -rf $(VENV) .pytest_cache .benchmarks
+	rm -rf $(VENV) .pytest_cache .benchmarks .mypy_cache .ruff_cache

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -39,7 +39,7 @@ def git_state(where: Path | None = None) -> tuple[str, str]:
         commit = _git(["rev-parse", "HEAD"], place) if top else None
         if commit:
             dirty = _git(["status", "--porcelain", "--untracked-files=no"], place)
-            return commit + ("-dirty" if dirty else ""), top
+            return commit + ("-dirty" if dirty else ""), top or ""
     return "unknown", ""
 
 
@@ -56,7 +56,7 @@ def collect() -> dict:
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
     commit, repo = git_state()
     return {
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,

@@ -19,13 +19,15 @@ the driver's code; each node needs only the same Python environment (torch, ray)
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import socket
 import sys
 import traceback
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 
@@ -99,7 +101,7 @@ class LocalExecutor:
                  train: str | Callable = TRAIN) -> None:
         self.env, self.retries, self.timeout_s, self.train = env or {}, retries, timeout_s, train
 
-    def __enter__(self) -> "LocalExecutor":
+    def __enter__(self) -> LocalExecutor:
         start_server(self.env)  # the server imports torch while the runner loads the data
         return self
 
@@ -159,9 +161,9 @@ class RayExecutor:
         self.cell_cpus, self.retries, self.env, self.train = cell_cpus, retries, env or {}, train
         self.num_cpus = num_cpus  # for a cluster started here; None = every CPU of this machine
         self.nodes: list[dict] = []
-        self._ray = None
+        self._ray: Any = None  # the ray module, imported on entry (an optional dependency)
 
-    def __enter__(self) -> "RayExecutor":
+    def __enter__(self) -> RayExecutor:
         try:
             import ray
         except ImportError:
@@ -171,14 +173,14 @@ class RayExecutor:
                        "py_modules": [str(root / "bench"), str(root / "impls")]}
         try:
             if self.address:
-                ray.init(address=self.address, runtime_env=runtime_env, logging_level="WARNING",
+                ray.init(address=self.address, runtime_env=runtime_env, logging_level=logging.WARNING,
                          log_to_driver=True)
             else:
                 ray.init(num_cpus=self.num_cpus or os.cpu_count(), runtime_env=runtime_env,
-                         include_dashboard=False, logging_level="WARNING")
+                         include_dashboard=False, logging_level=logging.WARNING)
         except Exception as error:
-            hint = (" (a cluster with token authentication needs RAY_AUTH_MODE=token and its token; see README)"
-                    if self.address and "RAY_AUTH_MODE" not in os.environ else "")
+            hint = (" (a cluster with token authentication needs RAY_AUTH_MODE=token and its token; "
+                    "see docs/cluster.md)" if self.address and "RAY_AUTH_MODE" not in os.environ else "")
             raise ExecutorError(f"ray: could not join or start a cluster at {self.address or 'this machine'}: "
                                 f"{one_line(error)}{hint}") from None
         self._ray = ray
@@ -202,7 +204,8 @@ class RayExecutor:
 
     def describe(self, device: torch.device | None = None) -> dict:
         cpus, gpus = self.resources(device or torch.device("cpu"))
-        shared = any(n["cpus"] >= 2 * cpus for n in self.nodes) if gpus == 0 else any(n["gpus"] >= 2 for n in self.nodes)
+        shared = (any(n["cpus"] >= 2 * cpus for n in self.nodes) if gpus == 0
+                  else any(n["gpus"] >= 2 for n in self.nodes))
         return {"name": self.name, "address": self.address or "a local cluster started for the run",
                 "nodes": self.nodes, "cell_cpus": cpus, "cell_gpus": gpus, "cells_may_share_node": shared,
                 "retries": self.retries, "data": "loaded and verified by the driver, shipped via ray.put"}

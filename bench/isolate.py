@@ -105,7 +105,7 @@ def start_server(env: dict[str, str] | None = None, preload: tuple[str, ...] = P
     wanted = (tuple(preload), tuple(sorted((env or {}).items())))
     server = multiprocessing.forkserver._forkserver
     if _server is not None and _server != wanted:
-        server._stop()  # private, but the only way to start the next one with a new environment
+        server._stop()  # type: ignore[attr-defined]  # private, but the only way to start the next one with a new environment
     mp.get_context("forkserver").set_forkserver_preload(list(preload))
     with _environment(env or {}):
         server.ensure_running()  # also relaunches a server that died, with the same environment
@@ -136,8 +136,10 @@ def call_in_subprocess(function, *args, env: dict[str, str] | None = None, timeo
         raise WorkerDied(f"worker process died without a result ({_describe_exit(process.exitcode)})") from None
     finally:
         receiver.close()
-        if process.is_alive() and not process.join(timeout=30) and process.is_alive():
-            _stop(process)
+        if process.is_alive():
+            process.join(timeout=30)
+            if process.is_alive():
+                _stop(process)
     if status == "error":
         raise WorkerError(payload)
     return payload

@@ -16,10 +16,11 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench.cliargs import OneLineParser, parse
 
@@ -76,9 +77,9 @@ def _read_run(path: Path) -> SavedRun | None:
         except ValueError:
             when = None
     if when is None:
-        when = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+        when = datetime.fromtimestamp(path.stat().st_mtime, UTC)
     elif when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     match = RUN_FILE.match(path.name)
     return SavedRun(path, int(match.group(1)) if match else 0, when)
 

@@ -41,7 +41,7 @@ def reference_model(model: RowClassifier, family: str) -> RowClassifier:
     rnn = model.rnn
     twin = REFERENCE[family](rnn.input_size, rnn.hidden_size, rnn.num_layers, batch_first=rnn.batch_first,
                              bias=getattr(rnn, "bias", True))
-    reference = RowClassifier(twin, rnn.hidden_size, model.head.out_features).double()
+    reference = RowClassifier(twin, twin.hidden_size, model.head.out_features).double()
     state = {key: value.detach().to("cpu", torch.float64) for key, value in model.state_dict().items()}
     reference.load_state_dict(state)  # strict: a backend whose names differ is an error, not a silent skip
     return reference
@@ -74,7 +74,7 @@ def numerical_error(model: RowClassifier, images: torch.Tensor, labels: torch.Te
         logits, grads = _logits_and_grads(model, x, y)
         logits_ref, grads_ref = _logits_and_grads(reference, x.detach().cpu().double(), y.cpu())
     errors = {name: _rel(grads[name], grads_ref[name]) for name in grads_ref}
-    worst = max(errors, key=errors.get)
+    worst = max(errors, key=errors.__getitem__)
     return {"out_rel_err": _rel(logits, logits_ref), "grad_rel_err": errors[worst], "grad_worst": worst}
 
 

@@ -17,7 +17,6 @@ from bench.config import Config
 from bench.constants import TRAIN_IMAGES
 from bench.schema import RUNS_FILE
 
-
 # A run is measured after warm-up: fewer timed steps than this give no steady-state figure worth a row.
 MIN_TIMED_STEPS = 5
 
@@ -83,7 +82,8 @@ def dtype_unsupported(dtype: str, device: torch.device) -> str:
     if dtype == "float16" and device.type != "cuda":
         return f"dtype float16 needs a CUDA device; on {device.type} use float32 or bfloat16"
     if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
-        return f"dtype bfloat16 needs CUDA compute capability 8.0 or newer; {torch.cuda.get_device_name(device)} has not"
+        return (f"dtype bfloat16 needs CUDA compute capability 8.0 or newer; "
+                f"{torch.cuda.get_device_name(device)} has not")
     return ""
 
 

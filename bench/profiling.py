@@ -23,7 +23,7 @@ import re
 import sys
 import tempfile
 from collections import Counter, defaultdict
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch.autograd import DeviceType

@@ -9,6 +9,7 @@ the next append cuts it off before writing, so half a row is never read and neve
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -18,8 +19,17 @@ import pandas as pd
 
 from bench import metrics
 from bench.atomic import atomic_write_text
-from bench.schema import (CURVE_COLUMNS, CURVES_FILE, ENV_FILE, REQUIRED_RUN_COLUMNS, TEXT_RUN_COLUMNS, RUN_COLUMNS, RUNS_FILE,
-                          STEP_COLUMNS, STEPS_FILE)
+from bench.schema import (
+    CURVE_COLUMNS,
+    CURVES_FILE,
+    ENV_FILE,
+    REQUIRED_RUN_COLUMNS,
+    RUN_COLUMNS,
+    RUNS_FILE,
+    STEP_COLUMNS,
+    STEPS_FILE,
+    TEXT_RUN_COLUMNS,
+)
 
 
 def _csv_text(rows: list[dict], columns: list[str], header: bool) -> str:
@@ -141,7 +151,7 @@ def _fill_new_config_columns(frame: pd.DataFrame) -> pd.DataFrame:
     from bench import config
     for name, field in config.fields().items():
         column = field.metadata["column"]
-        if column is True and name not in frame.columns and not callable(field.default_factory):
+        if column is True and name not in frame.columns and field.default is not dataclasses.MISSING:
             frame[name] = field.default
     return frame
 

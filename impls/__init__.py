@@ -58,7 +58,8 @@ def availability(name: str, device: torch.device | str = "cpu", *, purpose: str 
     if backend.needs == "torch":
         if name == "cudnn":
             from impls.cudnn import cudnn_used
-            detail = f"cuDNN {torch.backends.cudnn.version()}" if cudnn_used(device) else f"ATen native kernel on {device.type}"
+            detail = (f"cuDNN {torch.backends.cudnn.version()}" if cudnn_used(device)
+                      else f"ATen native kernel on {device.type}")
             return Availability(True, detail)
         if name == "aten":
             return Availability(True, f"ATen's native LSTM kernels on {device.type}, cuDNN disabled")

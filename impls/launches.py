@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -33,7 +34,7 @@ class _Counter(TorchDispatchMode):
         super().__init__()
         self.aten_ops = 0
         self.aten_kernels = 0
-        self.triton = collections.Counter()
+        self.triton: collections.Counter[str] = collections.Counter()
         self.in_triton = 0
         self.elements_written = 0
 
@@ -51,7 +52,7 @@ class _Counter(TorchDispatchMode):
         return self.aten_ops, self.aten_kernels, sum(self.triton.values()), self.elements_written
 
 
-def _kernel_classes() -> list[type]:
+def _kernel_classes() -> list[Any]:  # Triton's classes (untyped), whose `run` is wrapped
     try:
         from triton.runtime.interpreter import InterpretedFunction
         from triton.runtime.jit import JITFunction

@@ -1,9 +1,30 @@
-"""Test-session setup that must happen before any test module imports Triton kernels."""
+"""Test-session setup and the fixtures several test modules share.
+
+Markers (pyproject.toml, --strict-markers): `slow` on every test that compiles (torch.compile, Triton
+ahead of time), starts Ray, starts worker processes (bench run through its executor, subprocesses), runs the
+Triton interpreter beyond a toy shape or waits on a time limit, and on the parity grid beyond its pairwise
+cover (`make test-fast` leaves them out); `network` on the tests that fetch real data.
+"""
 import os
 
+import pytest
 import torch
 
 # Without a GPU, Triton kernels run only under the interpreter, and Triton reads this variable when
 # a kernel is defined: set it before impls.triton_lstm can be imported by any test module.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture
+def synthetic_data():
+    """400 training and 200 test images of synthetic MNIST (tests.fixtures.synthetic)."""
+    from tests.fixtures.synthetic import synthetic_mnist  # here, not above: after TRITON_INTERPRET is set
+    return synthetic_mnist()
+
+
+@pytest.fixture
+def fake_mnist(monkeypatch, synthetic_data):
+    """`bench run` loads synthetic_data instead of MNIST: the CLI end to end, offline and in seconds."""
+    monkeypatch.setattr("bench.data.load_mnist", lambda *args, **kwargs: synthetic_data)
+    return synthetic_data

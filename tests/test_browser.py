@@ -15,12 +15,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from cdp import Chromium, find_chromium  # noqa: E402
-from results_factory import make_compare_fixture, make_report_fixture  # noqa: E402
-
-from bench.analysis import compare, history, report  # noqa: E402
-from bench.atomic import write_json  # noqa: E402
+from bench.analysis import compare, history, report
+from bench.atomic import write_json
+from tests.fixtures.cdp import Chromium, find_chromium
+from tests.fixtures.results_factory import make_compare_fixture, make_report_fixture
 
 WIDTH, HEIGHT = 1280, 800
 CHROMIUM = find_chromium()

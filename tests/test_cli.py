@@ -25,7 +25,8 @@ def test_top_level_help_and_unknown_command(capsys):
 @pytest.fixture
 def extra_backend(monkeypatch):
     """A backend registered only in this test: `list` must not need to be told about it."""
-    monkeypatch.setitem(impls.REGISTRY, "zz-test", impls.Backend("impls.cudnn:CudnnLSTM", "lstm", "torch", "a test entry"))
+    monkeypatch.setitem(impls.REGISTRY, "zz-test",
+                        impls.Backend("impls.cudnn:CudnnLSTM", "lstm", "torch", "a test entry"))
     return "zz-test"
 
 
@@ -78,13 +79,13 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, monkeypatch, capsy
     assert os.listdir(tmp_path) == []
 
 
-def test_summary_lines_count_runs(tmp_path):
-    from tests.test_runner import synthetic_mnist
-
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_summary_lines_count_runs(tmp_path, synthetic_data):
     config = from_dict(dict(backends=("cudnn", "triton"), train_limit=100, batch_size=50, hidden_size=4,
                             warmup_steps=1, eval_batch_size=100, curve_every=1, device="cpu", isolate=False))
     lines = []
-    runner.execute(config, tmp_path, torch.device("cpu"), synthetic_mnist(), log=lines.append)
+    runner.execute(config, tmp_path, torch.device("cpu"), synthetic_data, log=lines.append)
     assert [line.split(":")[0] for line in lines] == ["run 1 of 2", "run 2 of 2"]
     # Skipped cells are written before the executor runs the others: the numbering follows the writes.
     assert "triton" in lines[0] and "SKIPPED" in lines[0] and "cudnn" in lines[1] and "acc " in lines[1]

@@ -1,16 +1,13 @@
 """compare flags a planted regression and not noise, states config differences, gates CI by exit code."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from results_factory import make_compare_fixture, make_report_fixture  # noqa: E402
-
-from bench.analysis import compare  # noqa: E402
+from bench.analysis import compare
+from tests.fixtures.results_factory import make_compare_fixture, make_report_fixture
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +165,7 @@ def test_threshold_parsing():
 def _write_predictions(directory, backend_correct: dict):
     """Per-image correctness files for every ok run of the fixture directory, per backend."""
     import pandas as pd
+
     from bench import predictions
     runs = pd.read_csv(Path(directory) / "runs.csv")
     for _, run in runs[runs["status"] == "ok"].iterrows():
@@ -217,7 +215,8 @@ def test_results_from_another_machine_are_called_out(tmp_path):
     same = compare.write_compare(a, b, out=tmp_path / "same")[0].read_text()
     assert "Different machines" not in same
     env = json.loads((b / "env.json").read_text())
-    (b / "env.json").write_text(json.dumps(env | {"cpu_model": "Other CPU", "gpu_count": 1, "gpu_names": ["NVIDIA H200"]}))
+    other_machine = {"cpu_model": "Other CPU", "gpu_count": 1, "gpu_names": ["NVIDIA H200"]}
+    (b / "env.json").write_text(json.dumps(env | other_machine))
     path, _, _, diffs = compare.write_compare(a, b, out=tmp_path / "other")
     assert compare.hardware_differences(diffs) == ["cpu_model", "gpu_count"]
     assert "**Different machines** (cpu_model, gpu_count differ)" in path.read_text()

@@ -36,6 +36,8 @@ def test_compiled_is_available_on_cpu_with_a_cxx_compiler(monkeypatch):
     assert not missing.ok and "C++ compiler" in missing.reason
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("with_state", [False, True], ids=["zero_state", "given_state"])
 def test_compiled_matches_torch(with_state):
     errors = compare_with_torch("compiled", **SHAPE, with_state=with_state, dtype=torch.float32)
@@ -56,6 +58,8 @@ def _train_call(module, batch):
     return out
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_a_partial_batch_does_not_compile_a_new_graph():
     module = impls.build("compiled", SHAPE["input_size"], SHAPE["hidden"], SHAPE["layers"])
     _train_call(module, SHAPE["batch"])
@@ -128,6 +132,8 @@ def test_aten_records_no_cudnn_backward_on_cuda():
     assert not any("Cudnn" in node for node in nodes["aten"]), nodes["aten"]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_long_sequences_compile_one_step_and_still_match_torch(monkeypatch):
     """Past unroll_limit only the cell step is compiled (T-free compile time); parity must hold there too,
     and a longer sequence must not compile anything new."""

@@ -6,7 +6,8 @@ from bench.config import Config
 
 def test_defaults_are_the_reference_tutorials():
     c = Config()
-    assert (c.seq_len, c.input_size, c.num_layers, c.hidden_size, c.lr, c.batch_size, c.epochs) == (28, 28, 2, 64, 1e-3, 50, 1)
+    settings = (c.seq_len, c.input_size, c.num_layers, c.hidden_size, c.lr, c.batch_size, c.epochs)
+    assert settings == (28, 28, 2, 64, 1e-3, 50, 1)
 
 
 def test_unknown_keys_are_rejected_by_name():

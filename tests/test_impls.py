@@ -11,7 +11,8 @@ def test_names_and_families():
 
 
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(ValueError, match=r"unknown backend 'lsmt'; expected one of: cudnn, loop, triton, triton-step, gru, compiled, compiled-graphs, aten$"):
+    with pytest.raises(ValueError, match=r"unknown backend 'lsmt'; expected one of: cudnn, loop, triton, "
+                                         r"triton-step, gru, compiled, compiled-graphs, aten$"):
         impls.build("lsmt", 28, 64)
 
 

@@ -20,7 +20,8 @@ def test_readers_go_through_the_results_model():
     for reader in ("bench.analysis.plots", "bench.analysis.compare"):
         assert "bench.analysis.report" not in graph[reader], reader
         assert "bench.analysis.results" in graph[reader], reader
-    assert "bench.analysis.plots" in graph["bench.analysis.report"]  # the report draws the plots (a function-level import)
+    # the report draws the plots (a function-level import)
+    assert "bench.analysis.plots" in graph["bench.analysis.report"]
 
 
 def test_the_walk_finds_a_cycle_hidden_in_a_function(tmp_path):

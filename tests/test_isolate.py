@@ -2,6 +2,7 @@
 import os
 import signal
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -9,6 +10,8 @@ import torch
 
 from bench.isolate import WorkerDied, WorkerError, WorkerTimedOut, call_in_subprocess
 from bench.runner import worker_env
+
+pytestmark = pytest.mark.slow  # every test here starts worker processes
 
 ENV = worker_env()  # every test but one uses the runner's: the server then starts once for them all
 
@@ -53,7 +56,8 @@ def test_an_early_exit_becomes_an_error_naming_the_code():
 def test_a_worker_past_its_time_is_killed():
     with pytest.raises(WorkerTimedOut, match=r"^timed out after 1 s$"):
         call_in_subprocess(time.sleep, 60, timeout_s=1, env=ENV)
-    assert call_in_subprocess(add_and_report_pid, torch.arange(2), 1, env=ENV)[0] == [1, 2]  # the next one is unaffected
+    # the next one is unaffected
+    assert call_in_subprocess(add_and_report_pid, torch.arange(2), 1, env=ENV)[0] == [1, 2]
 
 
 def rss_and_growth(megabytes):
@@ -85,24 +89,25 @@ def write_pid_and_sleep(path):
     time.sleep(120)
 
 
+# Run from the repository root, whose directory `python -c` puts on sys.path: bench and tests import from there.
 RUNNER_THAT_DIES = """
 import os, sys, threading, time
-sys.path.insert(0, sys.argv[1])
 from bench.isolate import call_in_subprocess
-from test_isolate import write_pid_and_sleep
-threading.Thread(target=call_in_subprocess, args=(write_pid_and_sleep, sys.argv[2]), daemon=True).start()
-while not os.path.exists(sys.argv[2]):
+from tests.test_isolate import write_pid_and_sleep
+threading.Thread(target=call_in_subprocess, args=(write_pid_and_sleep, sys.argv[1]), daemon=True).start()
+while not os.path.exists(sys.argv[1]):
     time.sleep(0.05)
 os._exit(0)
 """
 
 
+@pytest.mark.timeout(400)
 def test_a_worker_exits_when_its_runner_dies(tmp_path):
     """A runner killed mid-run must not leave its worker training: the result has nowhere to go."""
     import subprocess
     import sys
     marker = tmp_path / "worker.pid"
-    subprocess.run([sys.executable, "-c", RUNNER_THAT_DIES, os.path.dirname(__file__), str(marker)],
+    subprocess.run([sys.executable, "-c", RUNNER_THAT_DIES, str(marker)], cwd=Path(__file__).resolve().parent.parent,
                    check=True, timeout=300)
     worker = int(marker.read_text())
     for _ in range(40):
@@ -127,5 +132,6 @@ def test_the_worker_starts_with_the_given_environment_and_ours_is_restored(monke
     monkeypatch.delenv("LSTM_BENCH_PROBE", raising=False)
     env = ENV | {"LSTM_BENCH_PROBE": "42"}
     assert call_in_subprocess(read_initial_variable, "LSTM_BENCH_PROBE", env=env) == ("42", "42")
-    assert call_in_subprocess(read_initial_variable, "MALLOC_MMAP_THRESHOLD_", env=env)[0] == ENV["MALLOC_MMAP_THRESHOLD_"]
+    threshold = ENV["MALLOC_MMAP_THRESHOLD_"]
+    assert call_in_subprocess(read_initial_variable, "MALLOC_MMAP_THRESHOLD_", env=env)[0] == threshold
     assert "LSTM_BENCH_PROBE" not in os.environ

@@ -123,6 +123,7 @@ def test_cli_unknown_baseline_exits_2(storage, capsys):
     assert "0099" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_runs_pytest_benchmark_compare_on_the_two_files(tmp_path):
     stats = {"min": 0.001, "max": 0.002, "mean": 0.0015, "stddev": 0.0001, "rounds": 5, "median": 0.0015,
              "iqr": 0.0001, "q1": 0.0014, "q3": 0.0016, "iqr_outliers": 0, "stddev_outliers": 0,

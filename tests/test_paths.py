@@ -15,6 +15,9 @@ from bench import rundir
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# pip installs the package, then `bench run` starts its worker processes: minutes on a busy 2-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
 # Runs in a fresh interpreter that sees only the installed copy. MNIST is replaced by a synthetic set
 # so the test needs no network; everything else is the installed `bench run` as a user would call it.
 DRIVER = """
@@ -54,7 +57,6 @@ def run_installed(site: Path, cwd: Path, *argv: str) -> subprocess.CompletedProc
                           text=True, timeout=600)
 
 
-@pytest.mark.slow
 def test_installed_run_writes_under_the_working_directory(installed, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
@@ -79,7 +81,6 @@ def test_installed_run_writes_under_the_working_directory(installed, tmp_path):
     assert sorted(p.name for p in installed.iterdir() if not p.name.endswith(".dist-info")) == ["bench", "bin", "impls"]
 
 
-@pytest.mark.slow
 def test_installed_package_ships_the_experiment_presets(installed, tmp_path):
     listed = run_installed(installed, tmp_path, "list", "--experiments")
     assert listed.returncode == 0, listed.stderr
@@ -89,7 +90,6 @@ def test_installed_package_ships_the_experiment_presets(installed, tmp_path):
     assert "gru-s0-b128-h128-l1-t784-permuted0" in done.stdout
 
 
-@pytest.mark.slow
 def test_installed_dry_run_writes_nothing(installed, tmp_path):
     done = run_installed(installed, tmp_path, "run", "--dry-run", "--backends", "cudnn,gru")
     assert done.returncode == 0, done.stderr

@@ -11,12 +11,16 @@ from bench.flops import achieved_gflops, efficiency, step_flops
 from bench.model import RowClassifier
 from bench.peak import measure_peak
 
+# The probe times GEMMs for a fixed time (min_run_time): the tests that run it are in the slow lane.
+PROBE = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def peak_float32():
     return measure_peak("cpu", torch.float32, min_run_time=0.5)
 
 
+@PROBE
 def test_probe_reports_what_it_measured(peak_float32):
     assert math.isfinite(peak_float32["gflops"]) and peak_float32["gflops"] > 0
     assert peak_float32["gflops"] >= peak_float32["gflops_median"]  # the fastest block, by definition
@@ -26,11 +30,13 @@ def test_probe_reports_what_it_measured(peak_float32):
     assert "torch.utils.benchmark" in peak_float32["method"]
 
 
+@PROBE
 def test_bfloat16_probe_runs_on_cpu():
     result = measure_peak("cpu", torch.bfloat16, min_run_time=0.2)
     assert result["dtype"] == "bfloat16" and math.isfinite(result["gflops"]) and result["gflops"] > 0
 
 
+@PROBE
 def test_seed_shape_training_step_is_below_the_peak(peak_float32):
     batch, steps, width, hidden, layers, classes = 50, 28, 28, 64, 2, 10
     torch.manual_seed(0)

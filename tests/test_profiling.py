@@ -29,7 +29,8 @@ def train_step(backend, steps=7, width=112, hidden=16):
 
 @pytest.fixture(scope="module")
 def profiles():
-    return {backend: profile_steps(train_step(backend), n_steps=2, device="cpu") for backend in ("cudnn", "loop", "gru")}
+    return {backend: profile_steps(train_step(backend), n_steps=2, device="cpu")
+            for backend in ("cudnn", "loop", "gru")}
 
 
 @pytest.mark.parametrize("backend", ["cudnn", "loop", "gru"])
@@ -73,7 +74,8 @@ FALLBACK = ["void at::native::vectorized_elementwise_kernel<4, at::native::sigmo
     (PERSISTENT, "cuDNN persistent RNN kernel (RNN_blockPersist)"),
     (PERSISTENT_HMMA, "cuDNN persistent RNN kernel (RNN_blockPersist) with tensor cores (HMMA)"),
     (STANDARD, "cuDNN standard algorithm (a GEMM and elemWiseRNNcell per step)"),
-    (["aten::_cudnn_rnn", "cudnn::something_new<float>(int)"], "cuDNN (aten::_cudnn_rnn), algorithm not recognised from the kernel names"),
+    (["aten::_cudnn_rnn", "cudnn::something_new<float>(int)"],
+     "cuDNN (aten::_cudnn_rnn), algorithm not recognised from the kernel names"),
     (FALLBACK, "not cuDNN: no cuDNN RNN kernel ran"),
     (["void at::native::(anonymous namespace)::lstm_cell_forward<c10::BFloat16>(int)"],
      "not cuDNN: ATen fused LSTM cell kernels"),
@@ -97,10 +99,12 @@ def test_bad_step_count():
 
 def test_kineto_chatter_is_dropped_and_everything_else_on_stderr_passes(capfd):
     import os
+
     from bench.profiling import _without_kineto_noise
     with _without_kineto_noise():
         os.write(2, b"USDT:2026-11-29 01:46:32 8611:8611 SyncActivityProfilerHandler.cpp:39] profiler_start\n"
-                    b"ERROR:2026-11-29 01:46:32 8611:8611 DeviceProperties.cpp:56] gpuGetDeviceCount failed with code 35\n"
+                    b"ERROR:2026-11-29 01:46:32 8611:8611 DeviceProperties.cpp:56] "
+                    b"gpuGetDeviceCount failed with code 35\n"
                     b"a real warning from a kernel\n")
     err = capfd.readouterr().err
     assert "a real warning from a kernel" in err

@@ -8,11 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from results_factory import make_no_baseline_fixture, make_report_fixture  # noqa: E402
-
-from bench.analysis import report, results  # noqa: E402
-from bench.analysis.plots import backend_colors  # noqa: E402
+from bench.analysis import report, results
+from bench.analysis.plots import backend_colors
+from tests.fixtures.results_factory import make_no_baseline_fixture, make_report_fixture
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +83,8 @@ def test_memory_table_says_how_it_was_measured(sweep_dir):
     res = results.load(sweep_dir)
     table = res.summary("peak_memory_bytes")
     loop = rows_of(table, backend="loop", batch_size=32)
-    assert loop["mean"] == 150 * 2**20 and loop["ratio"] == pytest.approx(1.5) and loop["method"] == "cpu peak RSS growth"
+    assert loop["mean"] == 150 * 2**20 and loop["ratio"] == pytest.approx(1.5)
+    assert loop["method"] == "cpu peak RSS growth"
     text = (sweep_dir / "report.md").read_text()
     assert "| loop | 32 | 3 | 150.0 | 0.0 | cpu peak RSS growth | 1.50× |" in text
 
@@ -151,6 +150,7 @@ def test_cli_bad_directory_exits_2(tmp_path, capsys):
     assert "not a results directory" in err and "\n" not in err
 
 
+@pytest.mark.slow
 def test_report_never_imports_torch(sweep_dir):
     code = ("import sys; from bench.analysis import report, plots, compare; "
             f"report.write_report({str(sweep_dir)!r}); "
@@ -186,6 +186,7 @@ def test_an_efficiency_above_one_is_called_out(tmp_path):
 def test_a_category_value_without_an_ok_run_keeps_its_place_with_the_reason():
     """float16 on a CPU is skipped for every backend: the dtype scaling plot still shows it, labelled."""
     import pandas as pd
+
     from bench.analysis.plots import _absent_values
     runs = pd.DataFrame({"dtype": ["float32", "float16", "bfloat16", "float16"],
                          "status": ["ok", "skipped", "ok", "skipped"],
@@ -197,8 +198,9 @@ def test_a_category_value_without_an_ok_run_keeps_its_place_with_the_reason():
 
 def test_runs_from_two_machines_are_said_at_the_top(tmp_path):
     """Ray across nodes (or results copied together): the report must not rank machines as if they were backends."""
-    from results_factory import make_compare_fixture
     import pandas as pd
+
+    from tests.fixtures.results_factory import make_compare_fixture
     directory = make_compare_fixture(tmp_path, rng_seed=1)
     runs = pd.read_csv(directory / "runs.csv")
     runs["host"] = ["node-a" if backend == "cudnn" else "node-b" for backend in runs["backend"]]
@@ -212,6 +214,7 @@ def test_runs_from_two_machines_are_said_at_the_top(tmp_path):
 def test_a_curve_of_one_point_is_drawn_with_a_marker():
     """16 steps at curve_every 10 leave one point per run: a bare line through it draws nothing at all."""
     import pandas as pd
+
     from bench.analysis.plots import _curves, backend_colors
     curves = pd.DataFrame({"run_id": ["cudnn-0", "loop-0"], "step": [10, 10], "loss": [2.30, 2.31],
                            "elapsed_s": [11.9, 14.3], "backend": ["cudnn", "loop"], "seed": [0, 0], "point": ["", ""]})

@@ -6,38 +6,12 @@ import torch
 
 import bench.train
 import impls
-from bench import planning, rundir, run_command, runner, storage
-from bench import predictions
+from bench import planning, predictions, rundir, run_command, runner, storage
 from bench.config import from_dict
-from bench.data import Mnist
 from bench.executors import LocalExecutor
 from bench.peak import measure_peak
 from bench.schema import CURVE_COLUMNS, RUN_COLUMNS, STEP_COLUMNS
-
-
-def synthetic_mnist(train=400, test=200, seed=0) -> Mnist:
-    """Digit d lights up row 18 + d: learnable in a few steps, and shaped exactly like MNIST."""
-    g = torch.Generator().manual_seed(seed)
-
-    def split(n):
-        labels = torch.randint(0, 10, (n,), generator=g)
-        images = torch.randint(0, 40, (n, 28, 28), generator=g, dtype=torch.uint8)
-        images[torch.arange(n), 18 + labels] = 255
-        return images, labels
-
-    (train_x, train_y), (test_x, test_y) = split(train), split(test)
-    return Mnist(train_images=train_x, train_labels=train_y, test_images=test_x, test_labels=test_y, source="synthetic")
-
-
-class ExplodingLSTM(torch.nn.LSTM):
-    def forward(self, *args, **kwargs):
-        raise RuntimeError("kernel launch failed\nsecond line of detail")
-
-
-class NaNLSTM(torch.nn.LSTM):
-    def forward(self, x, hx=None):
-        out, state = super().forward(x, hx)
-        return out * float("nan"), state
+from tests.fixtures.synthetic import synthetic_mnist
 
 
 @pytest.fixture
@@ -47,18 +21,15 @@ def tiny():
                           isolate=False))
 
 
-@pytest.fixture
-def data():
-    return synthetic_mnist()
-
-
-def test_execute_writes_every_column_with_plausible_values(tmp_path, tiny, data):
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_execute_writes_every_column_with_plausible_values(tmp_path, tiny, synthetic_data):
     env = runner.start_env(tmp_path, {}, tiny, torch.device("cpu"), LocalExecutor(),
                            measure=lambda device, dtype: measure_peak(device, dtype, min_run_time=0.2))
     peaks = env["peak"]
     assert peaks["float32"]["gflops"] > 0 and storage.load_env(tmp_path)["peak"] == peaks
     assert env["config"] == tiny.to_dict() and [e["name"] for e in env["executors"]] == ["local"]
-    rows = runner.execute(tiny, tmp_path, torch.device("cpu"), data, peaks=peaks, log=lambda _: None)
+    rows = runner.execute(tiny, tmp_path, torch.device("cpu"), synthetic_data, peaks=peaks, log=lambda _: None)
     runs = storage.load_runs(tmp_path)
     assert list(runs.columns) == RUN_COLUMNS and len(rows) == len(runs) == 4
     by_backend = runs.set_index("backend")
@@ -102,10 +73,12 @@ def test_execute_writes_every_column_with_plausible_values(tmp_path, tiny, data)
     assert steps.groupby("backend").size().eq(3).all()  # 4 steps, 1 of them warm-up
 
 
-def test_bfloat16_on_cpu_runs_or_becomes_a_row(tmp_path, tiny, data):
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_bfloat16_on_cpu_runs_or_becomes_a_row(tmp_path, tiny, synthetic_data):
     config = tiny.replace(backends=("cudnn", "loop"), dtype="bfloat16", train_limit=300)  # the 6 steps a run needs
     planning.check_config(config, torch.device("cpu"))  # allowed on CPU now; float16 is not
-    runner.execute(config, tmp_path, torch.device("cpu"), data, log=lambda _: None)
+    runner.execute(config, tmp_path, torch.device("cpu"), synthetic_data, log=lambda _: None)
     runs = storage.load_runs(tmp_path).set_index("backend")
     assert set(runs.status) <= {"ok", "failed"} and (runs.dtype == "bfloat16").all()
     for backend, row in runs.iterrows():
@@ -115,39 +88,51 @@ def test_bfloat16_on_cpu_runs_or_becomes_a_row(tmp_path, tiny, data):
             assert 1e-4 < row.out_rel_err < 0.1 and 1e-4 < row.grad_rel_err < 1, backend
 
 
-def test_same_seed_same_curve(tmp_path, tiny, data):
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_same_seed_same_curve(tmp_path, tiny, synthetic_data):
     config = tiny.replace(backends=("loop",))
-    runner.execute(config, tmp_path / "a", torch.device("cpu"), data, log=lambda _: None)
-    runner.execute(config, tmp_path / "b", torch.device("cpu"), data, log=lambda _: None)
+    runner.execute(config, tmp_path / "a", torch.device("cpu"), synthetic_data, log=lambda _: None)
+    runner.execute(config, tmp_path / "b", torch.device("cpu"), synthetic_data, log=lambda _: None)
     a, b = storage.load_curves(tmp_path / "a"), storage.load_curves(tmp_path / "b")
     assert a.loss.tolist() == b.loss.tolist()
 
 
-def test_the_model_learns(tmp_path, data):
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_model_learns(tmp_path, synthetic_data):
     config = from_dict(dict(backends=("cudnn",), hidden_size=16, batch_size=20, epochs=4, lr=1e-2, warmup_steps=1,
                             eval_batch_size=100, device="cpu", isolate=False))
-    runner.execute(config, tmp_path, torch.device("cpu"), data, log=lambda _: None)
+    runner.execute(config, tmp_path, torch.device("cpu"), synthetic_data, log=lambda _: None)
     runs, curves = storage.load_runs(tmp_path), storage.load_curves(tmp_path)
     assert runs.test_accuracy.item() > 0.5
     assert curves.loss.iloc[-1] < curves.loss.iloc[0]
 
 
-def test_isolated_runs_match_in_process_runs(tmp_path, tiny, data):
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_isolated_runs_match_in_process_runs(tmp_path, tiny, synthetic_data):
     """A run in a worker process trains the same model: same seed, same curve; its memory starts clean."""
     config = tiny.replace(backends=("loop",))
-    runner.execute(config, tmp_path / "here", torch.device("cpu"), data, log=lambda _: None)
-    runner.execute(config.replace(isolate=True), tmp_path / "worker", torch.device("cpu"), data, log=lambda _: None)
+    runner.execute(config, tmp_path / "here", torch.device("cpu"), synthetic_data, log=lambda _: None)
+    runner.execute(config.replace(isolate=True), tmp_path / "worker", torch.device("cpu"), synthetic_data,
+                   log=lambda _: None)
     here, worker = storage.load_runs(tmp_path / "here"), storage.load_runs(tmp_path / "worker")
     assert worker.status.item() == "ok" and worker.peak_memory_bytes.item() > 0
     assert here.test_accuracy.item() == worker.test_accuracy.item()
-    assert storage.load_curves(tmp_path / "here").loss.tolist() == storage.load_curves(tmp_path / "worker").loss.tolist()
+    assert (storage.load_curves(tmp_path / "here").loss.tolist()
+            == storage.load_curves(tmp_path / "worker").loss.tolist())
 
 
-def test_failures_become_rows_and_the_others_finish(tmp_path, tiny, data, monkeypatch):
-    monkeypatch.setitem(impls.REGISTRY, "boom", impls.Backend(f"{__name__}:ExplodingLSTM", "lstm", "torch", "raises"))
-    monkeypatch.setitem(impls.REGISTRY, "nan", impls.Backend(f"{__name__}:NaNLSTM", "lstm", "torch", "NaN loss"))
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_failures_become_rows_and_the_others_finish(tmp_path, tiny, synthetic_data, monkeypatch):
+    monkeypatch.setitem(impls.REGISTRY, "boom",
+                        impls.Backend("tests.fixtures.synthetic:ExplodingLSTM", "lstm", "torch", "raises"))
+    monkeypatch.setitem(impls.REGISTRY, "nan",
+                        impls.Backend("tests.fixtures.synthetic:NaNLSTM", "lstm", "torch", "NaN loss"))
     config = tiny.replace(backends=("boom", "nan", "gru"))
-    runner.execute(config, tmp_path, torch.device("cpu"), data, log=lambda _: None)
+    runner.execute(config, tmp_path, torch.device("cpu"), synthetic_data, log=lambda _: None)
     runs = storage.load_runs(tmp_path).set_index("backend")
     assert runs.loc["boom", "status"] == "failed"
     assert runs.loc["boom", "error"] == "RuntimeError: kernel launch failed"
@@ -156,7 +141,9 @@ def test_failures_become_rows_and_the_others_finish(tmp_path, tiny, data, monkey
     assert set(storage.load_curves(tmp_path).backend) == {"gru"}
 
 
-def test_resume_runs_only_what_is_missing(tmp_path, tiny, data, monkeypatch):
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_resume_runs_only_what_is_missing(tmp_path, tiny, synthetic_data, monkeypatch):
     config = tiny.replace(backends=("cudnn", "loop", "gru"), seeds=(0, 1))
     real = bench.train.train_and_measure
     calls = []
@@ -173,28 +160,30 @@ def test_resume_runs_only_what_is_missing(tmp_path, tiny, data, monkeypatch):
 
     monkeypatch.setattr("bench.train.train_and_measure", killed_at_the_fourth)
     with pytest.raises(KeyboardInterrupt):
-        runner.execute(config, tmp_path, torch.device("cpu"), data, log=lambda _: None)
+        runner.execute(config, tmp_path, torch.device("cpu"), synthetic_data, log=lambda _: None)
     assert len(storage.load_runs(tmp_path)) == 3
     monkeypatch.setattr("bench.train.train_and_measure", real)
-    written = runner.execute(config, tmp_path, torch.device("cpu"), data, log=lambda _: None)
+    written = runner.execute(config, tmp_path, torch.device("cpu"), synthetic_data, log=lambda _: None)
     assert [(r["backend"], r["seed"]) for r in written] == [("loop", 1), ("gru", 0), ("gru", 1)]
     runs = storage.load_runs(tmp_path)
     assert len(runs) == 6 and runs.run_id.is_unique and (runs.status == "ok").all()
     curves = storage.load_curves(tmp_path)
     assert len(curves[curves.run_id == "loop-s1-b50-h8-l2-t28"]) == 2  # the orphan row is gone, the new ones stay
-    assert runner.execute(config, tmp_path, torch.device("cpu"), data, log=lambda _: None) == []
+    assert runner.execute(config, tmp_path, torch.device("cpu"), synthetic_data, log=lambda _: None) == []
 
 
 def test_sweep_plans_every_point(tiny):
     config = tiny.replace(backends=("loop", "gru"), seeds=(0, 1), sweep={"batch_size": [16, 32], "seq_len": [14, 28]})
     planned = planning.plan(config)
     assert len(planned) == 2 * 2 * 2 * 2
-    assert {(p.batch_size, p.seq_len, p.input_size) for _, _, p in planned} == {(16, 14, 56), (16, 28, 28), (32, 14, 56), (32, 28, 28)}
+    points = {(p.batch_size, p.seq_len, p.input_size) for _, _, p in planned}
+    assert points == {(16, 14, 56), (16, 28, 28), (32, 14, 56), (32, 28, 28)}
     assert len({planning.run_id(b, s, p) for b, s, p in planned}) == 16
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--backends", "cudnn,nope"], "unknown backend 'nope'; expected one of: cudnn, loop, triton, triton-step, gru, compiled, compiled-graphs, aten"),
+    (["--backends", "cudnn,nope"], "unknown backend 'nope'; expected one of: cudnn, loop, triton, triton-step, gru, "
+                                   "compiled, compiled-graphs, aten"),
     (["--hidden", "0"], "hidden_size must be a positive integer, got 0"),
     (["--batch-size", "-5"], "batch_size must be a positive integer"),
     (["--dtype", "float16", "--device", "cpu"], "dtype float16 needs a CUDA device"),
@@ -229,6 +218,7 @@ def test_missing_device(tmp_path, capsys):
     assert "device 'cuda' is not available" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # `bench run` starts its worker server (a process importing torch) before the refusal
 def test_data_that_cannot_be_had_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
     import bench.data
 
@@ -262,8 +252,8 @@ def test_cli_on_real_mnist(tmp_path, capsys):
     assert "resumed" in storage.load_env(out)
 
 
-def test_a_directory_in_use_is_refused(tmp_path, capsys, monkeypatch, data):
-    monkeypatch.setattr("bench.data.load_mnist", lambda root=None, quiet=True: data)
+@pytest.mark.slow  # `bench run` starts its worker server (a process importing torch) before the refusal
+def test_a_directory_in_use_is_refused(tmp_path, capsys, fake_mnist):
     out = tmp_path / "run"
     with rundir.lock(out):
         assert run_command.cli(["--backends", "cudnn", "--train-limit", "750", "--out", str(out)]) == 2
@@ -273,8 +263,10 @@ def test_a_directory_in_use_is_refused(tmp_path, capsys, monkeypatch, data):
         pass
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_compiled_records_compile_time_and_no_recompilation_after_the_first_step(tmp_path, monkeypatch):
-    """Issue 14: compile_s > 0 in the row, and the process-wide graph count stays put once training started
+    """compile_s > 0 in the row, and the process-wide graph count stays put once training started
     (230 images: four batches of 50 and a partial one of 30, which must not compile a new graph)."""
     import impls.compiled
     torch._dynamo.reset()  # graphs from earlier tests would be reused: this run must compile its own
@@ -303,6 +295,7 @@ def test_a_step_that_compiled_is_left_out_of_the_steady_state(monkeypatch):
     """A recompile in mid-run (Inductor's batch-size guard failing on a last partial batch: 34.8 s in a 96 ms/step
     run, measured on CPU) must not enter the step times or the throughput; it is counted instead."""
     import time
+
     import bench.train as train
     from bench.config import Config
     from bench.data import BatchLoader
@@ -327,5 +320,8 @@ def test_a_step_that_compiled_is_left_out_of_the_steady_state(monkeypatch):
     assert log.steady == [i for i in range(2, 13) if i != 6]
     row = train.step_metrics(log, curve_every=5)
     assert row["compiled_steps"] == 1
-    assert row["step_ms_p90"] < 300  # the slow step is not in the distribution
+    # The slow step is not in the distribution: the figures are of the steady steps only. (Structural, not a
+    # bound on milliseconds: on a busy machine an ordinary step can take longer than the planted 0.3 s.)
+    assert log.step_ms[6] >= 300
+    assert row["step_ms_p90"] == train.percentile([log.step_ms[i] for i in log.steady], 90)
     assert row["train_samples_per_s"] == pytest.approx(100 / (sum(log.step_ms[i] for i in log.steady) / 1e3))

@@ -43,6 +43,8 @@ print(meter.peak_bytes, meter.method, sep="|")
 """
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(400)
 @pytest.mark.skipif(not timing.reset_high_water_mark(), reason="no /proc/self/clear_refs peak reset here")
 def test_a_freed_200_mib_peak_is_seen_by_vmhwm():
     # In a fresh process, as the runner's workers are: a long-lived test process's own heap churn

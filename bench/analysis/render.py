@@ -133,5 +133,8 @@ def html(blocks: list[tuple], title: str) -> str:
 def text_table(header: list[str], rows: list[list[str]]) -> str:
     """Columns padded to their widest cell, for a terminal."""
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()  # noqa: E731
+
+    def line(r: list[str]) -> str:
+        return "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()
+
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])

@@ -14,7 +14,7 @@ give compare its p-values on per-run values, and the two-proportion z-test its f
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from scipy import stats

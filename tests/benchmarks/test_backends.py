@@ -47,7 +47,10 @@ SHAPES = {
     DEFAULT_SHAPE: Shape(batch=50, steps=28, input_size=28, hidden_size=64, num_layers=2),   # the default config
     "large-b256-h128": Shape(batch=256, steps=28, input_size=28, hidden_size=128, num_layers=2),
 }
-CASES = [pytest.param(shape, backend, id=f"{shape}-{backend}") for shape in SHAPES for backend in impls.names()]
+# Under plain pytest the default shape is the smoke test of every backend; the large one adds nothing to that
+# but seconds of CPU, so it is in the slow lane (make bench-ci times both).
+CASES = [pytest.param(shape, backend, id=f"{shape}-{backend}", marks=() if shape == DEFAULT_SHAPE else pytest.mark.slow)
+         for shape in SHAPES for backend in impls.names()]
 # Each test makes one untimed warm-up call itself; cap pytest-benchmark's warm-up (--benchmark-warmup=on)
 # at two more calls instead of as many as the timed rounds, which doubled a slow case's run time.
 WARMUP = pytest.mark.benchmark(warmup_iterations=2)

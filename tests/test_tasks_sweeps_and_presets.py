@@ -1,4 +1,4 @@
-"""Issue 15: pixel orders (tasks), gradient clipping, multi-axis sweeps with resume, named presets."""
+"""Pixel orders (tasks rows and permuted), gradient clipping, multi-axis sweeps with resume, named presets."""
 import json
 import subprocess
 import sys
@@ -10,7 +10,7 @@ import bench.train
 from bench import backends, experiments, planning, run_command, runner, storage
 from bench.config import from_dict
 from bench.data import BatchLoader, pixel_order
-from tests.test_runner import synthetic_mnist
+from tests.fixtures.synthetic import synthetic_mnist
 
 NO_RUN = dict(train_limit=300, batch_size=50, hidden_size=8, warmup_steps=1, eval_batch_size=100, curve_every=2,
               device="cpu", isolate=False)
@@ -28,6 +28,8 @@ def test_permuted_order_is_a_permutation_fixed_by_its_seed():
     assert pixel_order("rows", 5) is None                                  # reading order: nothing to gather
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 def test_permuted_order_is_the_same_in_another_process_whatever_its_global_rng():
     torch.manual_seed(123)  # the global RNG must not matter
     here = pixel_order("permuted", 7).tolist()
@@ -71,6 +73,8 @@ def test_loader_refuses_an_order_that_is_not_a_permutation():
 
 # ---------------------------------------------------------------- clipping
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_grad_clip_changes_training_and_is_recorded(tmp_path):
     data = synthetic_mnist()
     base = from_dict(NO_RUN | dict(backends=("loop",), lr=0.05))
@@ -97,6 +101,8 @@ def test_multi_axis_sweep_is_the_product_with_correct_keys():
     assert "loop-s0-b50-h8-l2-t28" in ids and "loop-s0-b50-h8-l2-t28-bfloat16-permuted0" in ids
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_a_dtype_the_device_cannot_do_is_a_skipped_row_in_a_sweep_and_refused_outright(tmp_path, capsys):
     config = from_dict(NO_RUN | dict(backends=("loop",), sweep={"dtype": ["float32", "float16"]}))
     planning.check_config(config, torch.device("cpu"))  # a sweep point is not bad input
@@ -106,6 +112,8 @@ def test_a_dtype_the_device_cannot_do_is_a_skipped_row_in_a_sweep_and_refused_ou
     assert "float16 needs a CUDA device" in rows[0]["error"]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_resume_across_a_multi_axis_sweep(tmp_path, monkeypatch):
     data = synthetic_mnist()
     config = from_dict(NO_RUN | dict(backends=("loop", "gru"), sweep={"task": ["rows", "permuted"],
@@ -132,8 +140,9 @@ def test_resume_across_a_multi_axis_sweep(tmp_path, monkeypatch):
     assert runner.execute(config, tmp_path, torch.device("cpu"), data, log=lambda _: None) == []
 
 
-def test_cli_sweep_of_text_axes_and_resume_with_its_saved_config(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("bench.data.load_mnist", lambda *a, **k: synthetic_mnist())
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_cli_sweep_of_text_axes_and_resume_with_its_saved_config(tmp_path, capsys, fake_mnist):
     out = tmp_path / "out"
     argv = ["--backends", "gru", "--train-limit", "300", "--hidden", "8", "--no-isolate", "--device", "cpu",
             "--warmup-steps", "1", "--sweep", "task=rows,permuted", "--sweep", "dtype=float32,bfloat16",
@@ -159,7 +168,7 @@ def test_each_preset_parses_and_validates(name):
     assert config.to_dict()  # a full config
 
 
-def test_the_presets_the_issue_asks_for():
+def test_presets_for_pixel_permuted_and_scaling_have_their_settings():
     assert {"smoke", "tutorial", "pixel", "permuted", "scaling-hidden", "scaling-batch"} <= set(experiments.names())
     assert from_dict(experiments.load("tutorial")) == from_dict({})
     permuted = from_dict(experiments.load("permuted"))
@@ -210,8 +219,9 @@ def test_unknown_preset_is_one_line_exit_2(tmp_path, capsys):
     assert err == "error: unknown experiment 'nope'; expected one of: " + ", ".join(experiments.names()) + "\n"
 
 
-def test_the_preset_a_run_started_from_is_saved_beside_its_results(tmp_path, monkeypatch):
-    monkeypatch.setattr("bench.data.load_mnist", lambda *a, **k: synthetic_mnist())
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_preset_a_run_started_from_is_saved_beside_its_results(tmp_path, fake_mnist):
     out = tmp_path / "out"
     argv = ["--experiment", "smoke", "--backends", "gru", "--train-limit", "300", "--hidden", "8", "--no-isolate",
             "--device", "cpu", "--warmup-steps", "1", "--out", str(out)]
