@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from import_graph import find_cycle, import_graph
+from tests.fixtures.import_graph import find_cycle, import_graph
 
 ROOT = Path(__file__).resolve().parent.parent
 
