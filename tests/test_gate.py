@@ -149,7 +149,7 @@ def test_a_planted_regression_fails_the_gate_and_an_unchanged_rerun_passes(tmp_p
     assert run_gate(storage, "--update") == 0
     bench_session(storage, sleep_ms=0)
     assert run_gate(storage) == 0, capsys.readouterr().out
-    bench_session(storage, sleep_ms=40)  # several times a step's time, in every backward
+    bench_session(storage, sleep_ms=250)  # a quarter second in every backward: several steps even on a loaded machine
     capsys.readouterr()
     assert run_gate(storage) == 1
     out = capsys.readouterr().out

@@ -200,7 +200,7 @@ def test_envinfo_records_the_commit_time(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["{tmp}/missing"], "no such directory"),
-    (["{tmp}/nothing-*"], "matches nothing"),
+    (["{tmp}/nothing-*"], "no results directory among"),
     (["{tmp}/empty"], "no results directory"),
     (["{tmp}/empty", "--ratio", "0.9"], "expected --ratio above 1"),
     (["{tmp}/empty", "--alpha", "2"], "expected --ratio above 1 and --alpha between 0 and 1"),
@@ -220,6 +220,12 @@ def test_a_globs_other_matches_are_listed_not_fatal(tmp_path):
     assert history.cli([str(tmp_path / "*"), "--out", str(tmp_path / "out")]) == 0
     text = (tmp_path / "out" / "history.md").read_text()
     assert "Left out:" in text and "README.md` (not a directory)" in text and "notes` (not a results directory" in text
+    # a glob that matches nothing (results/runs/* before the first run) is said, not fatal
+    # nor are a file the shell's own expansion brought along, or a glob it passed on unmatched
+    assert history.cli([str(tmp_path / "run"), str(tmp_path / "README.md"), str(tmp_path / "none-yet" / "*"),
+                        "--out", str(tmp_path / "o2")]) == 0
+    text = (tmp_path / "o2" / "history.md").read_text()
+    assert "none-yet/*` (matches nothing)" in text and "README.md` (not a directory)" in text
 
 
 def test_history_is_torch_free(planted):

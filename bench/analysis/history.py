@@ -67,16 +67,18 @@ class Source:
 # ---------------------------------------------------------------- loading
 
 def expand(patterns: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Directories named or matched, in order, each once; and (path, why) for glob matches left out.
-    A directory named literally that does not exist is bad input."""
+    """Directories named or matched, in order, each once; and (path, why) for glob matches left out and globs
+    that match nothing. A directory named literally that does not exist is bad input."""
     found, left_out = [], []
     for pattern in patterns:
         if glob.has_magic(pattern):
             matches = sorted(glob.glob(pattern))
-            if not matches:
-                raise HistoryError(f"{pattern}: matches nothing")
+            if not matches:  # `results/runs/*` before the first run: said, not fatal while others load
+                left_out.append((pattern, "matches nothing"))
             left_out += [(m, "not a directory") for m in matches if not Path(m).is_dir()]
             found += [Path(m) for m in matches if Path(m).is_dir()]
+        elif Path(pattern).is_file():  # the shell's expansion of results/reference/* brings the README along
+            left_out.append((pattern, "not a directory"))
         elif not Path(pattern).is_dir():
             raise HistoryError(f"{pattern}: no such directory")
         else:
