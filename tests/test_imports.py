@@ -35,25 +35,3 @@ def test_the_walk_finds_a_cycle_hidden_in_a_function(tmp_path):
     graph = import_graph(package)
     assert graph["pkg.b"] == {"pkg.sub.c"} and graph["pkg.sub.c"] == {"pkg.a"}
     assert set(find_cycle(graph)) == {"pkg.a", "pkg.b", "pkg.sub.c"}
-
-
-# What the torch-free analysis side may reach, transitively: itself and the harness's plain-data tables.
-ANALYSIS_MAY_IMPORT = {"bench", "bench.config", "bench.metrics", "bench.schema", "bench.storage", "bench.atomic",
-                       "bench.cliargs", "bench.predictions"}
-
-
-def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
-    seen, todo = set(), [start]
-    while todo:
-        for nxt in graph[todo.pop()] - seen:
-            seen.add(nxt)
-            todo.append(nxt)
-    return seen
-
-
-def test_history_reaches_only_the_analysis_side():
-    graph = import_graph(ROOT / "bench")
-    for module in ("bench.analysis.history", "bench.analysis.history_report", "bench.analysis.history_plots"):
-        outside = {m for m in reachable(graph, module)
-                   if not m.startswith("bench.analysis") and m not in ANALYSIS_MAY_IMPORT}
-        assert not outside, f"{module} reaches {sorted(outside)}"
