@@ -13,6 +13,10 @@ from pathlib import Path
 from bench.analysis import render
 from bench.atomic import atomic_write_text
 
+# kernels.csv's columns, in order (bench.kernels fills them, one row per kernel x pass x configuration x arch)
+COLUMNS = ("kernel", "backend", "pass", "dtype", "hidden", "batch", "steps", "tf32", "path", "arch", "num_warps",
+           "num_stages", "programs", "regs", "spill_bytes", "spill_load_bytes", "smem_bytes", "smem_limit",
+           "tensor_cores", "ptx_kb", "launchable", "why", "note", "variants")
 SHORT = {"lstm_seq_fwd_kernel": "seq fwd", "lstm_seq_bwd_kernel": "seq bwd",
          "lstm_step_fwd_kernel": "step fwd", "lstm_step_bwd_kernel": "step bwd"}
 TABLE = ("kernel", "backend", "pass", "dtype", "H", "B", "T", "tf32", "arch", "path", "warps", "stages", "regs",
@@ -108,7 +112,6 @@ def environment(args, seconds: float) -> dict:
 
 
 def write(out_dir: Path, rows: list[dict], args, seconds: float) -> None:
-    from bench.kernels import COLUMNS
 
     rows = sorted(rows, key=_order)
     env = environment(args, seconds)

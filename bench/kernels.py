@@ -36,9 +36,6 @@ BACKENDS = ("triton", "triton-step")
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 PASSES = ("forward", "backward", "inference")
 DEFAULT_ARCHS = (80, 86, 89, 90)
-COLUMNS = ("kernel", "backend", "pass", "dtype", "hidden", "batch", "steps", "tf32", "path", "arch", "num_warps",
-           "num_stages", "programs", "regs", "spill_bytes", "spill_load_bytes", "smem_bytes", "smem_limit",
-           "tensor_cores", "ptx_kb", "launchable", "why", "note", "variants")
 
 
 @dataclass(frozen=True)
