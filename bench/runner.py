@@ -21,10 +21,13 @@ from tqdm import tqdm
 import impls
 from bench import config as config_mod
 from bench import atomic, envinfo, executors, metrics, storage
+from bench.brief import one_line
 from bench.cliargs import OneLineParser, UsageError, parse
 from bench.config import Config
 from bench.executors import Cell, Failed
+from bench import preflight
 from bench.planning import check_config, dtype_unsupported, plan, plan_text, resolve_device, run_id
+from bench.preflight import check_baseline
 from bench.rundir import check_writable, lock, new_results_dir, point_latest
 from bench.schema import ENV_FILE, RUNS_FILE
 
@@ -170,11 +173,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace | int:
     parser.add_argument("--allow-failures", action="store_true",
                         help="exit 0 even when runs failed (default: exit 1 and say how many)")
     parser.add_argument("--report", action="store_true", help="write report.md/html and plots when done")
-    parser.add_argument("--baseline", default="cudnn", help="the report's ratio column: value / BACKEND's (default cudnn)")
+    parser.add_argument("--baseline", help="the report's ratio column: value / BACKEND's (default cudnn)")
+    parser.add_argument("--force", action="store_true",
+                        help="run a plan whose largest run is estimated not to fit the device's memory")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (backend x seed x sweep point) and exit; writes and downloads nothing")
     parser.add_argument("--executor", default="local", help="where cells run: local (default) | ray")
     parser.add_argument("--ray-address", dest="ray_address", help="Ray cluster to join (default: $RAY_ADDRESS, "
-                        "else a local cluster started for the run)")
+                        "else a private local cluster started for the run)")
+    parser.add_argument("--ray-connect-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="ray: give up joining or starting a cluster after this long (default 60)")
     parser.add_argument("--cell-cpus", type=int, dest="cell_cpus",
                         help="ray, CPU device: CPUs per cell (default: all of a node's, so cells never share one)")
     parser.add_argument("--retries", type=int, default=0,
@@ -191,6 +198,8 @@ def parse_sweep(items: list[str]) -> dict:
         axis = axis.strip()
         if axis not in config_mod.sweep_axes():
             raise UsageError(f"unknown sweep axis {axis!r}; expected one of: {', '.join(config_mod.sweep_axes())}")
+        if axis in sweep:  # the second would silently replace the first
+            raise UsageError(f"--sweep {axis} is given twice; list every value once: --sweep {axis}=V1,V2,...")
         read = config_mod.axis_type(axis)
         try:
             sweep[axis] = [read(v.strip()) for v in values.split(",")]
@@ -223,7 +232,7 @@ def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device]:
         if given:
             raise UsageError(f"--resume uses the saved config; drop {given[0]}")
         out_dir = Path(args.resume)
-        env = storage.load_env(out_dir)
+        env = preflight.saved_env(out_dir)
         if "config" not in env:
             raise UsageError(f"--resume {out_dir}: no {ENV_FILE} with a config; expected a directory written by `bench run`")
         saved = {k: v for k, v in env["config"].items() if k != "input_size"}
@@ -232,11 +241,13 @@ def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device]:
         stray = [b for b in config.backends if b not in saved["backends"]]
         if stray:
             raise UsageError(f"--resume --backends: {stray[0]!r} is not in the saved plan ({', '.join(saved['backends'])})")
+        preflight.check_resume(out_dir, config_mod.from_dict(saved))  # sound files, rows of this plan: before any run
+        check_baseline(args.baseline, saved["backends"])
     else:
         config = build_config(args)
         out_dir = Path(args.out).resolve() if args.out else new_results_dir()
-        if (out_dir / RUNS_FILE).exists():
-            raise UsageError(f"{out_dir} already holds results; use --resume {out_dir} or another --out")
+        preflight.check_fresh(out_dir)
+        check_baseline(args.baseline, config.backends)
     check_writable(out_dir)
     device = resolve_device(config.device)
     check_config(config, device)
@@ -250,15 +261,19 @@ def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device]:
 RESUME_KEYS = ("backends", "timeout")
 
 
-def write_env(out_dir: Path, config: Config, device: torch.device, experiment: str | None = None) -> None:
+def write_env(out_dir: Path, config: Config, device: torch.device, experiment: str | None = None,
+              warnings=()) -> None:
     """env.json: versions, hardware, the config in force, and the preset it started from (if any)."""
     env = storage.load_env(out_dir)
     allocator = worker_env() if config.isolate else {k: os.environ.get(k, "glibc default") for k in WORKER_ENV}
     now = envinfo.collect() | {"device": str(device), "config": config.to_dict(), "allocator_env": allocator}
     if experiment:
         now["experiment"] = experiment
+    if warnings:  # e.g. more threads than cores: the figures carry the reason
+        now["warnings"] = list(warnings)
     if env:  # a resume: keep the original provenance, and say what finished the run
-        env.setdefault("resumed", []).append({k: now[k] for k in ("timestamp", "git_commit", "torch", "torch_threads")})
+        env.setdefault("resumed", []).append({k: now[k] for k in ("timestamp", "git_commit", "torch", "torch_threads",
+                                                                  "warnings") if k in now})
     atomic.write_json(out_dir / ENV_FILE, env or now)
 
 
@@ -268,24 +283,28 @@ def cli(argv: list[str]) -> int:
         return args
     try:
         config, out_dir, device = prepare(args)
+        warnings = preflight.check_resources(config, device, force=args.force)
         executor = executors.create(args.executor, env=worker_env(), ray_address=args.ray_address,
-                                    timeout_s=config.timeout or None,
+                                    timeout_s=config.timeout or None, connect_timeout_s=args.ray_connect_timeout,
                                     cell_cpus=args.cell_cpus, retries=args.retries)
     except (UsageError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
     if args.dry_run:
         print(plan_text(config, out_dir, device))
         return 0
     try:
         with executor:  # local: the worker server imports torch while the data loads; ray: join or start a cluster
-            return run_with(executor, args, config, out_dir, device)
+            return run_with(executor, args, config, out_dir, device, warnings)
     except executors.ExecutorError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
 
 
-def run_with(executor, args: argparse.Namespace, config: Config, out_dir: Path, device: torch.device) -> int:
+def run_with(executor, args: argparse.Namespace, config: Config, out_dir: Path, device: torch.device,
+             warnings=()) -> int:
     from bench.data import DataError, load_mnist
     try:
         data = load_mnist(config.data_root, quiet=False)
@@ -298,29 +317,48 @@ def run_with(executor, args: argparse.Namespace, config: Config, out_dir: Path, 
         print(f"error: {error}", file=sys.stderr)
         return 2
     with held:  # closing the file releases the lock
+        try:  # again, now that no other run can write here: one may have finished while the data loaded
+            preflight.recheck_locked(out_dir, resume=bool(args.resume))
+        except UsageError as error:
+            print(f"error: {one_line(error)}", file=sys.stderr)
+            return 2
         try:
-            write_env(out_dir, config, device, args.experiment)
+            write_env(out_dir, config, device, args.experiment, warnings)
             if not (args.out or args.resume):  # a directory we named: RESULTS_ROOT/latest follows it
                 point_latest(out_dir)
             executors.record(out_dir, executor, device)
             if args.retry_failed:
                 print(f"retrying {storage.drop_failed(out_dir, config.backends)} failed run(s)")
-            print(f"results: {out_dir}  device: {device}  data: {data.source}  executor: {executor.name}")
+            print(f"results: {out_dir}  device: {device}  data: {data.source}  executor: {executor.name}"
+                  + (f" on {executor.cluster}" if getattr(executor, "cluster", "") else ""))
             started = time.perf_counter()
             for dtype, peak in ensure_peak(out_dir, config, device).items():
                 print(f"peak {dtype} GEMM on {device}: {peak['gflops']:,.1f} GFLOP/s"
                       + (f" ({peak['error']})" if "error" in peak else f" ({peak['shape']})"))
             execute(config, out_dir, device, data, executor=executor)
             print(f"done in {time.perf_counter() - started:.1f} s: {out_dir / RUNS_FILE}")
-            if args.report:
-                from bench.analysis.report import write_report
-                print(f"report: {write_report(out_dir, baseline=args.baseline)}")
         except OSError as error:  # a full disk, a vanished mount: rows already written stay as they are
             finished = len(storage.load_runs(out_dir)) if (out_dir / RUNS_FILE).exists() else 0
             print(f"error: cannot write to {out_dir}: {error.strerror or error}; its {finished} finished run(s) are "
                   f"intact: free the space and finish with --resume {out_dir}", file=sys.stderr)
             return 1
+        if args.report and not report_after_run(out_dir, args.baseline):
+            return 1
     return exit_status(out_dir, args.allow_failures)
+
+
+def report_after_run(out_dir: Path, baseline: str | None) -> bool:
+    """--report: the runs are all written; a report that cannot be written says how to write it later."""
+    from bench.analysis.report import write_report
+    from bench.analysis.results import ResultsError
+    try:
+        print(f"report: {write_report(out_dir, baseline=baseline)}")
+        return True
+    except (OSError, ResultsError) as error:
+        why = error.strerror or error if isinstance(error, OSError) else error
+        print(f"error: cannot write the report into {out_dir}: {one_line(why)}; every run is written: "
+              f"write it with `bench report {out_dir}`", file=sys.stderr)
+        return False
 
 
 def exit_status(out_dir: Path, allow_failures: bool) -> int:

@@ -76,7 +76,10 @@ def tables() -> list[Table]:
     """Read from the config and metric tables at call time: a metric added to bench.metrics is a known column."""
     columns = run_columns()
     per_step = {"run_id": "nonempty", "backend": "nonempty", "seed": "int", "step": "int"}
-    return [Table(RUNS_FILE, columns, REQUIRED_RUN_COLUMNS, ("run_id",), _run_kinds(columns)),
+    # a knob added after a file was written is filled with its default when the file is read (storage.load_runs)
+    filled = {name for name, f in config.fields().items() if f.metadata["column"] is True and not callable(f.default_factory)}
+    required = [c for c in REQUIRED_RUN_COLUMNS if c not in filled]
+    return [Table(RUNS_FILE, columns, required, ("run_id",), _run_kinds(columns)),
             Table(CURVES_FILE, CURVE_COLUMNS, CURVE_COLUMNS, ("run_id", "step"),
                   per_step | {"epoch": "int", "loss": "number", "elapsed_s": "number"}),
             Table(STEPS_FILE, STEP_COLUMNS, STEP_COLUMNS, ("run_id", "step"), per_step | {"step_ms": "number"})]
