@@ -1,4 +1,4 @@
-"""The CLI: python -m bench (or the `lstm-bench` script) {list,data,run,report,compare,bench-compare} ...
+"""The CLI: python -m bench (or the `lstm-bench` script) {list,data,run,report,compare,doctor,bench-compare} ...
 
 Each subcommand lives in its module as `cli(argv) -> exit code`; bad input exits 2 with one line.
 """
@@ -13,6 +13,7 @@ COMMANDS = {
     "run": ("bench.runner", "train backends on MNIST and record results"),
     "report": ("bench.analysis.report", "write report.md/html and plots for a results directory"),
     "compare": ("bench.analysis.compare", "compare results directory B against A"),
+    "doctor": ("bench.doctor", "list what is wrong with a results directory; repair what loses nothing"),
     "bench-compare": ("bench.microbench", "compare saved pytest-benchmark runs"),
 }
 

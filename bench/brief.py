@@ -8,7 +8,7 @@ from __future__ import annotations
 import reprlib
 
 VALUE_CHARS = 80    # a value quoted inside an error line
-LINE_CHARS = 500    # a whole error line
+LINE_CHARS = 800    # a whole error line (room for a few long paths)
 
 
 def cut(text: str, limit: int) -> str:

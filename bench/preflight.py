@@ -29,18 +29,25 @@ def check_resume(out_dir: Path, saved: Config) -> None:
     try:
         validate.ensure_sound(out_dir, plan=True)
     except validate.DamagedResults as error:
-        raise UsageError(f"--resume {out_dir}: {error}") from None
+        raise UsageError(f"--resume: {error}") from None
+    if problems := run_id_problems(out_dir, saved):
+        raise UsageError(f"--resume: {validate.refusal(out_dir, problems)}")
+
+
+def run_id_problems(out_dir: Path, saved: Config) -> list[validate.Problem]:
+    """Rows whose run_id is no run of the saved plan: --resume would not count them as done (and run their
+    cells again), and each would stay a run nobody planned."""
     path = out_dir / RUNS_FILE
     if not path.exists():
-        return
+        return []
     header, rows, _ = validate.check_table(path, next(t for t in validate.tables() if t.name == RUNS_FILE))
+    if header is None:
+        return []
     planned = {run_id(backend, seed, point) for backend, seed, point in plan(saved)}
     at = header.index("run_id")
-    for line, fields in rows:
-        if fields[at] not in planned:
-            raise UsageError(f"--resume {out_dir}: {path} line {line}: run {fields[at]!r} is not a run of the plan saved "
-                             f"in {ENV_FILE} (its name does not match its config columns); "
-                             f"`bench doctor {out_dir}` lists every problem")
+    return [validate.Problem(path, line, f"run {fields[at]!r} is not a run of the plan saved in {ENV_FILE} (its "
+                             "name does not match its config columns)", validate.PLAN)
+            for line, fields in rows if fields[at] not in planned]
 
 
 def saved_env(out_dir: Path) -> dict:

@@ -18,14 +18,13 @@ Torch-free: the analysis side imports this.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench import config, metrics
-from bench.brief import brief
+from bench.brief import brief, cut
 from bench.schema import (CURVE_COLUMNS, CURVES_FILE, ENV_FILE, REQUIRED_RUN_COLUMNS, RUNS_FILE, STEP_COLUMNS,
                           STEPS_FILE, run_columns)
 
@@ -177,26 +176,48 @@ def check_table(path: Path, table: Table) -> tuple[list[str] | None, list[tuple[
     return header, rows, found + problems
 
 
-def _read_rows(path: Path, text: str, table: Table):
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader)
-    except csv.Error as error:
-        return None, [], [Problem(path, 1, f"unreadable header: {error}")]
-    if problem := _header_problem(header, table):
-        return None, [], [Problem(path, 1, problem)]
-    rows, problems, seen, line = [], [], {}, 1
-    key_at = [header.index(k) for k in table.key]
-    while len(problems) < MANY:
+def lines_of(text: str) -> list[str]:
+    """The lines of complete text (ending in a newline), each with its newline: split on "\n" only, so that
+    line numbers here, in doctor and in a text editor agree (a stray "\r" is damage inside a line)."""
+    return [part + "\n" for part in text.split("\n")[:-1]]
+
+
+def records(text: str):
+    """(first line, last line, fields) of each CSV record of complete lines (a quoted field may span lines);
+    a record csv cannot parse ends the walk with csv.Error carrying its first line as `line`."""
+    lines = lines_of(text)
+    reader, line = csv.reader(iter(lines)), 0
+    while True:
         start = line + 1
         try:
             fields = next(reader)
         except StopIteration:
-            break
+            return
         except csv.Error as error:  # e.g. a field longer than csv's limit: the rest cannot be parsed reliably
-            problems.append(Problem(path, start, f"unreadable row: {error}"))
-            break
+            error.line = start
+            raise
         line = reader.line_num
+        yield start, line, fields
+
+
+def _read_rows(path: Path, text: str, table: Table):
+    walk = records(text)
+    try:
+        _, _, header = next(walk)
+    except (csv.Error, StopIteration) as error:
+        return None, [], [Problem(path, 1, f"unreadable header: {error}")]
+    if problem := _header_problem(header, table):
+        return None, [], [Problem(path, 1, problem)]
+    rows, problems, seen = [], [], {}
+    key_at = [header.index(k) for k in table.key]
+    while len(problems) < MANY:
+        try:
+            start, _, fields = next(walk)
+        except StopIteration:
+            break
+        except csv.Error as error:
+            problems.append(Problem(path, error.line, f"unreadable row: {error}"))
+            break
         if not fields:
             problems.append(Problem(path, start, "a blank line", DAMAGE, BLANK))
             continue
@@ -277,7 +298,7 @@ def plan_problems(path: Path, header: list[str], rows: list[tuple[int, list[str]
             if _norm(value) not in allowed:
                 shown = ", ".join(sorted(map(str, allowed), key=str)[:6]) or "nothing"
                 problems.append(Problem(path, line, f"run {brief(fields[header.index('run_id')], 60)} has {column} "
-                                        f"{brief(value, 40)}, not in the plan saved in env.json ({column}: {shown})",
+                                        f"{cut(value, 40)}, not in the plan saved in env.json ({column}: {shown})",
                                         PLAN))
                 break
     return problems

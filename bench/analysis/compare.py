@@ -48,6 +48,7 @@ from scipy.stats import mannwhitneyu, norm, ttest_ind
 
 from bench import config, metrics
 from bench.analysis import render
+from bench.brief import one_line
 from bench.cliargs import OneLineParser, parse
 from bench.analysis.results import Results, ResultsError, backend_order, load, metric_table, ok_runs, point_label, \
     step_samples, sweep_axes
@@ -380,11 +381,15 @@ def cli(argv: list[str]) -> int:
         threshold = parse_threshold(args.threshold)
         path, rows, status, diffs = write_compare(args.dir_a, args.dir_b, threshold, args.out)
     except (ResultsError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     except OSError as error:
-        print(f"error: cannot write compare.md: {error}", file=sys.stderr)
+        print(f"error: cannot write compare.md: {one_line(error)}", file=sys.stderr)
         return 2
+    sides = [load(d) for d in (args.dir_a, args.dir_b)]
+    for side, loaded in zip("AB", sides):
+        for warning in loaded.warnings:
+            print(f"warning: {side}: {warning}", file=sys.stderr)
     if diffs:
         print("Config/environment differences (A -> B): " + "; ".join(f"{k}: {va} -> {vb}" for k, va, vb in diffs))
     if hardware := hardware_differences(diffs):
@@ -392,7 +397,7 @@ def cli(argv: list[str]) -> int:
     for _, r in status.iterrows():
         print(f"{r['backend']}: {r['a']} in A, {r['b']} in B" + (f" ({r['reason']})" if r["reason"] else "")
               + (" REGRESSION" if r["regression"] else ""))
-    for side, backend, seed, point, why in missing_lines(*(load(d) for d in (args.dir_a, args.dir_b))):
+    for side, backend, seed, point, why in missing_lines(*sides):
         print(f"{side}: {backend} seed {seed}" + (f" ({point})" if point != "—" else "") + f": {why}")
     axes = [c for c in rows.columns if c in config.sweep_axes()]
     if len(rows):
