@@ -23,7 +23,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.brief import brief, one_line
+from bench.brief import brief, cut, one_line
 
 MNIST_PIXELS = 28 * 28
 INT64 = (-2**63, 2**63 - 1)      # what torch.manual_seed and a runs.csv column hold
@@ -367,7 +367,7 @@ def _parse(path: Path, text: str):
 
 
 def _file(path: Path) -> str:
-    return brief(str(path), 240)
+    return cut(repr(str(path)), 240)
 
 
 def _no_alias_loader():
