@@ -8,7 +8,9 @@ side and adds where the cell ran (host, device name, device UUID), the columns a
 needs to tell one machine's figures from another's.
 
 Ray: each cell is one task in a fresh worker process (max_calls=1), so memory starts clean and a
-crash stays contained. On CUDA a cell asks for one whole GPU; on CPU it asks for every CPU of the
+crash stays contained, and --timeout ends it as it ends a local worker (bench.ray_cluster.time_limit). Without
+--ray-address a private local cluster is started, whatever Ray state the machine holds; joining an address is
+bounded by --ray-connect-timeout (bench.ray_cluster.connect). On CUDA a cell asks for one whole GPU; on CPU it asks for every CPU of the
 smallest node (two measured cells never share cores), or --cell-cpus N to pack them (recorded in
 env.json). MNIST is loaded and verified once, by the driver, and reaches every node through Ray's
 object store (ray.put, about 55 MB): worker nodes need neither the network nor a data cache. The

@@ -387,9 +387,8 @@ def cli(argv: list[str]) -> int:
         print(f"error: cannot write compare.md: {one_line(error)}", file=sys.stderr)
         return 2
     sides = [load(d) for d in (args.dir_a, args.dir_b)]
-    for side, loaded in zip("AB", sides):
-        for warning in loaded.warnings:
-            print(f"warning: {side}: {warning}", file=sys.stderr)
+    for side, warning in ((side, w) for side, loaded in zip("AB", sides) for w in loaded.warnings):
+        print(f"warning: {side}: {warning}", file=sys.stderr)
     if diffs:
         print("Config/environment differences (A -> B): " + "; ".join(f"{k}: {va} -> {vb}" for k, va, vb in diffs))
     if hardware := hardware_differences(diffs):
