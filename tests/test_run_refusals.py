@@ -19,7 +19,10 @@ import impls
 from bench import doctor, estimate, preflight, runner, storage
 from bench.analysis import compare, report
 from bench.model import RowClassifier
-from test_runner import synthetic_mnist
+try:  # where the shared fixtures live once tests/ is a package; until then, beside the runner's tests
+    from tests.fixtures.synthetic import synthetic_mnist
+except ImportError:
+    from test_runner import synthetic_mnist
 
 TESTS = str(Path(__file__).resolve().parent)
 SMALL = ["--train-limit", "300", "--warmup-steps", "1", "--no-isolate", "--device", "cpu"]
@@ -42,9 +45,12 @@ def no_data(monkeypatch):
 DRIVER = r"""
 import os, sys, time
 from pathlib import Path
-sys.path.insert(0, sys.argv[1])
+sys.path[:0] = [sys.argv[1], str(Path(sys.argv[1]).parent)]
 import bench.data
-from test_runner import synthetic_mnist
+try:
+    from tests.fixtures.synthetic import synthetic_mnist
+except ImportError:
+    from test_runner import synthetic_mnist
 
 def held_load(root=None, *, quiet=True):
     # the data load of the second run, held until the test lets it go: the race made certain
@@ -218,6 +224,9 @@ def test_a_baseline_outside_the_plan_is_refused(tmp_path, capsys, no_data, finis
 
 @pytest.fixture
 def finished_fixture_dir(tmp_path):
-    sys.path.insert(0, str(Path(TESTS) / "fixtures"))
-    from results_factory import make_no_baseline_fixture
+    try:
+        from tests.fixtures.results_factory import make_no_baseline_fixture
+    except ImportError:
+        sys.path.insert(0, str(Path(TESTS) / "fixtures"))
+        from results_factory import make_no_baseline_fixture
     return make_no_baseline_fixture(tmp_path / "fixture")

@@ -18,7 +18,10 @@ import torch
 from bench import doctor, runner, storage, validate
 from bench.analysis import compare, report
 from bench.config import from_dict
-from test_runner import synthetic_mnist
+try:  # where the shared fixtures live once tests/ is a package; until then, beside the runner's tests
+    from tests.fixtures.synthetic import synthetic_mnist
+except ImportError:
+    from test_runner import synthetic_mnist
 
 CPU = torch.device("cpu")
 

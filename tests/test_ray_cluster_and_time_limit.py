@@ -27,9 +27,13 @@ SMALL = ["--backends", "gru", "--train-limit", "300", "--warmup-steps", "1", "--
 
 DRIVER = r"""
 import sys
-sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+sys.path[:0] = [sys.argv[1], str(Path(sys.argv[1]).parent)]
 import bench.data
-from test_runner import synthetic_mnist
+try:  # where the shared fixtures live once tests/ is a package; until then, beside the runner's tests
+    from tests.fixtures.synthetic import synthetic_mnist
+except ImportError:
+    from test_runner import synthetic_mnist
 bench.data.load_mnist = lambda root=None, quiet=True: synthetic_mnist()
 from bench import runner
 sys.exit(runner.cli(sys.argv[2:]))
