@@ -14,6 +14,7 @@ COMMANDS = {
     "report": ("bench.analysis.report", "write report.md/html and plots for a results directory"),
     "compare": ("bench.analysis.compare", "compare results directory B against A"),
     "history": ("bench.analysis.history", "results across commits and machines: regressions and improvements"),
+    "doctor": ("bench.doctor", "list what is wrong with a results directory; repair what loses nothing"),
     "bench-compare": ("bench.microbench", "compare saved pytest-benchmark runs"),
     "gpu-check": ("bench.gpu_check", "on a CUDA machine: kernel parity, what ran, and timings"),
     "kernels": ("bench.kernels", "compile the Triton kernels for sm_80/86/89/90 and tabulate their resources"),

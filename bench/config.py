@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import itertools
 import math
+import re
 import types
 import typing
 import json
@@ -22,9 +23,12 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from impls.registry import default_plan
+from bench.brief import brief, cut, one_line
 from bench.constants import IMAGE_PIXELS, IMAGE_SIDE
+from impls.registry import default_plan
 
+INT64 = (-2**63, 2**63 - 1)      # what torch.manual_seed and a runs.csv column hold
+MAX_FILE_BYTES = 64 << 10        # a config file is a few lines; anything near this is not one
 TASKS = ("rows", "permuted")   # pixel orders: bench/data/tasks.py (kept equal there)
 
 
@@ -106,52 +110,54 @@ class Config:
         for key in positive:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"config: {key} must be a positive integer, got {value!r}")
+                raise ValueError(f"config: {key} must be a positive integer, got {brief(value)}")
         for key in ("train_limit", "threads"):
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                raise ValueError(f"config: {key} must be a positive integer or unset, got {value!r}")
+                raise ValueError(f"config: {key} must be a positive integer or unset, got {brief(value)}")
         if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise ValueError(f"config: warmup_steps must be a non-negative integer, got {self.warmup_steps!r}")
+            raise ValueError(f"config: warmup_steps must be a non-negative integer, got {brief(self.warmup_steps)}")
         if not isinstance(self.tf32, bool):
-            raise ValueError(f"config: tf32 must be true or false, got {self.tf32!r}")
+            raise ValueError(f"config: tf32 must be true or false, got {brief(self.tf32)}")
         if self.timeout < 0:
-            raise ValueError(f"config: timeout must be 0 (no limit) or a positive number of seconds, got {self.timeout!r}")
+            raise ValueError(f"config: timeout must be 0 (no limit) or a positive number of seconds, got {brief(self.timeout)}")
         if not isinstance(self.isolate, bool):
-            raise ValueError(f"config: isolate must be true or false, got {self.isolate!r}")
+            raise ValueError(f"config: isolate must be true or false, got {brief(self.isolate)}")
         if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) or not self.lr > 0:
-            raise ValueError(f"config: lr must be a positive number, got {self.lr!r}")
+            raise ValueError(f"config: lr must be a positive number, got {brief(self.lr)}")
         if IMAGE_PIXELS % self.seq_len:
             raise ValueError(f"config: seq_len must divide {IMAGE_PIXELS} ({IMAGE_SIDE}x{IMAGE_SIDE} pixels), e.g. 14, "
                              f"28, 56, 112; got {self.seq_len}")
         if self.dtype not in ("float32", "float16", "bfloat16"):
-            raise ValueError(f"config: dtype must be one of float32, float16, bfloat16; got {self.dtype!r}")
+            raise ValueError(f"config: dtype must be one of float32, float16, bfloat16; got {brief(self.dtype)}")
         if self.task not in TASKS:
-            raise ValueError(f"config: task must be one of {', '.join(TASKS)}; got {self.task!r}")
+            raise ValueError(f"config: task must be one of {', '.join(TASKS)}; got {brief(self.task)}")
         if isinstance(self.permutation_seed, bool) or not isinstance(self.permutation_seed, int) \
                 or not 0 <= self.permutation_seed < 2**32:
-            raise ValueError(f"config: permutation_seed must be an integer in [0, 2**32), got {self.permutation_seed!r}")
+            raise ValueError(f"config: permutation_seed must be an integer in [0, 2**32), got {brief(self.permutation_seed)}")
         if self.grad_clip is not None and (isinstance(self.grad_clip, bool) or not isinstance(self.grad_clip, (int, float))
                                            or not self.grad_clip > 0):
-            raise ValueError(f"config: grad_clip must be a positive number or unset, got {self.grad_clip!r}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"config: device must be auto, cpu or cuda[:N]; got {self.device!r}")
+            raise ValueError(f"config: grad_clip must be a positive number or unset, got {brief(self.grad_clip)}")
+        if not re.fullmatch(r"auto|cpu|cuda(:[0-9]{1,4})?", self.device):  # torch.device would raise a traceback
+            raise ValueError(f"config: device must be auto, cpu or cuda[:N] (N a GPU index); got {brief(self.device)}")
         if not self.backends:
             raise ValueError("config: backends must name at least one backend")
         if not self.seeds:
             raise ValueError("config: seeds must hold at least one integer")
+        if outside := [seed for seed in self.seeds if not INT64[0] <= seed <= INT64[1]]:  # torch and runs.csv hold int64
+            raise ValueError(f"config: seeds must be 64-bit integers (from -2**63 to 2**63-1), got {brief(outside[0])}")
         if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"config: seeds must differ: {_twice(self.seeds)} is listed twice (the same seed twice is "
+            raise ValueError(f"config: seeds must differ: {brief(_twice(self.seeds))} is listed twice (the same seed twice is "
                              "the same run, not a second sample)")
         for axis, values in self.sweep.items():
             if axis not in sweep_axes():
-                raise ValueError(f"config: unknown sweep axis {axis!r}; expected one of: {', '.join(sweep_axes())}")
+                raise ValueError(f"config: unknown sweep axis {brief(axis)}; expected one of: {', '.join(sweep_axes())}")
             if not isinstance(values, (list, tuple)) or not values:
-                raise ValueError(f"config: sweep.{axis} must be a non-empty list of values, got {values!r}")
+                raise ValueError(f"config: sweep.{axis} must be a non-empty list of values, got {brief(values)}")
             for value in values:
                 self.replace(**{axis: value, "sweep": {}}).validate()
             if len(set(values)) != len(values):
-                raise ValueError(f"config: sweep.{axis} lists {_twice(values)} twice; each point runs once")
+                raise ValueError(f"config: sweep.{axis} lists {brief(_twice(values))} twice; each point runs once")
         return self
 
     def replace(self, **overrides) -> "Config":
@@ -293,7 +299,7 @@ def _as_list(key: str, value):
             try:
                 return tuple(int(v) for v in items)
             except ValueError:
-                raise ValueError(f"config: seeds must be integers, got {value!r}") from None
+                raise ValueError(f"config: seeds must be integers, got {brief(value)}") from None
         return tuple(items)
     return tuple(value) if isinstance(value, list | tuple) else value
 
@@ -302,46 +308,83 @@ def from_dict(overrides: dict, base: Config | None = None) -> Config:
     """A Config with `overrides` applied; unknown keys are an error, never silently ignored, and every
     value must have its field's declared type (one line naming the key, what it expects and what it got)."""
     known = fields()
+    if not_names := [key for key in overrides if not isinstance(key, str)]:  # YAML allows 1: or [a]: as keys
+        raise ValueError(f"config: every key must be a name such as hidden_size; got {brief(not_names[0])} "
+                         f"({type(not_names[0]).__name__})")
     unknown = sorted(set(overrides) - set(known))
     if unknown:
-        raise ValueError(f"config: unknown key(s) {', '.join(map(repr, unknown))}; expected some of: {', '.join(known)}")
+        shown = ", ".join(brief(key, 40) for key in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise ValueError(f"config: unknown key(s) {shown}; expected some of: {', '.join(known)}")
     hints = _types()
     values = {key: _as_list(key, value) if typing.get_origin(hints[key]) is tuple else value
               for key, value in overrides.items()}
     for key, value in values.items():
         if not _has_type(value, hints[key]):
-            raise ValueError(f"config: {key} must be {_type_words(hints[key])}, got {overrides[key]!r}")
+            raise ValueError(f"config: {key} must be {_type_words(hints[key])}, got {brief(overrides[key])}")
     return dataclasses.replace(base or Config(), **values).validate()
 
 
 def load_file(path: str | Path) -> dict:
-    """Keys from a TOML or YAML file (checked when applied with from_dict)."""
+    """Keys from a TOML, YAML or JSON file (checked when applied with from_dict). Whatever the file holds
+    ends in one line: no traceback, no value shown unbounded, no YAML alias expanded (a few hundred bytes
+    of nested aliases expand to gigabytes), no file read past MAX_FILE_BYTES."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"config file {str(path)!r} does not exist")
+        raise ValueError(f"config file {_file(path)} does not exist")
     if path.suffix not in (".toml", ".yaml", ".yml", ".json"):
-        raise ValueError(f"config file must end in .toml, .yaml, .yml or .json; got {path.name!r}")
+        raise ValueError(f"config file must end in .toml, .yaml, .yml or .json; got {brief(path.name)}")
     try:
-        text = path.read_text()
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ValueError(f"config file {_file(path)} holds {path.stat().st_size:,} bytes; a config file is "
+                             f"a few lines (at most {MAX_FILE_BYTES:,} bytes)")
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"config file {str(path)!r} cannot be read: {error}") from None
+        raise ValueError(f"config file {_file(path)} cannot be read: {error}") from None
+    data = _parse(path, text)
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {brief(path.name)} must hold a table of keys, got {type(data).__name__}")
+    return data
+
+
+def _parse(path: Path, text: str):
     import yaml
+    kind = {".toml": "TOML", ".json": "JSON"}.get(path.suffix, "YAML")
     try:
-        if path.suffix == ".toml":
-            data = tomllib.loads(text)
-        elif path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            data = yaml.safe_load(text) or {}
+        if kind == "TOML":
+            return tomllib.loads(text)
+        if kind == "JSON":
+            return json.loads(text)
+        return yaml.load(text, Loader=_no_alias_loader()) or {}
     except tomllib.TOMLDecodeError as error:  # its message ends "(at line N, column M)"
-        raise ValueError(f"config file {str(path)!r}: not valid TOML: {error}") from None
+        why = str(error)
     except json.JSONDecodeError as error:
-        raise ValueError(f"config file {str(path)!r}: not valid JSON at line {error.lineno}: {error.msg}") from None
+        raise ValueError(f"config file {_file(path)}: not valid JSON at line {error.lineno}: {error.msg}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        why = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ValueError(f"config file {str(path)!r}: not valid YAML{where}: {why}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"config file {path.name!r} must hold a table of keys, got {type(data).__name__}")
-    return data
+        raise ValueError(f"config file {_file(path)}: not valid YAML{where}: "
+                         f"{one_line(getattr(error, 'problem', None) or str(error), 200)}") from None
+    except RecursionError:
+        why = "nested too deeply"
+    except ValueError as error:  # e.g. an integer of more digits than Python converts
+        why = str(error)
+    raise ValueError(f"config file {_file(path)}: not valid {kind}: {one_line(why, 200)}")
+
+
+def _file(path: Path) -> str:
+    return cut(repr(str(path)), 240)
+
+
+def _no_alias_loader():
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        """yaml.safe_load without aliases: `*name` is refused where it is met, before anything expands."""
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a config file", mark)
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader

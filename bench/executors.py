@@ -9,7 +9,9 @@ columns a results directory needs to tell one machine's figures from another's; 
 into the row.
 
 Ray: each cell is one task in a fresh worker process (max_calls=1), so memory starts clean and a
-crash stays contained. On CUDA a cell asks for one whole GPU; on CPU it asks for every CPU of the
+crash stays contained, and --timeout ends it as it ends a local worker (bench.ray_cluster.time_limit). Without
+--ray-address a private local cluster is started, whatever Ray state the machine holds; joining an address is
+bounded by --ray-connect-timeout (bench.ray_cluster.connect). On CUDA a cell asks for one whole GPU; on CPU it asks for every CPU of the
 smallest node (two measured cells never share cores), or --cell-cpus N to pack them (recorded in
 env.json). MNIST is loaded and verified once, by the driver, and reaches every node through Ray's
 object store (ray.put, about 55 MB): worker nodes need neither the network nor a data cache. The
@@ -141,13 +143,16 @@ class LocalExecutor:
 
 # --- ray --------------------------------------------------------------------------------------------
 
-def _ray_cell(train, config: Config, backend: str, seed: int, data, device: torch.device, cpus: int):
-    """One Ray task: the worker side of a cell, on whatever node Ray chose."""
+def _ray_cell(train, config: Config, backend: str, seed: int, data, device: torch.device, cpus: int,
+              timeout_s: float | None = None):
+    """One Ray task: the worker side of a cell, on whatever node Ray chose, within the run's --timeout."""
+    from bench.ray_cluster import time_limit
     if config.threads is None:
         torch.set_num_threads(cpus)  # the CPUs this task asked for, no more, no fewer
     if device.type == "cuda":
         device = torch.device("cuda", 0)  # Ray sets CUDA_VISIBLE_DEVICES to the one GPU it granted
-    return run_cell(train, config, backend, seed, data, device)
+    with time_limit(timeout_s):
+        return run_cell(train, config, backend, seed, data, device)
 
 
 class RayExecutor:
@@ -156,10 +161,13 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, *, address: str | None = None, cell_cpus: int | None = None, retries: int = 0,
-                 env: dict[str, str] | None = None, train: str | Callable = TRAIN, num_cpus: int | None = None) -> None:
-        self.address = address or os.environ.get("RAY_ADDRESS") or None
+                 env: dict[str, str] | None = None, train: str | Callable = TRAIN, num_cpus: int | None = None,
+                 timeout_s: float | None = None, connect_timeout_s: float = 60.0) -> None:
+        self.address = address or None  # None: a private local cluster (create() reads $RAY_ADDRESS for the CLI)
         self.cell_cpus, self.retries, self.env, self.train = cell_cpus, retries, env or {}, train
         self.num_cpus = num_cpus  # for a cluster started here; None = every CPU of this machine
+        self.timeout_s, self.connect_timeout_s = timeout_s, connect_timeout_s
+        self.cluster = ""  # which cluster the run used, in words (ray_cluster.connect)
         self.nodes: list[dict] = []
         self._ray: Any = None  # the ray module, imported on entry (an optional dependency)
 
@@ -171,13 +179,12 @@ class RayExecutor:
         root = Path(__file__).resolve().parent.parent
         runtime_env = {"env_vars": dict(self.env),
                        "py_modules": [str(root / "bench"), str(root / "impls")]}
+        from bench import ray_cluster
         try:
-            if self.address:
-                ray.init(address=self.address, runtime_env=runtime_env, logging_level=logging.WARNING,
-                         log_to_driver=True)
-            else:
-                ray.init(num_cpus=self.num_cpus or os.cpu_count(), runtime_env=runtime_env,
-                         include_dashboard=False, logging_level=logging.WARNING)
+            self.cluster = ray_cluster.connect(ray, self.address, num_cpus=self.num_cpus, runtime_env=runtime_env,
+                                               timeout_s=self.connect_timeout_s)
+        except ray_cluster.ClusterError as error:
+            raise ExecutorError(f"ray: {error}") from None
         except Exception as error:
             hint = (" (a cluster with token authentication needs RAY_AUTH_MODE=token and its token; "
                     "see docs/cluster.md)" if self.address and "RAY_AUTH_MODE" not in os.environ else "")
@@ -206,7 +213,8 @@ class RayExecutor:
         cpus, gpus = self.resources(device or torch.device("cpu"))
         shared = (any(n["cpus"] >= 2 * cpus for n in self.nodes) if gpus == 0
                   else any(n["gpus"] >= 2 for n in self.nodes))
-        return {"name": self.name, "address": self.address or "a local cluster started for the run",
+        return {"name": self.name, "address": self.address or "a private local cluster started for the run",
+                "cluster": self.cluster, "timeout_s": self.timeout_s,
                 "nodes": self.nodes, "cell_cpus": cpus, "cell_gpus": gpus, "cells_may_share_node": shared,
                 "retries": self.retries, "data": "loaded and verified by the driver, shipped via ray.put"}
 
@@ -219,7 +227,7 @@ class RayExecutor:
         options = dict(num_cpus=cpus, num_gpus=gpus, max_retries=self.retries, retry_exceptions=False)
         data_ref = ray.put(data)  # once: every task reads it from the object store, on whichever node
         pending = {task.options(name=f"bench {cell.run_id}", **options).remote(
-                       self.train, cell.config, cell.backend, cell.seed, data_ref, device, cpus): cell
+                       self.train, cell.config, cell.backend, cell.seed, data_ref, device, cpus, self.timeout_s): cell
                    for cell in cells}
         try:
             while pending:
@@ -236,7 +244,8 @@ class RayExecutor:
             return ray.get(ref)
         except ray.exceptions.RayTaskError as error:  # the cell raised: its own message, as locally
             cause = error.cause if isinstance(error.cause, BaseException) else error
-            return Failed(one_line(cause))
+            from bench.ray_cluster import CellTimedOut
+            return Failed(str(cause) if isinstance(cause, CellTimedOut) else one_line(cause))
         except ray.exceptions.RayError as error:  # the worker or its node died, or Ray could not run it
             return Failed(f"ray worker died: {one_line(error)}")
 
@@ -244,18 +253,22 @@ class RayExecutor:
 # --- choosing one -----------------------------------------------------------------------------------
 
 def create(name: str, *, env: dict[str, str], ray_address: str | None = None, cell_cpus: int | None = None,
-           retries: int = 0, timeout_s: float | None = None) -> LocalExecutor | RayExecutor:
+           retries: int = 0, timeout_s: float | None = None, connect_timeout_s: float = 60.0) -> LocalExecutor | RayExecutor:
     """Checks the executor flags (ValueError, one line) and builds the executor; starts nothing.
-    `timeout_s` (config.timeout; None: no limit) bounds each local worker; Ray does not enforce it yet."""
+    `timeout_s` (config.timeout; None: no limit) bounds each cell, local or on Ray; `connect_timeout_s`
+    bounds joining a Ray cluster."""
     if name not in NAMES:
         raise ValueError(f"--executor must be one of: {', '.join(NAMES)}; got {name!r}")
     if retries < 0:
         raise ValueError(f"--retries must be 0 or more, got {retries}")
     if cell_cpus is not None and cell_cpus <= 0:
         raise ValueError(f"--cell-cpus must be a positive integer, got {cell_cpus}")
+    if not 0 < connect_timeout_s < float("inf"):
+        raise ValueError(f"--ray-connect-timeout must be a positive number of seconds, got {connect_timeout_s:g}")
     if name == "local":
         if ray_address or cell_cpus:
             raise ValueError("--ray-address and --cell-cpus need --executor ray")
         return LocalExecutor(env=env, retries=retries, timeout_s=timeout_s)
-    return RayExecutor(address=ray_address, cell_cpus=cell_cpus, retries=retries, env=env)
+    return RayExecutor(address=ray_address or os.environ.get("RAY_ADDRESS") or None, cell_cpus=cell_cpus,
+                       retries=retries, env=env, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s)
 

@@ -19,7 +19,8 @@ import torch
 
 import impls
 from bench import config as config_mod
-from bench import executors, runner, storage
+from bench import executors, preflight, runner, storage
+from bench.brief import one_line
 from bench.cliargs import OneLineParser, UsageError, parse
 from bench.config import Config
 from bench.constants import BASELINE
@@ -49,13 +50,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace | int:
     parser.add_argument("--allow-failures", action="store_true",
                         help="exit 0 even when runs failed (default: exit 1 and say how many)")
     parser.add_argument("--report", action="store_true", help="write report.md/html and plots when done")
-    parser.add_argument("--baseline", default=BASELINE,
-                        help=f"the report's ratio column: value / BACKEND's (default {BASELINE})")
+    parser.add_argument("--baseline", help=f"the report's ratio column: value / BACKEND's (default {BASELINE})")
+    parser.add_argument("--force", action="store_true",
+                        help="run a plan whose largest run is estimated not to fit the device's memory")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the plan (backend x seed x sweep point) and exit; writes and downloads nothing")
     parser.add_argument("--executor", default="local", help="where cells run: local (default) | ray")
     parser.add_argument("--ray-address", dest="ray_address", help="Ray cluster to join (default: $RAY_ADDRESS, "
-                        "else a local cluster started for the run)")
+                        "else a private local cluster started for the run)")
+    parser.add_argument("--ray-connect-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="ray: give up joining or starting a cluster after this long (default 60)")
     parser.add_argument("--cell-cpus", type=int, dest="cell_cpus",
                         help="ray, CPU device: CPUs per cell (default: all of a node's, so cells never share one)")
     parser.add_argument("--retries", type=int, default=0,
@@ -72,6 +76,8 @@ def parse_sweep(items: list[str]) -> dict:
         axis = axis.strip()
         if axis not in config_mod.sweep_axes():
             raise UsageError(f"unknown sweep axis {axis!r}; expected one of: {', '.join(config_mod.sweep_axes())}")
+        if axis in sweep:  # the second would silently replace the first
+            raise UsageError(f"--sweep {axis} is given twice; list every value once: --sweep {axis}=V1,V2,...")
         read = config_mod.axis_type(axis)
         try:
             sweep[axis] = [read(v.strip()) for v in values.split(",")]
@@ -120,13 +126,17 @@ def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device, dict]
         out_dir = Path(args.resume)
     else:
         out_dir = Path(args.out).resolve() if args.out else new_results_dir()
-    saved = storage.load_env(out_dir)
     if args.resume:
+        saved = preflight.saved_env(out_dir)
         config = resumed_config(args, saved, out_dir)
+        planned = config_mod.from_dict({k: v for k, v in saved["config"].items() if k not in config_mod.DERIVED})
+        preflight.check_resume(out_dir, planned)  # sound files, rows of this plan: before any run
+        preflight.check_baseline(args.baseline, planned.backends)
     else:
+        saved = storage.load_env(out_dir)
         config = build_config(args)
-        if (out_dir / RUNS_FILE).exists():
-            raise UsageError(f"{out_dir} already holds results; use --resume {out_dir} or another --out")
+        preflight.check_fresh(out_dir)
+        preflight.check_baseline(args.baseline, config.backends)
     check_writable(out_dir)
     device = resolve_device(config.device)
     check_config(config, device)
@@ -142,24 +152,28 @@ def cli(argv: list[str]) -> int:
         return args
     try:  # UsageError, and the ValueErrors of config, planning, rundir and executors: all bad input
         config, out_dir, device, saved = prepare(args)
+        warnings = preflight.check_resources(config, device, force=args.force)
         executor = executors.create(args.executor, env=runner.worker_env(), ray_address=args.ray_address,
-                                    timeout_s=config.timeout or None, cell_cpus=args.cell_cpus, retries=args.retries)
+                                    timeout_s=config.timeout or None, connect_timeout_s=args.ray_connect_timeout,
+                                    cell_cpus=args.cell_cpus, retries=args.retries)
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
     if args.dry_run:
         print(plan_text(config, out_dir, device))
         return 0
     try:
         with executor:  # local: the worker server imports torch while the data loads; ray: join or start a cluster
-            return run_with(executor, args, config, out_dir, device, saved)
+            return run_with(executor, args, config, out_dir, device, saved, warnings)
     except executors.ExecutorError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
 
 
 def run_with(executor, args: argparse.Namespace, config: Config, out_dir: Path, device: torch.device,
-             saved: dict) -> int:
+             saved: dict, warnings: list[str]) -> int:
     from bench.data import DataError, load_mnist
     try:
         data = load_mnist(config.data_root, quiet=False)
@@ -172,28 +186,48 @@ def run_with(executor, args: argparse.Namespace, config: Config, out_dir: Path, 
         print(f"error: {error}", file=sys.stderr)
         return 2
     with held:  # closing the file releases the lock
+        try:  # again, now that no other run can write here: one may have finished while the data loaded
+            preflight.recheck_locked(out_dir, resume=bool(args.resume))
+        except UsageError as error:
+            print(f"error: {one_line(error)}", file=sys.stderr)
+            return 2
         try:
             started = time.perf_counter()
-            env = runner.start_env(out_dir, saved, config, device, executor, experiment=args.experiment)
+            env = runner.start_env(out_dir, saved, config, device, executor, experiment=args.experiment,
+                                   warnings=warnings)
             if not (args.out or args.resume):  # a directory we named: RESULTS_ROOT/latest follows it
                 point_latest(out_dir)
             if args.retry_failed:
                 print(f"retrying {storage.drop_failed(out_dir, config.backends)} failed run(s)")
-            print(f"results: {out_dir}  device: {device}  data: {data.source}  executor: {executor.name}")
+            print(f"results: {out_dir}  device: {device}  data: {data.source}  executor: {executor.name}"
+                  + (f" on {executor.cluster}" if getattr(executor, "cluster", "") else ""))
             for dtype, peak in env["peak"].items():
                 print(f"peak {dtype} GEMM on {device}: {peak['gflops']:,.1f} GFLOP/s"
                       + (f" ({peak['error']})" if "error" in peak else f" ({peak['shape']})"))
             runner.execute(config, out_dir, device, data, peaks=env["peak"], executor=executor)
             print(f"done in {time.perf_counter() - started:.1f} s: {out_dir / RUNS_FILE}")
-            if args.report:
-                from bench.analysis.report import write_report
-                print(f"report: {write_report(out_dir, baseline=args.baseline)}")
         except OSError as error:  # a full disk, a vanished mount: rows already written stay as they are
             finished = len(storage.load_runs(out_dir)) if (out_dir / RUNS_FILE).exists() else 0
             print(f"error: cannot write to {out_dir}: {error.strerror or error}; its {finished} finished run(s) are "
                   f"intact: free the space and finish with --resume {out_dir}", file=sys.stderr)
             return 1
+        if args.report and not report_after_run(out_dir, args.baseline):
+            return 1
     return exit_status(out_dir, args.allow_failures)
+
+
+def report_after_run(out_dir: Path, baseline: str | None) -> bool:
+    """--report: the runs are all written; a report that cannot be written says how to write it later."""
+    from bench.analysis.report import write_report
+    from bench.analysis.results import ResultsError
+    try:
+        print(f"report: {write_report(out_dir, baseline=baseline)}")
+        return True
+    except (OSError, ResultsError) as error:
+        why = error.strerror or error if isinstance(error, OSError) else error
+        print(f"error: cannot write the report into {out_dir}: {one_line(why)}; every run is written: "
+              f"write it with `bench report {out_dir}`", file=sys.stderr)
+        return False
 
 
 def exit_status(out_dir: Path, allow_failures: bool) -> int:

@@ -113,7 +113,7 @@ def measure_peaks(config: Config, device: torch.device, have: dict, measure=None
 
 
 def start_env(out_dir: Path, saved: dict, config: Config, device: torch.device, executor, *,
-              experiment: str | None = None, measure=None) -> dict:
+              experiment: str | None = None, warnings: list[str] = (), measure=None) -> dict:
     """env.json at the start of `bench run`, written once. `saved` is what the directory held ({} for a new one;
     read once, by the caller). Versions, hardware, the config in force and the preset it started from (a
     resume keeps the first start's and adds what finished the run); this start's executor; the peak GEMM of
@@ -122,9 +122,11 @@ def start_env(out_dir: Path, saved: dict, config: Config, device: torch.device, 
     now = envinfo.collect() | {"device": str(device), "config": config.to_dict(), "allocator_env": allocator}
     if experiment:
         now["experiment"] = experiment
+    if warnings:  # e.g. more threads than cores: the figures carry the reason
+        now["warnings"] = list(warnings)
     env = dict(saved) or now
     if saved:  # a resume: keep the original provenance, and say what finished the run
-        finished_by = {k: now[k] for k in ("timestamp", "git_commit", "torch", "torch_threads")}
+        finished_by = {k: now[k] for k in ("timestamp", "git_commit", "torch", "torch_threads", "warnings") if k in now}
         env["resumed"] = [*env.get("resumed", []), finished_by]
     env["executors"] = [*env.get("executors", []), executor.describe(device)]  # a resume may use another
     new_peaks = measure_peaks(config, device, env.get("peak", {}), measure)

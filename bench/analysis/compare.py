@@ -48,6 +48,7 @@ from bench import config, metrics
 from bench.analysis import render, stats
 from bench.analysis.results import Results, ResultsError, at_point, backend_order, load, metric_table, ok_runs, \
     sweep_axes
+from bench.brief import one_line
 from bench.atomic import atomic_write_text
 from bench.cliargs import OneLineParser, parse
 from bench.constants import TEST_IMAGES
@@ -363,11 +364,14 @@ def cli(argv: list[str]) -> int:
         a, b = load(args.dir_a), load(args.dir_b)  # each directory read once
         path, rows, status, diffs = write_comparison(a, b, threshold, args.out)
     except (ResultsError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     except OSError as error:
-        print(f"error: cannot write compare.md: {error}", file=sys.stderr)
+        print(f"error: cannot write compare.md: {one_line(error)}", file=sys.stderr)
         return 2
+    sides = [load(d) for d in (args.dir_a, args.dir_b)]
+    for side, warning in ((side, w) for side, loaded in zip("AB", sides) for w in loaded.warnings):
+        print(f"warning: {side}: {warning}", file=sys.stderr)
     if diffs:
         print("Config/environment differences (A -> B): " + "; ".join(f"{k}: {va} -> {vb}" for k, va, vb in diffs))
     if hardware := hardware_differences(diffs):

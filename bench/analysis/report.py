@@ -20,6 +20,7 @@ import pandas as pd
 
 from bench import config, metrics
 from bench.analysis import headline, not_measured, render, results
+from bench.brief import one_line
 from bench.cliargs import OneLineParser, parse
 from bench.analysis.results import Results, ResultsError
 from bench.atomic import atomic_write_text
@@ -186,6 +187,8 @@ def build_blocks(res: Results, plot_files: dict[str, tuple[str, Path]], baseline
                         + (f"Sweep over {', '.join(axes)}; rows are grouped by backend and sweep point."
                            if axes else "No sweep axis varies; rows are grouped by backend.")))
 
+    for warning in res.warnings:  # rows outside env.json's plan: the reader must know what follows which
+        blocks.append(("p", f"**Warning:** {warning}."))
     if len(machines := res.machines) > 1:
         blocks.append(("p", f"**Runs from {len(machines)} machines** ({'; '.join(machines)}): step times and "
                             "throughput below compare machines as well as backends."))
@@ -350,11 +353,16 @@ def what_ran_blocks(res: Results) -> list[tuple]:
 
 # ---------------------------------------------------------------- entry points
 
-def write_report(directory: str | Path, baseline: str = BASELINE) -> Path:
-    """Writes DIR/report.md, DIR/report.html and DIR/plots/*.png; returns the report.md path."""
+def write_report(directory: str | Path, baseline: str | None = None) -> Path:
+    """Writes DIR/report.md, DIR/report.html and DIR/plots/*.png; returns the report.md path. A baseline
+    named by the caller must be among the directory's backends (ResultsError); None is BASELINE, if present."""
     from bench.analysis import plots  # matplotlib is slow to import; keep it out of `import bench.analysis.report`
 
     res = results.load(directory)
+    if baseline is not None and baseline not in res.backends:
+        raise ResultsError(f"--baseline {baseline!r}: no run of that backend in {directory} (its backends: "
+                           f"{', '.join(res.backends) or 'none'}); the ratio columns would be empty")
+    baseline = baseline or BASELINE
     plot_files = plots.write_plots(res, Path(directory) / "plots")
     blocks = build_blocks(res, plot_files, baseline)
     markdown_path = Path(directory) / "report.md"
@@ -366,15 +374,20 @@ def write_report(directory: str | Path, baseline: str = BASELINE) -> Path:
 def cli(argv: list[str]) -> int:
     parser = OneLineParser(prog="bench report", description="Write report.md, report.html and plots/ into DIR.")
     parser.add_argument("directory", help="a results directory written by `python -m bench run`")
-    parser.add_argument("--baseline", default=BASELINE,
-                        help=f"backend the ratio columns divide by (default {BASELINE})")
+    parser.add_argument("--baseline", help=f"backend the ratio columns divide by (default {BASELINE})")
     args = parse(parser, argv)
     if isinstance(args, int):
         return args
     try:
         path = write_report(args.directory, args.baseline)
     except ResultsError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
+    except OSError as error:  # a full disk: report.md and report.html are written whole or not at all
+        print(f"error: cannot write the report into {args.directory}: {one_line(error.strerror or error)}; "
+              f"the results are untouched: free the space and run `bench report {args.directory}` again", file=sys.stderr)
+        return 2
+    for warning in results.load(args.directory).warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {path} and {path.with_suffix('.html')} (plots in {path.parent / 'plots'})")
     return 0

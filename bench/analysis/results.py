@@ -13,13 +13,13 @@ beside ok, skipped and failed and listed with the runs that were not measured.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bench import config, metrics
+from bench import config, metrics, validate
 from bench.constants import BASELINE
 from bench.schema import RUN_COLUMNS, RUNS_FILE
 from bench.storage import load_curves, load_env, load_runs, load_steps
@@ -39,6 +39,8 @@ class Results:
     curves: pd.DataFrame   # curves.csv
     steps: pd.DataFrame    # steps.csv
     env: dict              # env.json ({} when missing)
+    warnings: list[str] = field(default_factory=list)  # what a reader should be told: rows outside env.json's plan
+
 
     @property
     def ok(self) -> pd.DataFrame:
@@ -102,17 +104,30 @@ def load(directory: str | Path) -> Results:
         if not (directory / RUNS_FILE).is_file() and "config" not in env:
             raise ResultsError(f"{directory}: not a results directory (no {RUNS_FILE}; "
                                "write one with `python -m bench run`)")
+        validate.ensure_sound(directory)  # a damaged file: one line naming file and line, no row read
         # a run killed (or still busy) before its first row: every planned cell is missing
         runs = load_runs(directory) if (directory / RUNS_FILE).is_file() else pd.DataFrame(columns=RUN_COLUMNS)
         curves, steps = load_curves(directory), load_steps(directory)
     except ResultsError:
         raise  # already says what is wrong; not "unreadable"
+    except validate.DamagedResults as error:
+        raise ResultsError(str(error)) from None
     except (ValueError, OSError, pd.errors.ParserError) as error:
         raise ResultsError(f"{directory}: unreadable results: {error}") from None
     # run_id joins runs to curves and steps; read as text everywhere so "7" and 7 are the same run.
     for frame in (runs, curves, steps):
         frame["run_id"] = frame["run_id"].astype(str)
-    return Results(directory, runs, curves, steps, env)
+    return Results(directory, runs, curves, steps, env, plan_warnings(found))
+
+
+def plan_warnings(problems: list) -> list[str]:
+    """One line about rows that do not fit the plan in env.json (its settings and its "not run" list then
+    describe another run than the rows do); nothing when they all fit."""
+    outside = [p for p in problems if p.severity == validate.PLAN]
+    if not outside:
+        return []
+    return [f"{len(outside)} row(s) do not fit the plan saved in env.json, first {outside[0]}: the settings and "
+            "the runs listed as not run follow env.json, the tables follow the rows"]
 
 
 # ---------------------------------------------------------------- on frames (compare mixes two directories)
