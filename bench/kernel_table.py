@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import platform
 from pathlib import Path
 
@@ -64,7 +65,8 @@ def _is_default(row: dict) -> bool:
 
 def blocks(rows: list[dict], env: dict) -> list[tuple]:
     failed = [r for r in rows if not r["launchable"]]
-    notes = sorted({f"{r['arch']}, {r['dtype']} H={r['hidden']}: {r['note']}" for r in rows if r.get("note")})
+    notes = sorted({f"{r['arch']}, {r['dtype']}{' tf32' if r['tf32'] else ''} H={r['hidden']}: {r['note']}"
+                    for r in rows if r.get("note")})
     limits = ", ".join(f"sm_{a} {b:,} B" for a, b in env["smem_limits"].items())
     out: list[tuple] = [
         ("h1", "Triton kernels compiled ahead of time"),
@@ -108,7 +110,8 @@ def environment(args, seconds: float) -> dict:
                           if args.smem_limit else []))
     return {"command": command, "triton": triton.__version__, "ptxas": get_ptxas(80).version,
             "torch": torch.__version__, "python": platform.python_version(), "git_commit": commit,
-            "smem_limits": limits, "seconds": seconds, "backends": list(args.backends), "passes": list(args.passes)}
+            "smem_limits": limits, "seconds": seconds, "jobs": args.jobs, "cpu_count": os.cpu_count(),
+            "backends": list(args.backends), "passes": list(args.passes)}
 
 
 def write(out_dir: Path, rows: list[dict], args, seconds: float) -> None:
