@@ -104,7 +104,7 @@ def load(directory: str | Path) -> Results:
         if not (directory / RUNS_FILE).is_file() and "config" not in env:
             raise ResultsError(f"{directory}: not a results directory (no {RUNS_FILE}; "
                                "write one with `python -m bench run`)")
-        validate.ensure_sound(directory)  # a damaged file: one line naming file and line, no row read
+        found = validate.ensure_sound(directory)  # a damaged file: one line naming file and line, no row read
         # a run killed (or still busy) before its first row: every planned cell is missing
         runs = load_runs(directory) if (directory / RUNS_FILE).is_file() else pd.DataFrame(columns=RUN_COLUMNS)
         curves, steps = load_curves(directory), load_steps(directory)
