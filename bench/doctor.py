@@ -25,6 +25,7 @@ from bench import validate
 from bench.atomic import atomic_write_text
 from bench.brief import one_line
 from bench.cliargs import OneLineParser, UsageError, parse
+from bench.rundir import ResultsDirError
 from bench.schema import ENV_FILE
 
 SHOWN = 40  # problems printed one per line; the rest are counted
@@ -45,7 +46,7 @@ def cli(argv: list[str]) -> int:
         return 2
     try:
         return examine(directory, repair=not args.dry_run, drop_bad=args.drop_bad_lines)
-    except UsageError as error:
+    except (UsageError, ResultsDirError) as error:  # a run holds the directory's lock
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
 
