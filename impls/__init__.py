@@ -3,6 +3,12 @@
     impls.build("loop", input_size=28, hidden_size=64, num_layers=2)  -> nn.Module like torch.nn.LSTM
     impls.names()                                                    -> ["cudnn", "loop", "triton", "gru", ...]
     impls.availability("triton", "cpu")                              -> Availability(ok=False, reason=...)
+    impls.availability("loop", "cpu", bidirectional=True, packing="packed")   -> Availability(ok=True, ...)
+
+Beyond nn.LSTM's six basic options, each backend declares which of impls.registry.SURFACE it does
+(`supports`): bidirectional, proj_size, PackedSequence input ("packed"), padded input with
+`lengths=` ("lengths"). Asking for anything else is a skipped row from `availability` and a one-line
+ValueError from `build`, never a wrong answer.
 
 Factories are "module:attribute" strings imported on first use, so asking for `cudnn` never
 imports Triton, and importing this package imports no torch: the table is plain data (impls.registry),
@@ -17,13 +23,14 @@ import shutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from impls.registry import BASELINE, REGISTRY, Backend, default_plan, names, spec
+from impls.registry import BASELINE, PACKINGS, REGISTRY, SURFACE, Backend, default_plan, missing_options, names, spec
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["BASELINE", "REGISTRY", "Availability", "Backend", "availability", "build", "default_plan", "names", "spec"]
+__all__ = ["BASELINE", "PACKINGS", "REGISTRY", "SURFACE", "Availability", "Backend", "availability", "build", "default_plan",
+           "missing_options", "names", "spec"]
 
 
 @dataclass(frozen=True)
@@ -32,10 +39,15 @@ class Availability:
     reason: str  # why not, when not ok; what will run, when ok
 
 
-def availability(name: str, device: torch.device | str = "cpu", *, purpose: str = "bench") -> Availability:
-    """Whether backend `name` can run on `device` for `purpose` ("bench" or "test"), and why (not)."""
+def availability(name: str, device: torch.device | str = "cpu", *, purpose: str = "bench",
+                 bidirectional: bool = False, proj_size: int = 0, packing: str = "none") -> Availability:
+    """Whether backend `name` can run on `device` for `purpose` ("bench" or "test") with these options
+    (packing: one of PACKINGS), and why (not). A missing option is reported before any device reason."""
     import torch
 
+    missing = missing_options(name, bidirectional=bidirectional, proj_size=proj_size, packing=packing)
+    if missing:
+        return Availability(False, missing)
     backend, device = spec(name), torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         return Availability(False, "CUDA was asked for but torch.cuda.is_available() is False")
@@ -76,11 +88,16 @@ def _inductor_availability(device: torch.device) -> Availability:
 
 def build(name: str, input_size: int, hidden_size: int, num_layers: int = 1, *,
           batch_first: bool = True, **options) -> nn.Module:
-    """A backend module with torch.nn.LSTM's (or, for `gru`, nn.GRU's) constructor and forward."""
+    """A backend module with torch.nn.LSTM's (or, for `gru`, nn.GRU's) constructor and forward (plus
+    `lengths=` for padded input where `supports` has it). An option the backend lacks is a ValueError."""
     from impls.base import check_sizes
 
     backend = spec(name)
     check_sizes(input_size, hidden_size, num_layers)
+    missing = missing_options(name, bidirectional=options.get("bidirectional", False),
+                              proj_size=options.get("proj_size", 0))
+    if missing:
+        raise ValueError(missing)
     module_name, attribute = backend.factory.split(":")
     cls = getattr(importlib.import_module(module_name), attribute)
     return cls(input_size, hidden_size, num_layers, batch_first=batch_first, **options)

@@ -34,6 +34,6 @@ def cudnn_disabled():
 
 
 class AtenLSTM(CudnnLSTM):
-    def forward(self, input, hx=None):
+    def forward(self, input, hx=None, lengths=None):
         with cudnn_disabled():
-            return super().forward(input, hx)
+            return super().forward(input, hx, lengths)

@@ -1,6 +1,6 @@
 """Reference LSTM math as pure functions, one named line per gate.
 
-Legend: B batch, H hidden size, G = 4H gate pre-activations in nn.LSTM's order (i, f, g, o).
+Legend: B batch, H hidden size, H_out = proj_size or H, G = 4H gate pre-activations in nn.LSTM's order (i, f, g, o).
 Kernels are checked against these; the `loop` backend runs them directly.
 """
 from __future__ import annotations
@@ -20,9 +20,12 @@ def lstm_pointwise(gates: torch.Tensor, c_prev: torch.Tensor):
     return h, c
 
 
-def lstm_cell(x_proj: torch.Tensor, h_prev: torch.Tensor, c_prev: torch.Tensor, w_hh: torch.Tensor):
-    """One step. x_proj (B, G) is the input projection with both biases already added; w_hh (G, H)."""
-    return lstm_pointwise(x_proj + h_prev @ w_hh.t(), c_prev)
+def lstm_cell(x_proj: torch.Tensor, h_prev: torch.Tensor, c_prev: torch.Tensor, w_hh: torch.Tensor,
+              w_hr: torch.Tensor | None = None):
+    """One step. x_proj (B, G) is the input projection with both biases already added; h_prev (B, H_out),
+    c_prev (B, H), w_hh (G, H_out); w_hr (H_out, H) projects h down to proj_size (None: H_out = H)."""
+    h, c = lstm_pointwise(x_proj + h_prev @ w_hh.t(), c_prev)
+    return (h, c) if w_hr is None else (h @ w_hr.t(), c)
 
 
 def input_projection(x: torch.Tensor, w_ih: torch.Tensor, b_ih, b_hh) -> torch.Tensor:

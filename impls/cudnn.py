@@ -1,10 +1,14 @@
-"""`cudnn`: torch.nn.LSTM itself (cuDNN on CUDA, ATen's native kernel on CPU), with the shared checks."""
+"""`cudnn`: torch.nn.LSTM itself (cuDNN on CUDA, ATen's native kernel on CPU), with the shared checks.
+
+nn.LSTM has the whole surface (bidirectional, proj_size, PackedSequence); `lengths=` on padded input
+is packed here, since packing is the only way nn.LSTM skips padding: that cost is what it measures.
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from impls.base import check_input, check_sizes, split_state
+from impls.base import check_sizes, check_surface, checked_torch_forward
 
 
 def cudnn_used(device: torch.device | str) -> bool:
@@ -16,10 +20,10 @@ def cudnn_used(device: torch.device | str) -> bool:
 class CudnnLSTM(nn.LSTM):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, **kwargs) -> None:
         check_sizes(input_size, hidden_size, num_layers)
+        check_surface(type(self).__name__, hidden_size, kwargs.get("bidirectional", False), kwargs.get("proj_size", 0))
         super().__init__(input_size, hidden_size, num_layers, **kwargs)
 
-    def forward(self, input, hx=None):
-        who = type(self).__name__
-        batched = check_input(input, self.input_size, self.batch_first, who)
-        split_state(hx, self.num_layers, self.hidden_size, input, batched, 0 if self.batch_first else 1, who)
-        return super().forward(input, hx)
+    def forward(self, input, hx=None, lengths=None):
+        """nn.LSTM's forward; `lengths` (B ints, best on the CPU) marks padded input's true lengths."""
+        widths = {"h_0": self.proj_size or self.hidden_size, "c_0": self.hidden_size}
+        return checked_torch_forward(self, super().forward, input, hx, lengths, widths)

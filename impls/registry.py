@@ -12,6 +12,11 @@ from dataclasses import dataclass
 
 BASELINE = "cudnn"  # every ratio divides by it: torch.nn.LSTM as shipped (cuDNN on CUDA)
 
+# Beyond nn.LSTM's six basic options, what a backend may declare it does: bidirectional, proj_size,
+# PackedSequence input ("packed"), padded input with `lengths=` ("lengths").
+SURFACE = frozenset({"bidirectional", "proj_size", "packed", "lengths"})
+PACKINGS = ("none", "packed", "lengths")  # padded full-length input; PackedSequence; padded input with lengths=
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -21,6 +26,7 @@ class Backend:
                    # "inductor" is torch.compile: a C++ compiler on CPU, Triton on CUDA
     summary: str
     cuda_only: str = ""  # why it is skipped on CPU, for backends that only mean something on CUDA
+    supports: frozenset = frozenset()  # which of SURFACE it does; LSTMBase subclasses say the same in theirs
     color: str = ""      # its colour in every plot; "" = one picked from its name (bench.analysis.figures)
     in_default_plan: bool = True  # run by a plain `bench run` (config.backends' default)
 
@@ -32,25 +38,25 @@ class Backend:
 
 REGISTRY: dict[str, Backend] = {
     "cudnn":  Backend("impls.cudnn:CudnnLSTM", "lstm", "torch", "torch.nn.LSTM: cuDNN on CUDA, ATen's kernel on CPU",
-                      color="#1f77b4"),
+                      supports=SURFACE, color="#1f77b4"),
     "loop":   Backend("impls.loop:LoopLSTM", "lstm", "torch", "PyTorch cell loop, one step at a time, gate by gate",
-                      color="#ff7f0e"),
+                      supports=SURFACE, color="#ff7f0e"),
     "triton": Backend("impls.triton_lstm:TritonLSTM", "lstm", "triton",
                       "one persistent Triton kernel per layer and pass: all T steps in one launch, W_hh resident",
-                      color="#2ca02c"),
+                      color="#2ca02c"),  # supports nothing of SURFACE yet: lengths and directions in the kernel are to come
     "triton-step": Backend("impls.triton_step:TritonStepLSTM", "lstm", "triton",
                            "per step: cuBLAS h@W_hh + one fused Triton gate kernel (two launches a step)",
                            color="#6b6ecf"),
-    "gru":    Backend("impls.gru:TorchGRU", "gru", "torch", "torch.nn.GRU, the baseline", color="#9467bd"),
+    "gru":    Backend("impls.gru:TorchGRU", "gru", "torch", "torch.nn.GRU, the baseline", supports=frozenset({"bidirectional", "packed", "lengths"}), color="#9467bd"),
     "compiled": Backend("impls.compiled:CompiledLSTM", "lstm", "inductor",
-                        "the loop backend under torch.compile (Inductor, default mode)", color="#8ca252"),
+                        "the loop backend under torch.compile (Inductor, default mode)", supports=SURFACE, color="#8ca252"),
     "compiled-graphs": Backend("impls.compiled:CompiledGraphsLSTM", "lstm", "inductor",
                                "the loop backend under torch.compile(mode='reduce-overhead'): CUDA graphs",
                                cuda_only="CUDA graphs exist only on CUDA; on CPU mode='reduce-overhead' "
-                                         "compiles the same code as `compiled`", color="#8c564b"),
+                                         "compiles the same code as `compiled`", supports=SURFACE, color="#8c564b"),
     "aten":   Backend("impls.aten:AtenLSTM", "lstm", "torch", "torch.nn.LSTM with cuDNN disabled: ATen's own kernels",
                       cuda_only="on CPU torch.nn.LSTM never uses cuDNN, so `aten` is the same code path as `cudnn`; "
-                                "skipped so the report does not show the same number twice", color="#ad494a"),
+                                "skipped so the report does not show the same number twice", supports=SURFACE, color="#ad494a"),
 }
 
 
@@ -68,3 +74,23 @@ def spec(name: str) -> Backend:
 def default_plan() -> tuple[str, ...]:
     """The backends a plain `bench run` trains, in registry order."""
     return tuple(name for name, backend in REGISTRY.items() if backend.in_default_plan)
+
+
+def describe(supports) -> str:
+    return ", ".join(sorted(supports)) or "none of " + ", ".join(sorted(SURFACE))
+
+
+def missing_options(name: str, *, bidirectional: bool = False, proj_size: int = 0, packing: str = "none") -> str:
+    """Why backend `name` cannot run with these options ("" when it can): one line naming what it lacks."""
+    backend = spec(name)
+    if packing not in PACKINGS:
+        raise ValueError(f"packing must be one of {', '.join(PACKINGS)}, got {packing!r}")
+    wanted = {"bidirectional": bidirectional, "proj_size": proj_size, packing: packing != "none"}
+    lacking = [option for option, used in wanted.items() if used and option not in backend.supports]
+    if not lacking:
+        return ""
+    asked = {"bidirectional": "bidirectional=True", "proj_size": f"proj_size={proj_size}",
+             "packed": "PackedSequence input (packing=packed)", "lengths": "padded input with lengths= (packing=lengths)"}
+    if backend.family == "gru" and "proj_size" in lacking:
+        return "nn.GRU has no proj_size (a projection is an LSTM option)"
+    return f"{name} does not support {' or '.join(asked[o] for o in lacking)} yet (it supports: {describe(backend.supports)})"

@@ -57,9 +57,9 @@ def test_wrong_feature_size_names_the_expected_size(name):
 def test_wrong_state_shape_names_the_expected_shape(name):
     module = impls.build(name, 5, 4, 3)
     good = torch.zeros(3, 2, 4)
-    with pytest.raises(ValueError, match=r"h_0 must have shape \(L, B, H\) = \(3, 2, 4\), got \(1, 2, 4\)"):
+    with pytest.raises(ValueError, match=r"h_0 must have shape \(dirs\*L, B, H_out\) = \(3, 2, 4\), got \(1, 2, 4\)"):
         module(torch.randn(2, 7, 5), (torch.zeros(1, 2, 4), good))
-    with pytest.raises(ValueError, match=r"c_0 must have shape \(L, B, H\) = \(3, 2, 4\), got \(3, 2, 5\)"):
+    with pytest.raises(ValueError, match=r"c_0 must have shape \(dirs\*L, B, H\) = \(3, 2, 4\), got \(3, 2, 5\)"):
         module(torch.randn(2, 7, 5), (good, torch.zeros(3, 2, 5)))
     with pytest.raises(ValueError, match=r"initial state must be a tuple \(h_0, c_0\)"):
         module(torch.randn(2, 7, 5), good)
@@ -67,15 +67,23 @@ def test_wrong_state_shape_names_the_expected_shape(name):
 
 def test_gru_state_shape_is_checked():
     module = impls.build("gru", 5, 4, 2)
-    with pytest.raises(ValueError, match=r"h_0 must have shape \(L, B, H\) = \(2, 3, 4\), got \(2, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"h_0 must have shape \(dirs\*L, B, H\) = \(2, 3, 4\), got \(2, 4, 4\)"):
         module(torch.randn(3, 7, 5), torch.zeros(2, 4, 4))
 
 
-def test_unsupported_nn_lstm_options_are_rejected_clearly():
-    with pytest.raises(ValueError, match="bidirectional=True is not supported"):
-        impls.build("loop", 5, 4, bidirectional=True)
-    with pytest.raises(ValueError, match="proj_size is not supported"):
-        impls.build("loop", 5, 4, proj_size=2)
+@pytest.mark.parametrize("name", ["cudnn", "loop", "aten", "compiled"])
+def test_the_options_of_nn_lstm_are_validated_as_nn_lstm_means_them(name):
+    with pytest.raises(ValueError, match=r"proj_size must be an int in \[0, hidden_size=4\) \(0: no projection\), got 4$"):
+        impls.build(name, 5, 4, proj_size=4)
+    with pytest.raises(ValueError, match=r"proj_size must be an int in \[0, hidden_size=4\).*got -1$"):
+        impls.build(name, 5, 4, proj_size=-1)
+    with pytest.raises(ValueError, match=r"bidirectional must be True or False, got 'yes'$"):
+        impls.build(name, 5, 4, bidirectional="yes")
+
+
+def test_gru_has_no_projection():
+    with pytest.raises(ValueError, match=r"^nn.GRU has no proj_size \(a projection is an LSTM option\)$"):
+        impls.build("gru", 5, 4, proj_size=2)
 
 
 def test_availability():

@@ -3,11 +3,70 @@ import pytest
 import torch
 
 import impls
-from impls.parity import compare_with_torch
+from impls.parity import Case, cases, check, compare_with_torch
 
-# The triton backend has its own parity module (it needs the interpreter on CPU).
+# The triton backend has its own parity module (it needs the interpreter on CPU); compiled's cases
+# are in test_compiled.py (each new shape compiles).
 TORCH_BACKENDS = [n for n in impls.names() if impls.spec(n).needs == "torch"]
 LSTM_BACKENDS = [n for n in TORCH_BACKENDS if impls.spec(n).family == "lstm"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These shapes are tiny: on the shared 2-core machine two intra-op threads spin against other
+    processes (40 parity cases took 10.5 s with two threads, 0.45 s with one)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def _matrix(exhaustive: bool) -> list:
+    return [(name, case) for name in TORCH_BACKENDS
+            for case in cases(impls.spec(name).family, exhaustive=exhaustive, supports=impls.spec(name).supports)]
+
+
+# Odd corners the matrix's default shape does not reach: one row, one step, every row full length.
+EDGES = [
+    Case(batch=1, steps=4, packing="packed", bidirectional=True, with_state=True, dtype=torch.float64),
+    Case(batch=4, steps=1, packing="packed", bidirectional=True, layers=2, dtype=torch.float64),
+    Case(batch=3, steps=4, packing="packed", lengths=(4, 4, 4), bidirectional=True, dtype=torch.float64),
+    Case(batch=3, steps=4, packing="lengths", lengths=(4, 4, 4), layers=2, dtype=torch.float64),
+    Case(batch=2, steps=6, packing="lengths", bias=False, bidirectional=True, proj_size=2, batch_first=False,
+         dtype=torch.float64),
+    Case(batch=5, steps=7, input_size=3, hidden=9, proj_size=4, layers=3, packing="packed", lengths=(2, 7, 7, 1, 5),
+         bidirectional=True, with_state=True, dtype=torch.float32),
+]
+FAST = _matrix(exhaustive=False)
+FULL = [pair for pair in _matrix(exhaustive=True) if pair not in FAST]
+
+
+def _assert_matches(name: str, case: Case) -> None:
+    result = check(name, case)
+    names = set(result.errors)
+    assert {"output", "h_n", "grad_input", "layout", "grad_weight_hh_l0"} <= names
+    assert ("grad_weight_ih_l0_reverse" in names) == case.bidirectional
+    assert ("grad_weight_hr_l0" in names) == bool(case.proj_size)
+    assert ("grad_h_0" in names) == case.with_state
+    assert result.ok, f"{name} {case.label()}: beyond {result.tolerance}: {result.failures}"
+
+
+@pytest.mark.parametrize("name,case", FAST, ids=lambda v: v if isinstance(v, str) else v.label())
+def test_surface_matches_torch_pairwise(name, case):
+    _assert_matches(name, case)
+
+
+@pytest.mark.parametrize("name,case", [(name, case) for name in TORCH_BACKENDS for case in EDGES
+                                       if not case.proj_size or "proj_size" in impls.spec(name).supports],
+                         ids=lambda v: v if isinstance(v, str) else v.label())
+def test_surface_matches_torch_at_the_edges(name, case):
+    _assert_matches(name, case)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,case", FULL, ids=lambda v: v if isinstance(v, str) else v.label())
+def test_surface_matches_torch_every_combination(name, case):
+    _assert_matches(name, case)
 
 SHAPES = [  # batch, steps, input, hidden, layers
     dict(batch=1, steps=7, input_size=5, hidden=13, layers=3),
