@@ -36,9 +36,11 @@ bench-scaling: setup
 	$(PY) -m bench run --experiment scaling-hidden --report $(BENCH_ARGS)
 	$(PY) -m bench run --experiment scaling-batch --report $(BENCH_ARGS)
 
-# Micro-benchmarks (pytest-benchmark); JSON saved under results/ci/.
+# Micro-benchmarks (pytest-benchmark); JSON saved under results/ci/. Installed plugin backends join in;
+# PLUGINS=a.py:pkg.mod adds plugin files or modules (docs/plugins.md).
+PLUGINS ?=
 bench-ci: setup
-	$(PY) -m pytest tests/benchmarks -q -p no:cacheprovider \
+	LSTM_BENCH_PLUGINS=$(PLUGINS) $(PY) -m pytest tests/benchmarks -q -p no:cacheprovider \
 	  --benchmark-only --benchmark-min-rounds=5 --benchmark-max-time=0.5 --benchmark-warmup=on \
 	  --benchmark-storage=file://$(CI_BENCH_DIR) --benchmark-autosave --benchmark-columns=min,median,iqr,ops,rounds
 

@@ -10,7 +10,7 @@ Beyond nn.LSTM's six basic options, each backend declares which of impls.registr
 `lengths=` ("lengths"). Asking for anything else is a skipped row from `availability` and a one-line
 ValueError from `build`, never a wrong answer.
 
-Factories are "module:attribute" strings imported on first use, so asking for `cudnn` never
+Factories are "module:attribute" strings imported on first use (a plugin's may be the class itself), so asking for `cudnn` never
 imports Triton, and importing this package imports no torch: the table is plain data (impls.registry),
 and build() and availability() import torch when called. This package never imports the harness (`bench`).
 """
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["BASELINE", "PACKINGS", "REGISTRY", "SURFACE", "Availability", "Backend", "availability", "build", "default_plan",
-           "missing_options", "names", "spec"]
+           "factory_class", "missing_options", "names", "spec"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,13 @@ def build(name: str, input_size: int, hidden_size: int, num_layers: int = 1, *,
                               proj_size=options.get("proj_size", 0))
     if missing:
         raise ValueError(missing)
-    module_name, attribute = backend.factory.split(":")
-    cls = getattr(importlib.import_module(module_name), attribute)
-    return cls(input_size, hidden_size, num_layers, batch_first=batch_first, **options)
+    return factory_class(name)(input_size, hidden_size, num_layers, batch_first=batch_first, **options)
+
+
+def factory_class(name: str) -> type:
+    """The nn.Module class of backend `name`: its factory, imported now when it is a "module:attribute" string."""
+    factory = spec(name).factory
+    if not isinstance(factory, str):
+        return factory
+    module_name, attribute = factory.split(":")
+    return getattr(importlib.import_module(module_name), attribute)

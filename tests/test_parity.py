@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import impls
-from impls.parity import Case, cases, check, compare_with_torch
+from impls import checks
+from impls.parity import Case, cases, check
 
 # The triton backend has its own parity module (it needs the interpreter on CPU); compiled's cases
 # are in test_compiled.py (each new shape compiles).
@@ -68,57 +69,29 @@ def test_surface_matches_torch_at_the_edges(name, case):
 def test_surface_matches_torch_every_combination(name, case):
     _assert_matches(name, case)
 
-SHAPES = [  # batch, steps, input, hidden, layers
-    dict(batch=1, steps=7, input_size=5, hidden=13, layers=3),
-    dict(batch=3, steps=7, input_size=5, hidden=13, layers=3),
-    dict(batch=3, steps=1, input_size=28, hidden=64, layers=2),
-    dict(batch=4, steps=9, input_size=2, hidden=1, layers=1),
-]
-TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
+# `bench check`'s own checks (impls.checks), the one definition of correct: odd shapes in each dtype,
+# gradcheck, state_dict round trips, determinism. Each backend passes all of them; tests/test_checks.py
+# shows each check failing on a planted bug.
+@pytest.mark.parametrize("name", TORCH_BACKENDS)
+@pytest.mark.parametrize("dtype", checks.dtypes("cpu"), ids=str)
+def test_odd_shapes_match_torch(name, dtype):
+    chosen = checks.odd_cases(name, dtype)
+    assert {c.batch for c in chosen} >= {1, 2, 3, 5, 11} and {c.steps for c in chosen} >= {1, 64}
+    assert {c.layers for c in chosen} >= {1, 3} and all(c.input_size != c.hidden for c in chosen)
+    assert {c.batch_first for c in chosen} == {c.with_state for c in chosen} == {c.bias for c in chosen} == {True, False}
+    supports = impls.spec(name).supports
+    assert any(c.bidirectional for c in chosen) == ("bidirectional" in supports)
+    assert {c.packing for c in chosen} == {"none"} | (set(supports) & {"packed", "lengths"})
+    outcomes = checks.parity_outcomes(name, chosen, checks.TOLERANCES["cpu", dtype])
+    assert [o.check.split(" ", 1)[1] for o in outcomes] == ["outputs", "final states", "gradients"]
+    assert all(o.ok for o in outcomes), [o for o in outcomes if not o.ok]
 
 
 @pytest.mark.parametrize("name", TORCH_BACKENDS)
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "b{batch}t{steps}d{input_size}h{hidden}l{layers}".format(**s))
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-@pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
-@pytest.mark.parametrize("with_state", [False, True], ids=["zero_state", "given_state"])
-def test_matches_torch(name, shape, dtype, batch_first, with_state):
-    errors = compare_with_torch(name, **shape, dtype=dtype, batch_first=batch_first, with_state=with_state)
-    family = impls.spec(name).family
-    assert {"output", "h_n", "grad_input"} <= set(errors)
-    assert ("c_n" in errors) == (family == "lstm")
-    assert any(key.startswith("grad_weight_hh_l") for key in errors)
-    if with_state:
-        assert "grad_h_0" in errors
-    worst = {k: v for k, v in errors.items() if not v <= TOLERANCE[dtype]}
-    assert not worst, f"{name} {dtype}: beyond {TOLERANCE[dtype]}: {worst}"
-
-
-@pytest.mark.parametrize("name", LSTM_BACKENDS)
-def test_without_bias(name):
-    errors = compare_with_torch(name, batch=2, steps=4, input_size=3, hidden=5, layers=2, bias=False,
-                                dtype=torch.float64)
-    assert not any(k.startswith("grad_bias") for k in errors)
-    assert max(errors.values()) < 1e-10
-
-
-def test_parity_detects_a_wrong_gate():
-    """The slow twin must be able to fail: swap two gates of the loop cell and parity breaks."""
-    from impls import cells
-    original = cells.lstm_pointwise
-
-    def forget_and_input_swapped(gates, c_prev):
-        i, f, g, o = gates.chunk(4, dim=-1)
-        return original(torch.cat([f, i, g, o], dim=-1), c_prev)
-
-    try:
-        cells.lstm_pointwise = forget_and_input_swapped
-        import impls.cells as module
-        assert module.lstm_pointwise is forget_and_input_swapped
-        errors = compare_with_torch("loop", batch=2, steps=3, input_size=3, hidden=4, layers=1, dtype=torch.float64)
-    finally:
-        cells.lstm_pointwise = original
-    assert errors["output"] > 1e-3
+def test_gradcheck_state_dict_round_trips_and_determinism(name):
+    outcomes = [checks.gradcheck_outcome(name), *checks.state_dict_outcomes(name), checks.determinism_outcome(name)]
+    assert all(o.ok for o in outcomes), [o for o in outcomes if not o.ok]
+    assert outcomes[-1].error == 0.0  # bit for bit
 
 
 @pytest.mark.parametrize("pair", [("cudnn", "loop"), ("loop", "cudnn")])
