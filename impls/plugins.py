@@ -183,14 +183,25 @@ def _load_entry_point(entry) -> None:
 
 
 def ensure(name: str, specs=()) -> None:
-    """In a worker: make backend `name` available, loading the run's plugins (config.plugins) and, if the
-    name is still unknown, the installed entry point of that name. PluginError says why not."""
+    """In a worker: make backend `name` available, loading no more than it needs: nothing for a built-in; else
+    the run's plugins (config.plugins) one by one until one registers it, then the installed entry point of
+    that name. So a plugin that fails here fails only its own cells. PluginError says why when a plugin
+    failed; a name no plugin offers is left to impls.build to refuse."""
+    failures = []
+    for spec in specs:
+        if name in REGISTRY:
+            return
+        try:
+            load_spec(spec)
+        except PluginError as error:
+            failures.append(str(error))
+    if name in REGISTRY:
+        return
     try:
-        load(specs, entry_points=False)
-        if name not in REGISTRY:
-            load_entry_point(name)
+        load_entry_point(name)
     except PluginError as error:
-        raise PluginError(f"{error} (in the worker process)") from None
+        if failures or name in BROKEN:
+            raise PluginError(f"{'; '.join(failures) or error} (in the worker process)") from None
 
 
 # ---------------------------------------------------------------- registering

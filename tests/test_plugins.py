@@ -206,8 +206,21 @@ def test_the_worker_loads_the_runs_plugins_itself():
     with plugins.isolated():  # as a fresh worker: the built-in table only
         plugins.ensure("file-loop", config.plugins)
         assert impls.spec("file-loop").summary == "the loop backend, loaded from a file"
-    with plugins.isolated(), pytest.raises(plugins.PluginError, match=r"no such backend .* \(in the worker process\)"):
-        run_cell(lambda *a: None, Config(), "not-there", 0, None, torch.device("cpu"))
+    with plugins.isolated():  # a name no plugin offers: left to the training code's own refusal
+        with pytest.raises(ValueError, match="unknown backend 'not-there'"):
+            run_cell(lambda config, backend, *a: impls.build(backend, 3, 4), Config(), "not-there", 0, None,
+                     torch.device("cpu"))
+
+
+def test_a_worker_loads_only_what_its_backend_needs():
+    with plugins.isolated():
+        plugins.ensure("cudnn", [str(BROKEN)])  # a built-in needs no plugin: a broken one does not touch it
+        plugins.ensure("file-loop", [str(BROKEN), str(FINE)])
+        assert "file-loop" in impls.REGISTRY
+    with plugins.isolated(), pytest.raises(plugins.PluginError) as raised:
+        plugins.ensure("other", [str(BROKEN), str(FINE)])
+    assert str(raised.value) == (f"plugin {BROKEN}: import failed: RuntimeError: this plugin is broken on purpose "
+                                 "(in the worker process)")
 
 
 def test_a_plugin_that_fails_to_import_where_the_cell_runs_is_a_failed_row_saying_why():
