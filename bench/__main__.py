@@ -1,4 +1,5 @@
-"""The CLI: python -m bench (or the `lstm-bench` script) {list,check,data,run,report,compare,bench-compare,gpu-check} ...
+"""The CLI: python -m bench (or the `lstm-bench` script) COMMAND ...: list, check, data, run, report, compare,
+bench-compare, gpu-check.
 
 Each subcommand lives in its module as `cli(argv) -> exit code`; bad input exits 2 with one line.
 """

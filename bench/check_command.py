@@ -73,8 +73,9 @@ def cli(argv: list[str]) -> int:
 
 def run(name: str, device: str) -> int:
     backend = impls.spec(name)
-    print(f"bench check {name} on {device}: {backend.family} family, against torch.nn.{'LSTM' if backend.family == 'lstm' else 'GRU'}"
-          f" ({plugins.origin(name)}; supports: {describe(backend.supports)})", flush=True)
+    reference = "torch.nn.LSTM" if backend.family == "lstm" else "torch.nn.GRU"
+    print(f"bench check {name} on {device}: {backend.family} family, against {reference} ({plugins.origin(name)}; "
+          f"supports: {describe(backend.supports)})", flush=True)
     threads = torch.get_num_threads()
     if torch.device(device).type == "cpu":
         torch.set_num_threads(1)  # tiny shapes: more threads only spin against each other (10x slower measured)

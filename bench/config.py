@@ -44,7 +44,8 @@ def knob(default, help: str, *, flag: str | None = None, type=None, column: bool
     """
     if sweep:
         column, key = column or True, True
-    metadata = {"help": help, "flag": flag, "type": type, "column": column, "key": key, "sweep": sweep, "repeat": repeat}
+    metadata = {"help": help, "flag": flag, "type": type, "column": column, "key": key, "sweep": sweep,
+                "repeat": repeat}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -255,7 +256,8 @@ def add_arguments(parser: argparse.ArgumentParser, help_suffix: dict[str, str] |
             parser.add_argument(flag, dest=name, action="store_const", const=not f.default, help=text)
             continue
         parse = f.metadata["type"] or (type(f.default) if type(f.default) in (int, float) else str)
-        parser.add_argument(flag, dest=name, type=parse, help=text, action="append" if f.metadata["repeat"] else "store")
+        action = "append" if f.metadata["repeat"] else "store"
+        parser.add_argument(flag, dest=name, type=parse, help=text, action=action)
 
 
 def _types() -> dict[str, object]:

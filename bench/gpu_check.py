@@ -3,7 +3,7 @@
     python -m bench gpu-check [--out DIR] [--backends a,b] [--deadline SECONDS] [--plugin FILE.py|MODULE ...]
     (needs only torch, triton, pandas and numpy: a lent GPU machine has those)
 
-Backends: every registered backend of the LSTM family (impls.registry, plugins included; parity is against torch.nn.LSTM),
+Backends: every registered backend of the LSTM family (impls.registry, plugins too; parity is against torch.nn.LSTM),
 those that torch.compile (Backend.compiles) after the others; one that fails becomes a FAIL row (parity)
 or a row of NaN (timing).
 

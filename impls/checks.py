@@ -33,8 +33,9 @@ TOLERANCES = {("cpu", dtype): bound for dtype, bound in TOLERANCE.items()} | {
     ("cuda", torch.float64): 1e-10, ("cuda", torch.float32): 1e-4, ("cuda", torch.float16): 1e-2,
     ("cuda", torch.bfloat16): 6e-2, ("cpu", torch.bfloat16): 6e-2}
 GRADCHECK_TOLERANCE = 1e-6  # float64 central differences at eps 1e-6: about 1e-9 on a correct backward
-ODD_AXES = {"shape": tuple(ODD_SHAPES), "batch_first": (True, False), "with_state": (False, True), "bias": (True, False),
-            "bidirectional": (False, True), "proj_size": (0, "half"), "packing": ("none", "packed", "packed-sorted", "lengths")}
+ODD_AXES = {"shape": tuple(ODD_SHAPES), "batch_first": (True, False), "with_state": (False, True),
+            "bias": (True, False), "bidirectional": (False, True), "proj_size": (0, "half"),
+            "packing": ("none", "packed", "packed-sorted", "lengths")}
 GROUPS = {"outputs": ("output", "layout"), "final states": ("h_n", "c_n"), "gradients": ("grad_",)}
 
 
@@ -84,14 +85,17 @@ def parity_outcomes(name: str, chosen: list[Case], tolerance: float) -> list[Out
     for case in chosen:
         try:
             errors, failure = check(name, case, tolerance=tolerance).errors, "nothing to compare"
-        except Exception as error:  # a backend that raises fails every group of the case, saying why
-            errors, failure = {}, f"raised {_one_line(error)}"
+        except Exception as raised:  # a backend that raises fails every group of the case, saying why
+            errors, failure = {}, f"raised {_one_line(raised)}"
         for group, prefixes in GROUPS.items():
             found = {k: v for k, v in errors.items() if k.startswith(prefixes)}
-            quantity = max(found, key=lambda k: _order(found[k])) if found else None
-            error = found[quantity] if found else math.inf
+            if found:
+                quantity = max(found, key=lambda k: _order(found[k]))
+                error, where = found[quantity], f"{quantity}, {case.label()}"
+            else:
+                error, where = math.inf, f"{case.label()}: {failure}"
             if _order(error) > _order(worst[group][0]):
-                worst[group] = (error, f"{quantity}, {case.label()}" if found else f"{case.label()}: {failure}")
+                worst[group] = (error, where)
     label = str(chosen[0].dtype).removeprefix("torch.")
     return [Outcome(f"{label} {group}", error=error if error != -math.inf else math.inf, tolerance=tolerance,
                     where=where, cases=len(chosen)) for group, (error, where) in worst.items()]
@@ -104,7 +108,7 @@ def _order(value: float) -> float:
 def _options(name: str, hidden: int) -> dict:
     """Every constructor option of SURFACE the backend supports, at a value that fits `hidden`."""
     backend = impls.spec(name)
-    options = {"bidirectional": "bidirectional" in backend.supports}
+    options: dict[str, bool | int] = {"bidirectional": "bidirectional" in backend.supports}
     if "proj_size" in backend.supports and backend.family == "lstm":
         options["proj_size"] = max(1, hidden // 2)
     return options
@@ -123,8 +127,8 @@ def gradcheck_outcome(name: str, device: str = "cpu") -> Outcome:
         # torch's verdict in fast mode (random projections): the full Jacobian is compared above already
         passed = torch.autograd.gradcheck(function, arguments, eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=True,
                                           raise_exception=False)
-    except Exception as error:
-        return Outcome("gradcheck float64", math.inf, GRADCHECK_TOLERANCE, f"raised {_one_line(error)}")
+    except Exception as raised:
+        return Outcome("gradcheck float64", math.inf, GRADCHECK_TOLERANCE, f"raised {_one_line(raised)}")
     if not passed:
         return Outcome("gradcheck float64", error if error > GRADCHECK_TOLERANCE else math.inf, GRADCHECK_TOLERANCE,
                        f"torch.autograd.gradcheck failed ({label}); analytic vs numeric Jacobian off by {error:.2e}")
@@ -163,9 +167,11 @@ def _jacobians(function, arguments: tuple, eps: float = 1e-6) -> tuple[torch.Ten
                 columns.append((shifted[0] - shifted[1]) / (2 * eps))
     numeric = torch.stack(columns, dim=1)
     outputs = torch.cat([t.reshape(-1) for t in function(*arguments)])
-    rows = [torch.cat([g.reshape(-1) if g is not None else torch.zeros_like(a).reshape(-1) for g, a in
-                       zip(torch.autograd.grad(outputs[k], arguments, retain_graph=True, allow_unused=True), arguments)])
-            for k in range(outputs.numel())]
+    rows = []
+    for k in range(outputs.numel()):
+        grads = torch.autograd.grad(outputs[k], arguments, retain_graph=True, allow_unused=True)
+        rows.append(torch.cat([(torch.zeros_like(a) if g is None else g).reshape(-1)
+                               for g, a in zip(grads, arguments)]))
     return torch.stack(rows), numeric
 
 
@@ -176,7 +182,8 @@ def state_dict_outcomes(name: str, device: str = "cpu") -> list[Outcome]:
     family = impls.spec(name).family
     options = dict(batch_first=True, **_options(name, 5))
     reference_class = nn.LSTM if family == "lstm" else nn.GRU
-    make = {"reference": lambda: reference_class(3, 5, 2, **options), "backend": lambda: impls.build(name, 3, 5, 2, **options)}
+    make = {"reference": lambda: reference_class(3, 5, 2, **options),
+            "backend": lambda: impls.build(name, 3, 5, 2, **options)}
     torch_name = f"nn.{reference_class.__name__}"
     outcomes = []
     for source, target, label in (("reference", "backend", f"state_dict {torch_name} -> {name} -> {torch_name}"),
@@ -185,8 +192,8 @@ def state_dict_outcomes(name: str, device: str = "cpu") -> list[Outcome]:
             torch.manual_seed(1)
             first, second, back = (make[k]().to(device, torch.float64) for k in (source, target, source))
             error, where = _round_trip(first, second, back, family)
-        except Exception as error:
-            error, where = math.inf, f"raised {_one_line(error)}"
+        except Exception as raised:
+            error, where = math.inf, f"raised {_one_line(raised)}"
         outcomes.append(Outcome(label, error, TOLERANCE[torch.float64], where))
     return outcomes
 
@@ -228,8 +235,8 @@ def determinism_outcome(name: str, device: str = "cpu") -> Outcome:
         _, module, inputs = setup_pair(lambda *a, **k: impls.build(name, *a, **k), impls.spec(name).family, case)
         first, upstream = run_module(module, case, inputs, None, reference=False)
         second, _ = run_module(module, case, inputs, upstream, reference=False)
-    except Exception as error:
-        return Outcome("determinism (two calls)", math.inf, 0.0, f"raised {_one_line(error)}")
+    except Exception as raised:
+        return Outcome("determinism (two calls)", math.inf, 0.0, f"raised {_one_line(raised)}")
     errors = {k: (0.0 if torch.equal(v, second[k]) else max_rel_error(second[k], v))
               for k, v in first.items() if isinstance(v, torch.Tensor)}
     worst = max(errors, key=lambda k: _order(errors[k]))

@@ -217,8 +217,8 @@ def _case(values: dict, base: Case) -> Case:
         values["proj_size"] = max(1, hidden // 2)
     if values.get("packing") == "packed-sorted":
         values["packing"] = "packed"
-        values["lengths"] = tuple(sorted(default_lengths(values.get("batch", base.batch), values.get("steps", base.steps)),
-                                         reverse=True))
+        lengths = default_lengths(values.get("batch", base.batch), values.get("steps", base.steps))
+        values["lengths"] = tuple(sorted(lengths, reverse=True))
     return replace(base, **values)
 
 

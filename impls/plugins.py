@@ -118,6 +118,8 @@ def _import_file(path: str):
     if str(file.parent) not in sys.path:  # so the plugin can import the helpers beside it
         sys.path.append(str(file.parent))
     module_spec = importlib.util.spec_from_file_location(name, file)
+    if module_spec is None or module_spec.loader is None:
+        raise PluginError(f"plugin {path}: cannot be imported as a Python file; expected a .py file defining BACKENDS")
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module  # before it runs: dataclasses and pickling look a module up by name
     try:
@@ -224,15 +226,17 @@ def check(plugin: Plugin, backend) -> None:
                           f"got {type(backend).__name__}")
     factory = backend.factory
     if not (isinstance(factory, type) or (isinstance(factory, str) and re.fullmatch(r"[\w.]+:\w+", factory))):
-        raise PluginError(f"{where}: factory must be the nn.Module class or a 'module:attribute' string, got {factory!r}")
-    problems = [f"family must be one of {', '.join(FAMILIES)}, got {backend.family!r}"] * (backend.family not in FAMILIES)
-    problems += [f"needs must be one of {', '.join(NEEDS)}, got {backend.needs!r}"] * (backend.needs not in NEEDS)
-    problems += [f"supports must be a subset of {', '.join(sorted(SURFACE))}, got {sorted(backend.supports)}"] * \
-        (not set(backend.supports) <= SURFACE)
-    problems += [f"color must be '' or '#rrggbb', got {backend.color!r}"] * (not isinstance(backend.color, str)
-                                                                             or not COLOR.match(backend.color))
-    if problems:
-        raise PluginError(f"{where}: {problems[0]}")
+        raise PluginError(f"{where}: factory must be the nn.Module class or a 'module:attribute' string, "
+                          f"got {factory!r}")
+    for wrong, problem in (
+            (backend.family not in FAMILIES, f"family must be one of {', '.join(FAMILIES)}, got {backend.family!r}"),
+            (backend.needs not in NEEDS, f"needs must be one of {', '.join(NEEDS)}, got {backend.needs!r}"),
+            (not set(backend.supports) <= SURFACE,
+             f"supports must be a subset of {', '.join(sorted(SURFACE))}, got {sorted(backend.supports)}"),
+            (not isinstance(backend.color, str) or not COLOR.match(backend.color),
+             f"color must be '' or '#rrggbb', got {backend.color!r}")):
+        if wrong:
+            raise PluginError(f"{where}: {problem}")
     holder = LOADED.get(plugin.name)
     if holder is not None and holder.source != plugin.source:
         raise PluginError(f"{where}: the name is already taken by {holder.origin}")

@@ -90,7 +90,8 @@ def planted(monkeypatch):
 
 def test_a_correct_backend_passes_every_check(planted):
     name = planted(PlainLSTM)
-    outcomes = checks.parity_outcomes(name, checks.odd_cases(name, torch.float64), checks.TOLERANCES["cpu", torch.float64])
+    outcomes = checks.parity_outcomes(name, checks.odd_cases(name, torch.float64),
+                                      checks.TOLERANCES["cpu", torch.float64])
     outcomes += [checks.gradcheck_outcome(name), *checks.state_dict_outcomes(name), checks.determinism_outcome(name)]
     assert all(o.ok for o in outcomes), [o for o in outcomes if not o.ok]
     assert [o.check for o in outcomes[3:]] == ["gradcheck float64", f"state_dict nn.LSTM -> {name} -> nn.LSTM",

@@ -43,8 +43,8 @@ def site(tmp_path_factory):
     """`pip install --no-deps` of a copy of the example (pip builds in the source tree) into a scratch target."""
     source, target = tmp_path_factory.mktemp("example") / "src", tmp_path_factory.mktemp("site")
     shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "--quiet",
-                    "--disable-pip-version-check", "--target", str(target), str(source)],
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
+                    "--quiet", "--disable-pip-version-check", "--target", str(target), str(source)],
                    check=True, capture_output=True, timeout=300)
     assert (target / "fused_addmm_lstm" / "model.py").is_file()
     return target
@@ -77,10 +77,10 @@ def test_the_installed_example_is_benchmarked_and_reported_beside_a_built_in(sit
     assert runs.set_index("backend")["status"].to_dict() == {"cudnn": "ok", "fused-addmm": "ok"}
     assert (runs["test_accuracy"] > 0).all() and (runs["step_ms_median"] > 0).all()
     env = json.loads((out / "env.json").read_text())
-    assert env["plugins"]["fused-addmm"] == {"kind": "entry point", "source": "fused-addmm = fused_addmm_lstm:BACKEND",
-                                             "version": VERSION, "family": "lstm", "color": "#e377c2",
-                                             "summary": "one x@W_ih GEMM for all steps, then the four gates as one fused "
-                                                        "addmm per step"}
+    summary = "one x@W_ih GEMM for all steps, then the four gates as one fused addmm per step"
+    assert env["plugins"]["fused-addmm"] == {
+        "kind": "entry point", "source": "fused-addmm = fused_addmm_lstm:BACKEND", "version": VERSION, "family": "lstm",
+        "color": "#e377c2", "summary": summary}
     report = (out / "report.md").read_text()
     assert f"| fused-addmm | entry point fused-addmm = fused_addmm_lstm:BACKEND | {VERSION} |" in report
     assert "| fused-addmm | 1 | 0 | 0 |" in report and "| cudnn | 1 | 0 | 0 |" in report

@@ -14,17 +14,17 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from results_factory import ENV, run_row, write_run  # noqa: E402
+from results_factory import ENV, run_row, write_run
 
-import impls  # noqa: E402
-from bench import runner  # noqa: E402
-from bench.__main__ import main  # noqa: E402
-from bench.analysis import compare, report  # noqa: E402
-from bench.analysis.figures import backend_colors  # noqa: E402
-from bench.atomic import write_json  # noqa: E402
-from bench.config import Config, from_dict  # noqa: E402
-from bench.executors import Cell, LocalExecutor, run_cell  # noqa: E402
-from impls import plugins  # noqa: E402
+import impls
+from bench import runner
+from bench.__main__ import main
+from bench.analysis import compare, report
+from bench.analysis.figures import backend_colors
+from bench.atomic import write_json
+from bench.config import Config, from_dict
+from bench.executors import Cell, LocalExecutor, run_cell
+from impls import plugins
 
 FIXTURES = Path(__file__).parent / "fixtures" / "plugins"
 FINE, BROKEN, SHADOWS = FIXTURES / "fine.py", FIXTURES / "broken.py", FIXTURES / "shadows_cudnn.py"
@@ -92,10 +92,10 @@ def test_a_module_plugin_and_its_version(tmp_path, monkeypatch):
     ("raise RuntimeError('boom')\n", "import failed: RuntimeError: boom"),
     ("x = 1\n", "expected BACKENDS, a non-empty dict of backend name -> impls.Backend; found none"),
     ("BACKENDS = {}\n", "found dict"),
-    ("BACKENDS = {'a': ('impls.loop:LoopLSTM', 'lstm')}\n", "expected an impls.Backend(factory, family, needs, summary"),
+    ("BACKENDS = {'a': ('impls.loop:LoopLSTM', 'lstm')}\n", "expected an impls.Backend(factory, family, needs"),
     ("BACKENDS = {'Bad Name': impls.Backend(LoopLSTM, 'lstm', 'torch', 's')}\n", "must be 1-40 characters"),
     ("BACKENDS = {'a': impls.Backend(LoopLSTM, 'rnn', 'torch', 's')}\n", "family must be one of lstm, gru, got 'rnn'"),
-    ("BACKENDS = {'a': impls.Backend(LoopLSTM, 'lstm', 'cuda', 's')}\n", "needs must be one of torch, triton, inductor"),
+    ("BACKENDS = {'a': impls.Backend(LoopLSTM, 'lstm', 'cuda', 's')}\n", "needs must be one of torch, triton"),
     ("BACKENDS = {'a': impls.Backend('LoopLSTM', 'lstm', 'torch', 's')}\n", "factory must be the nn.Module class or"),
     ("BACKENDS = {'a': impls.Backend(LoopLSTM, 'lstm', 'torch', 's', color='red')}\n", "color must be '' or '#rrggbb'"),
     ("BACKENDS = {'a': impls.Backend(LoopLSTM, 'lstm', 'torch', 's', supports=frozenset({'fast'}))}\n",
@@ -114,7 +114,8 @@ def test_a_plugin_may_not_shadow_a_built_in_or_another_plugin(tmp_path):
         plugins.load([str(SHADOWS)], entry_points=False)
     assert impls.spec("cudnn").factory == "impls.cudnn:CudnnLSTM"
     plugins.load([str(FINE)], entry_points=False)
-    twin = write_plugin(tmp_path, "twin.py", "BACKENDS = {'file-loop': impls.Backend(LoopLSTM, 'lstm', 'torch', 's')}\n")
+    twin = write_plugin(tmp_path, "twin.py",
+                        "BACKENDS = {'file-loop': impls.Backend(LoopLSTM, 'lstm', 'torch', 's')}\n")
     with pytest.raises(plugins.PluginError, match=f"already taken by file {FINE.resolve()}"):
         plugins.load([str(twin)], entry_points=False)
 
@@ -128,7 +129,7 @@ def test_missing_file_and_missing_module_say_what_was_expected():
 
 def test_entry_points_are_found_loaded_and_a_broken_one_is_recorded_not_raised(tmp_path, monkeypatch):
     site = fake_distribution(tmp_path, {"ep-cudnn": "fake_ok:BACKEND", "ep-broken": "fake_broken:BACKEND"}, {
-        "fake_ok": "import impls\nBACKEND = impls.Backend('impls.cudnn:CudnnLSTM', 'lstm', 'torch', 'via an entry point',"
+        "fake_ok": "import impls\nBACKEND = impls.Backend('impls.cudnn:CudnnLSTM', 'lstm', 'torch', 'via entry point',"
                    " color='#abcdef')\n",
         "fake_broken": "raise ImportError('needs a library that is not here')\n"})
     monkeypatch.syspath_prepend(str(site))
@@ -198,6 +199,17 @@ def test_the_plugins_key_of_a_config_file_loads_them(tmp_path, monkeypatch, caps
     assert "file-loop-s0-b50" in capsys.readouterr().out
 
 
+def test_a_resume_loads_the_plugins_its_saved_config_names(tmp_path, capsys):
+    directory = tmp_path / "run"
+    directory.mkdir()
+    write_json(directory / "env.json", {**ENV, "config": {**Config().to_dict(), "backends": ["cudnn", "file-loop"],
+                                                          "plugins": [str(FINE.resolve())]}})
+    assert main(["run", "--resume", str(directory), "--dry-run"]) == 0
+    assert "file-loop-s0-b50-h64-l2-t28" in capsys.readouterr().out
+    assert main(["run", "--resume", str(directory), "--plugin", str(FINE), "--dry-run"]) == 2
+    assert "--resume uses the saved config; drop --plugin" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- workers, env.json
 
 def test_the_worker_loads_the_runs_plugins_itself():
@@ -227,7 +239,7 @@ def test_a_plugin_that_fails_to_import_where_the_cell_runs_is_a_failed_row_sayin
     """In-process executor (isolate off), so the failure is the worker side's own: the forked worker's twin is
     tests/test_plugin_install.py (a plugin that imports in the driver and fails in the worker)."""
     config = from_dict(dict(backends=("cudnn",), plugins=(str(BROKEN),), isolate=False))
-    outcome = LocalExecutor()._one(Cell("cudnn-s0", "cudnn", 0, config), None, torch.device("cpu"))
+    outcome = LocalExecutor()._one(Cell("mine-s0", "mine", 0, config), None, torch.device("cpu"))
     assert outcome.reason.startswith(f"PluginError: plugin {BROKEN}: import failed: RuntimeError: this plugin is "
                                      "broken on purpose (in the worker process)")
 
@@ -269,10 +281,12 @@ def plugin_results(directory: Path, step: float, color: str = "#abcdef") -> Path
 def test_a_report_shows_plugin_backends_with_origin_version_and_their_colour(tmp_path):
     directory = plugin_results(tmp_path / "a", 8.0)
     text = report.write_report(directory).read_text()
-    assert "### Plugin backends" in text and "| my-lstm | entry point my-lstm = mine:BACKEND | mine 1.0 | my own LSTM |" in text
+    assert "### Plugin backends" in text
+    assert "| my-lstm | entry point my-lstm = mine:BACKEND | mine 1.0 | my own LSTM |" in text
     assert (directory / "plots" / "bars.png").is_file()
     from bench.analysis import results
-    assert backend_colors(["cudnn", "my-lstm"], results.load(directory).env) == {"cudnn": "#1f77b4", "my-lstm": "#abcdef"}
+    colors = backend_colors(["cudnn", "my-lstm"], results.load(directory).env)
+    assert colors == {"cudnn": "#1f77b4", "my-lstm": "#abcdef"}
     assert backend_colors(["cudnn", "my-lstm"])["my-lstm"] not in ("", "#1f77b4")  # no env: one from the name
 
 

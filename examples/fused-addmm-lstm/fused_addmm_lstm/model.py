@@ -68,7 +68,8 @@ class FusedAddmmLSTM(nn.Module):
                 x = F.dropout(x, self.dropout, training=True)
             outs = []
             for d, suffix in enumerate(("", "_reverse")[:directions]):
-                weights = [getattr(self, f"{n}_l{k}{suffix}", None) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                weights = [getattr(self, f"{n}_l{k}{suffix}", None)
+                           for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
                 out, h, c = _direction(x, h0[k * directions + d], c0[k * directions + d], *weights, reverse=d == 1)
                 outs.append(out)
                 h_n.append(h)
