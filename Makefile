@@ -68,10 +68,12 @@ bench-scaling: setup
 	$(PY) -m bench run --experiment scaling-batch --report $(BENCH_ARGS)
 
 # Micro-benchmarks (pytest-benchmark), with each backend's ratio to cudnn for bench-gate; JSON saved under results/ci/.
+# Installed plugin backends join in; PLUGINS=a.py:pkg.mod adds plugin files or modules (docs/plugins.md).
 # BENCH_CI_ARGS narrows it, e.g. BENCH_CI_ARGS="-k ratio_to_cudnn": only what bench-gate reads.
 BENCH_CI_ARGS ?=
+PLUGINS ?=
 bench-ci: setup
-	$(PY) -m pytest tests/benchmarks -q -p no:cacheprovider --timeout 1800 $(BENCH_CI_ARGS) \
+	LSTM_BENCH_PLUGINS=$(PLUGINS) $(PY) -m pytest tests/benchmarks -q -p no:cacheprovider --timeout 1800 $(BENCH_CI_ARGS) \
 	  --benchmark-only --benchmark-min-rounds=5 --benchmark-max-time=0.5 --benchmark-warmup=on \
 	  --benchmark-storage=file://$(CI_BENCH_DIR) --benchmark-autosave --benchmark-columns=min,median,iqr,ops,rounds
 

@@ -9,6 +9,7 @@ import sys
 
 COMMANDS = {
     "list": ("bench.backends", "list every backend and whether it can run here"),
+    "check": ("bench.check_command", "check one backend against torch.nn.LSTM: outputs, states, gradients"),
     "data": ("bench.data.command", "fetch and verify MNIST"),
     "run": ("bench.run_command", "train backends on MNIST and record results"),
     "report": ("bench.analysis.report", "write report.md/html and plots for a results directory"),

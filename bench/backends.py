@@ -1,6 +1,7 @@
-"""`bench list`: every registered backend, whether it can run here, and why not.
+"""`bench list`: every registered backend (built in or a plugin, and where it came from), whether it can
+run here, and why not.
 
-    python -m bench list [--device auto|cpu|cuda[:N]] [--json]
+    python -m bench list [--device auto|cpu|cuda[:N]] [--plugin FILE.py|MODULE ...] [--json]
     python -m bench list --experiments [--json]     the named experiment presets, one line each
 """
 from __future__ import annotations
@@ -9,7 +10,9 @@ import json
 import sys
 
 import impls
+from bench import plugin_flags
 from bench.cliargs import OneLineParser, parse
+from impls import plugins
 from bench.planning import PlanError, resolve_device
 
 
@@ -19,7 +22,10 @@ def table(device) -> list[dict]:
     for name in impls.names():
         backend, available = impls.spec(name), impls.availability(name, device)
         rows.append({"name": name, "family": backend.family, "needs": backend.needs, "runs_here": available.ok,
-                     "reason": available.reason, "summary": backend.summary})
+                     "reason": available.reason, "summary": backend.summary, "origin": plugins.origin(name)})
+    for name, reason in plugins.BROKEN.items():  # an installed plugin that failed to load: listed, with why
+        rows.append({"name": name, "family": "?", "needs": "?", "runs_here": False, "reason": reason,
+                     "summary": "plugin that failed to load", "origin": "plugin: entry point (failed to load)"})
     return rows
 
 
@@ -30,6 +36,8 @@ def to_text(rows: list[dict], device) -> str:
         state = "yes" if row["runs_here"] else "NO "
         lines.append(f"  {row['name']:<{width}}  {state}  {row['summary']}")
         lines.append(f"  {'':<{width}}       {'runs as' if row['runs_here'] else 'why not'}: {row['reason']}")
+        if row["origin"] != "built-in":
+            lines.append(f"  {'':<{width}}       from: {row['origin'].removeprefix('plugin: ')}")
     return "\n".join(lines)
 
 
@@ -54,9 +62,12 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of text")
     parser.add_argument("--experiments", action="store_true",
                         help="list the named experiments (`bench run --experiment NAME`) instead of the backends")
+    plugin_flags.add_argument(parser)
     args = parse(parser, argv)
     if isinstance(args, int):
         return args
+    if (failed := plugin_flags.load_or_exit(args.plugin, parser.prog)) is not None:
+        return failed
     if args.experiments:
         return list_experiments(args.json)
     try:  # a device this machine lacks is still a fair question: every backend then says why not

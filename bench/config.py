@@ -33,7 +33,7 @@ TASKS = ("rows", "permuted")   # pixel orders: bench/data/tasks.py (kept equal t
 
 
 def knob(default, help: str, *, flag: str | None = None, type=None, column: bool | str = False,
-         key: bool = False, sweep: bool = False, factory=None):
+         key: bool = False, sweep: bool = False, factory=None, repeat: bool = False):
     """A config field with its metadata.
 
     flag    the `bench run` option ("--batch-size"); None = config files only. A bool field's flag
@@ -44,10 +44,12 @@ def knob(default, help: str, *, flag: str | None = None, type=None, column: bool
             this field per run under that name (backends -> backend, seeds -> seed); False: not a column.
     key     the column is part of a run's identity (KEY_COLUMNS; compare matches rows on these).
     sweep   `--sweep NAME=V1,V2` may vary it (implies column and key).
+    repeat  the flag may be given several times, each adding one value (a list field: --plugin A --plugin B).
     """
     if sweep:
         column, key = column or True, True
-    metadata = {"help": help, "flag": flag, "type": type, "column": column, "key": key, "sweep": sweep}
+    metadata = {"help": help, "flag": flag, "type": type, "column": column, "key": key, "sweep": sweep,
+                "repeat": repeat}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -58,6 +60,9 @@ class Config:
     backends: tuple[str, ...] = knob(None, "comma-separated backends, run in this order (default: the registry's "
                                      "default plan, impls.default_plan())", flag="--backends", column="backend",
                                      key=True, factory=default_plan)
+    plugins: tuple[str, ...] = knob((), "plugin backends to load: a .py file or an importable module defining BACKENDS "
+                                    "(files as absolute paths); installed `lstm_bench.backends` entry points load "
+                                    "without it (docs/plugins.md)", flag="--plugin", repeat=True)
     seeds: tuple[int, ...] = knob((0,), "comma-separated integers, e.g. 0,1,2; one run per backend and seed",
                                   flag="--seeds", column="seed", key=True)
     epochs: int = knob(1, "passes over the training images (tutorial: one pass over 60,000)",
@@ -257,7 +262,8 @@ def add_arguments(parser: argparse.ArgumentParser, help_suffix: dict[str, str] |
             parser.add_argument(flag, dest=name, action="store_const", const=not f.default, help=text)
             continue
         parse = f.metadata["type"] or (type(f.default) if type(f.default) in (int, float) else str)
-        parser.add_argument(flag, dest=name, type=parse, help=text)
+        action = "append" if f.metadata["repeat"] else "store"
+        parser.add_argument(flag, dest=name, type=parse, help=text, action=action)
 
 
 def _types() -> dict[str, object]:

@@ -37,6 +37,7 @@ from bench import envinfo
 from bench.config import Config
 from bench.errors import one_line
 from bench.isolate import WorkerDied, WorkerError, WorkerTimedOut, call_in_subprocess, start_server
+from impls import plugins
 
 if TYPE_CHECKING:
     from bench.train import RunResult  # workers import bench.train; the driver need not
@@ -85,6 +86,9 @@ def identity(device: torch.device) -> dict:
 
 
 def run_cell(train, config: Config, backend: str, seed: int, data, device: torch.device):
+    # A worker starts with the built-in table only: it loads the run's plugins itself (a no-op in the driver's
+    # process); one that fails to import here raises, and the cell becomes a failed row saying why.
+    plugins.ensure(backend, config.plugins)
     result = resolve(train)(config, backend, seed, data, device)
     result.where = identity(device)
     return result

@@ -1,9 +1,9 @@
 """`bench gpu-check`: on a CUDA machine, parity of the compiled kernels, what really ran, then timings.
 
-    python -m bench gpu-check [--out DIR] [--backends a,b] [--deadline SECONDS]
+    python -m bench gpu-check [--out DIR] [--backends a,b] [--deadline SECONDS] [--plugin FILE.py|MODULE ...]
     (needs only torch, triton, pandas and numpy: a lent GPU machine has those)
 
-Backends: every registered backend of the LSTM family (impls.registry; parity is against torch.nn.LSTM),
+Backends: every registered backend of the LSTM family (impls.registry, plugins too; parity is against torch.nn.LSTM),
 those that torch.compile (Backend.compiles) after the others; one that fails becomes a FAIL row (parity)
 or a row of NaN (timing).
 
@@ -37,12 +37,13 @@ import pandas as pd
 import torch
 
 import impls
-from bench import envinfo, profiling
+from bench import envinfo, plugin_flags, profiling
 from bench.analysis import render
 from bench.atomic import atomic_write_text
 from bench.cliargs import OneLineParser, UsageError, parse
 from bench.constants import BASELINE
 from bench.errors import one_line
+from impls import plugins
 
 OUT_DIR = Path("results") / "gpu-check"  # relative: under the directory the command runs in
 MAX_COMPILED_STEPS = 28  # torch.compile unrolls the time loop: compiling backends run short sequences only
@@ -269,7 +270,7 @@ def environment() -> dict[str, str]:
     env = envinfo.collect()
     return {"torch": env["torch"], "triton": str(env["triton"]), "cuda": str(env["cuda"]),
             "cudnn": str(env["cudnn"]), "gpu": (env["gpu_names"] or [""])[0], "python": env["python"],
-            "git_commit": env["git_commit"]}
+            "git_commit": env["git_commit"]} | ({"plugins": used} if (used := plugins.loaded_line()) else {})
 
 
 TIMING_NOTE = (f"ms per call. median/p20/p80: triton.testing.do_bench (L2 flushed between calls); events_ms: N "
@@ -369,9 +370,12 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--deadline", type=float, default=0.0,
                         help="seconds after which no new check starts; the rest are recorded as not run "
                              "(default 0: none). For a lent GPU with a fixed time budget")
+    plugin_flags.add_argument(parser)
     args = parse(parser, argv)
     if isinstance(args, int):
         return args
+    if (failed := plugin_flags.load_or_exit(args.plugin, parser.prog)) is not None:
+        return failed
     try:
         names = chosen(args.backends)
     except UsageError as error:

@@ -65,7 +65,8 @@ def check_config(config: Config, device: torch.device) -> None:
             raise PlanError(problem)
     for name in config.backends:
         if name not in impls.names():
-            raise PlanError(f"unknown backend {name!r}; expected one of: {', '.join(impls.names())}")
+            from impls.plugins import unknown
+            raise PlanError(unknown(name))
     if len(set(config.backends)) != len(config.backends):
         raise PlanError(f"backends listed twice: {', '.join(config.backends)}")
     swept = config.sweep.get("dtype")

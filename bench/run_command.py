@@ -19,7 +19,7 @@ import torch
 
 import impls
 from bench import config as config_mod
-from bench import executors, preflight, runner, storage
+from bench import executors, plugin_flags, preflight, runner, storage
 from bench.brief import one_line
 from bench.cliargs import OneLineParser, UsageError, parse
 from bench.config import Config
@@ -94,6 +94,7 @@ def build_config(args: argparse.Namespace) -> Config:
         overrides |= experiments.load(args.experiment)
     overrides |= config_mod.load_file(args.config) if args.config else {}
     overrides |= {key: getattr(args, key) for key in config_mod.cli_keys() if getattr(args, key) is not None}
+    overrides["plugins"] = plugin_flags.load(overrides.get("plugins", ()))  # before the default plan is made
     if args.sweep:
         overrides["sweep"] = parse_sweep(args.sweep)
     return config_mod.from_dict(overrides)
@@ -109,6 +110,7 @@ def resumed_config(args: argparse.Namespace, saved: dict, out_dir: Path) -> Conf
     if "config" not in saved:
         raise UsageError(f"--resume {out_dir}: no {ENV_FILE} with a config; expected a directory written by `bench run`")
     kept = {k: v for k, v in saved["config"].items() if k not in config_mod.DERIVED}
+    plugin_flags.load(kept.get("plugins", ()))  # the plan may name plugin backends
     config = config_mod.from_dict(kept)
     config = config.replace(**{key: getattr(args, key) for key in RESUME_KEYS if getattr(args, key) is not None})
     stray = [b for b in config.backends if b not in kept["backends"]]

@@ -24,6 +24,7 @@ from bench.executors import Cell, Failed, LocalExecutor
 from bench.planning import dtype_unsupported, plan, run_id
 from bench.rows import run_row
 from bench.schema import ENV_FILE, RUNS_FILE
+from impls import plugins
 
 # glibc's malloc returns large freed blocks to the OS and faults them back in on the next step; a fresh
 # worker pays that on every step (cudnn on CPU measured 8.7 ms a step with glibc's defaults, 4.7 ms
@@ -124,9 +125,12 @@ def start_env(out_dir: Path, saved: dict, config: Config, device: torch.device, 
         now["experiment"] = experiment
     if warnings:  # e.g. more threads than cores: the figures carry the reason
         now["warnings"] = list(warnings)
+    if used := plugins.provenance(config.backends):  # where each plugin backend came from, and its version
+        now["plugins"] = used
     env = dict(saved) or now
     if saved:  # a resume: keep the original provenance, and say what finished the run
-        finished_by = {k: now[k] for k in ("timestamp", "git_commit", "torch", "torch_threads", "warnings") if k in now}
+        finished_by = {k: now[k] for k in ("timestamp", "git_commit", "torch", "torch_threads", "warnings", "plugins")
+                       if k in now}
         env["resumed"] = [*env.get("resumed", []), finished_by]
     env["executors"] = [*env.get("executors", []), executor.describe(device)]  # a resume may use another
     new_peaks = measure_peaks(config, device, env.get("peak", {}), measure)

@@ -10,9 +10,10 @@ Beyond nn.LSTM's six basic options, each backend declares which of impls.registr
 `lengths=` ("lengths"). Asking for anything else is a skipped row from `availability` and a one-line
 ValueError from `build`, never a wrong answer.
 
-Factories are "module:attribute" strings imported on first use, so asking for `cudnn` never
-imports Triton, and importing this package imports no torch: the table is plain data (impls.registry),
-and build() and availability() import torch when called. This package never imports the harness (`bench`).
+Factories are "module:attribute" strings imported on first use (a plugin's may be the class itself), so
+asking for `cudnn` never imports Triton, and importing this package imports no torch: the table is plain
+data (impls.registry), and build() and availability() import torch when called. Plugin backends join the
+table through impls.plugins. This package never imports the harness (`bench`).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["BASELINE", "PACKINGS", "REGISTRY", "SURFACE", "Availability", "Backend", "availability", "build", "default_plan",
-           "missing_options", "names", "spec"]
+           "factory_class", "missing_options", "names", "spec"]
 
 
 @dataclass(frozen=True)
@@ -93,12 +94,19 @@ def build(name: str, input_size: int, hidden_size: int, num_layers: int = 1, *,
     `lengths=` for padded input where `supports` has it). An option the backend lacks is a ValueError."""
     from impls.base import check_sizes
 
-    backend = spec(name)
+    spec(name)  # an unknown name is a ValueError before anything is imported
     check_sizes(input_size, hidden_size, num_layers)
     missing = missing_options(name, bidirectional=options.get("bidirectional", False),
                               proj_size=options.get("proj_size", 0))
     if missing:
         raise ValueError(missing)
-    module_name, attribute = backend.factory.split(":")
-    cls = getattr(importlib.import_module(module_name), attribute)
-    return cls(input_size, hidden_size, num_layers, batch_first=batch_first, **options)
+    return factory_class(name)(input_size, hidden_size, num_layers, batch_first=batch_first, **options)
+
+
+def factory_class(name: str) -> type:
+    """The nn.Module class of backend `name`: its factory, imported now when it is a "module:attribute" string."""
+    factory = spec(name).factory
+    if not isinstance(factory, str):
+        return factory
+    module_name, attribute = factory.split(":")
+    return getattr(importlib.import_module(module_name), attribute)

@@ -113,16 +113,16 @@ def check(backend, case: Case, *, family: str | None = None, tolerance: float | 
         if case.dtype not in TOLERANCE:
             raise ValueError(f"no default tolerance for {case.dtype}; pass tolerance= (known: {list(TOLERANCE)})")
         tolerance = TOLERANCE[case.dtype]
-    reference, candidate, inputs = _setup(build, family, case)
-    expected, upstream = _run(reference, case, inputs, None, reference=True)
-    actual, _ = _run(candidate, case, inputs, upstream, reference=False)
+    reference, candidate, inputs = setup_pair(build, family, case)
+    expected, upstream = run_module(reference, case, inputs, None, reference=True)
+    actual, _ = run_module(candidate, case, inputs, upstream, reference=False)
     errors = {key: max_rel_error(actual[key], value) if key in actual else float("inf")
               for key, value in expected.items() if key != "layout"}
     errors["layout"] = 0.0 if actual.get("layout") == expected.get("layout") else float("inf")
     return Parity(case, errors, tolerance)
 
 
-def _setup(build, family: str, case: Case):
+def setup_pair(build, family: str, case: Case):
     generator = torch.Generator().manual_seed(case.seed)
     options = {"bias": case.bias, "batch_first": case.batch_first, "bidirectional": case.bidirectional}
     if case.proj_size:
@@ -168,7 +168,7 @@ def _feed(module, case: Case, x, hx, reference: bool):
     return out.data, state, layout
 
 
-def _run(module, case: Case, inputs: dict, upstream, reference: bool):
+def run_module(module, case: Case, inputs: dict, upstream, reference: bool):
     """{quantity: tensor} for one module, and the upstream gradients (made on the reference's run)."""
     family = inputs["family"]
     x = inputs["x"].clone().requires_grad_(True)
@@ -203,25 +203,51 @@ AXES = {
 }
 
 
+# `bench check`'s shapes (impls.checks): batch 1 and primes, T 1 and long, D != H, 1 to 3 layers.
+ODD_SHAPES = {
+    "B1 T1 D3 H5 L1": dict(batch=1, steps=1, input_size=3, hidden=5, layers=1),
+    "B3 T9 D7 H6 L3": dict(batch=3, steps=9, input_size=7, hidden=6, layers=3),
+    "B2 T64 D5 H4 L1": dict(batch=2, steps=64, input_size=5, hidden=4, layers=1),
+    "B5 T13 D2 H9 L2": dict(batch=5, steps=13, input_size=2, hidden=9, layers=2),
+    "B11 T4 D4 H3 L1": dict(batch=11, steps=4, input_size=4, hidden=3, layers=1),
+}
+
+
 def _case(values: dict, base: Case) -> Case:
     values = dict(values)
-    if values["packing"] == "packed-sorted":
+    if "shape" in values:  # a key of ODD_SHAPES
+        values |= ODD_SHAPES[values.pop("shape")]
+    hidden = values.get("hidden", base.hidden)
+    if values.get("proj_size") == "half":  # a projection fitting every shape's H
+        values["proj_size"] = max(1, hidden // 2)
+    if values.get("packing") == "packed-sorted":
         values["packing"] = "packed"
-        values["lengths"] = tuple(sorted(default_lengths(base.batch, base.steps), reverse=True))
+        lengths = default_lengths(values.get("batch", base.batch), values.get("steps", base.steps))
+        values["lengths"] = tuple(sorted(lengths, reverse=True))
     return replace(base, **values)
 
 
-def cases(family: str = "lstm", *, exhaustive: bool = False, base: Case = Case(), supports=None) -> list[Case]:
-    """The full product of AXES, or (default) a greedy pairwise cover of it: each value of each axis
-    meets each value of every other axis in at least one case. A GRU has no proj_size; `supports`
-    (a backend's) drops the options it lacks before the combinations are made."""
-    axes = dict(AXES)
-    if family == "gru":
+def option_axes(family: str, supports=None, axes: dict = AXES) -> dict:
+    """`axes` without the values the family (a GRU has no proj_size) or the backend (`supports`) lacks."""
+    axes = dict(axes)
+    if family == "gru" and "proj_size" in axes:
         axes["proj_size"] = (0,)
     if supports is not None:
-        axes["bidirectional"] = axes["bidirectional"] if "bidirectional" in supports else (False,)
-        axes["proj_size"] = axes["proj_size"] if "proj_size" in supports else (0,)
-        axes["packing"] = tuple(p for p in axes["packing"] if p.split("-")[0] in set(supports) | {"none"})
+        if "bidirectional" in axes:
+            axes["bidirectional"] = axes["bidirectional"] if "bidirectional" in supports else (False,)
+        if "proj_size" in axes:
+            axes["proj_size"] = axes["proj_size"] if "proj_size" in supports else (0,)
+        if "packing" in axes:
+            axes["packing"] = tuple(p for p in axes["packing"] if p.split("-")[0] in set(supports) | {"none"})
+    return axes
+
+
+def cases(family: str = "lstm", *, exhaustive: bool = False, base: Case = Case(), supports=None,
+          axes: dict = AXES) -> list[Case]:
+    """The full product of `axes`, or (default) a greedy pairwise cover of it: each value of each axis
+    meets each value of every other axis in at least one case. A GRU has no proj_size; `supports`
+    (a backend's) drops the options it lacks before the combinations are made."""
+    axes = option_axes(family, supports, axes)
     product = [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
     chosen = product if exhaustive else _pairwise(product, list(axes))
     return [_case(values, base) for values in chosen]

@@ -4,7 +4,9 @@ Torch-free on purpose: the harness's analysis side (reports, plots, compare) rea
 colour, the default plan) on machines that have only pandas and matplotlib. Building a backend and
 asking whether it can run here are in `impls` (build, availability), which import torch when called.
 A new backend is one file plus one line here; everything else (`bench list`, `bench run`'s default plan,
-`bench gpu-check`'s groups, plot colours) is derived from this table.
+`bench gpu-check`'s groups, plot colours) is derived from this table. Backends from outside the repository
+(plugins: an entry point, a file or a module) are added to the same table by impls.plugins, never under a
+BUILTIN name.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ PACKINGS = ("none", "packed", "lengths")  # padded full-length input; PackedSequ
 
 @dataclass(frozen=True)
 class Backend:
-    factory: str   # "module:attribute" of the nn.Module class
+    factory: str | type  # "module:attribute" of the nn.Module class, or (plugins) the class itself
     family: str    # "lstm": drop-in for torch.nn.LSTM (state_dicts interchange); "gru": its own parameters
     needs: str     # "torch" runs anywhere torch does; "triton" needs Triton, and CUDA to be benchmarked;
                    # "inductor" is torch.compile: a C++ compiler on CPU, Triton on CUDA
@@ -59,6 +61,11 @@ REGISTRY: dict[str, Backend] = {
                       cuda_only="on CPU torch.nn.LSTM never uses cuDNN, so `aten` is the same code path as `cudnn`; "
                                 "skipped so the report does not show the same number twice", supports=SURFACE, color="#ad494a"),
 }
+
+
+BUILTIN = frozenset(REGISTRY)  # the names above: a plugin may not take one (impls.plugins)
+FAMILIES = ("lstm", "gru")
+NEEDS = ("torch", "triton", "inductor")
 
 
 def names() -> list[str]:

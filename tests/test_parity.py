@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import impls
-from impls.parity import Case, cases, check, compare_with_torch
+from impls import checks
+from impls.parity import Case, cases, check
 
 # The triton backend has its own parity module (it needs the interpreter on CPU); compiled's cases
 # are in test_compiled.py (each new shape compiles).
@@ -68,76 +69,30 @@ def test_surface_matches_torch_at_the_edges(name, case):
 def test_surface_matches_torch_every_combination(name, case):
     _assert_matches(name, case)
 
-SHAPES = [  # batch, steps, input, hidden, layers
-    dict(batch=1, steps=7, input_size=5, hidden=13, layers=3),
-    dict(batch=3, steps=7, input_size=5, hidden=13, layers=3),
-    dict(batch=3, steps=1, input_size=28, hidden=64, layers=2),
-    dict(batch=4, steps=9, input_size=2, hidden=1, layers=1),
-]
-TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
+# `bench check`'s own checks (impls.checks), the one definition of correct: odd shapes in each dtype,
+# gradcheck, state_dict round trips, determinism. Each backend passes all of them; tests/test_checks.py
+# shows each check failing on a planted bug.
+@pytest.mark.parametrize("name", TORCH_BACKENDS)
+@pytest.mark.parametrize("dtype", checks.dtypes("cpu"), ids=str)
+def test_odd_shapes_match_torch(name, dtype):
+    chosen = checks.odd_cases(name, dtype)
+    assert {c.batch for c in chosen} >= {1, 2, 3, 5, 11} and {c.steps for c in chosen} >= {1, 64}
+    assert {c.layers for c in chosen} >= {1, 3} and all(c.input_size != c.hidden for c in chosen)
+    for option in ("batch_first", "with_state", "bias"):
+        assert {getattr(c, option) for c in chosen} == {True, False}
+    supports = impls.spec(name).supports
+    assert any(c.bidirectional for c in chosen) == ("bidirectional" in supports)
+    assert {c.packing for c in chosen} == {"none"} | (set(supports) & {"packed", "lengths"})
+    outcomes = checks.parity_outcomes(name, chosen, checks.TOLERANCES["cpu", dtype])
+    assert [o.check.split(" ", 1)[1] for o in outcomes] == ["outputs", "final states", "gradients"]
+    assert all(o.ok for o in outcomes), [o for o in outcomes if not o.ok]
 
 
-# (dtype, batch_first, with_state): every pair of values of these three appears in these four, and each shape
-# gets one of them. That pairwise cover is the fast lane; the rest of the full grid (backend x shape x dtype x
-# layout x state) is marked slow, and `make test` runs all of it.
-PAIRWISE = [(torch.float64, True, False), (torch.float32, True, True), (torch.float64, False, True),
-            (torch.float32, False, False)]
-
-
-def _grid() -> list:
-    cases = []
-    for name in TORCH_BACKENDS:
-        for k, shape in enumerate(SHAPES):
-            for dtype in (torch.float64, torch.float32):
-                for batch_first in (True, False):
-                    for with_state in (False, True):
-                        case_id = "-".join([("given_state" if with_state else "zero_state"),
-                                            ("batch_first" if batch_first else "time_major"), str(dtype),
-                                            "b{batch}t{steps}d{input_size}h{hidden}l{layers}".format(**shape), name])
-                        fast = PAIRWISE[k % len(PAIRWISE)] == (dtype, batch_first, with_state)
-                        cases.append(pytest.param(name, shape, dtype, batch_first, with_state, id=case_id,
-                                                  marks=() if fast else pytest.mark.slow))
-    return cases
-
-
-@pytest.mark.parametrize("name, shape, dtype, batch_first, with_state", _grid())
-def test_matches_torch(name, shape, dtype, batch_first, with_state):
-    errors = compare_with_torch(name, **shape, dtype=dtype, batch_first=batch_first, with_state=with_state)
-    family = impls.spec(name).family
-    assert {"output", "h_n", "grad_input"} <= set(errors)
-    assert ("c_n" in errors) == (family == "lstm")
-    assert any(key.startswith("grad_weight_hh_l") for key in errors)
-    if with_state:
-        assert "grad_h_0" in errors
-    worst = {k: v for k, v in errors.items() if not v <= TOLERANCE[dtype]}
-    assert not worst, f"{name} {dtype}: beyond {TOLERANCE[dtype]}: {worst}"
-
-
-@pytest.mark.parametrize("name", LSTM_BACKENDS)
-def test_without_bias(name):
-    errors = compare_with_torch(name, batch=2, steps=4, input_size=3, hidden=5, layers=2, bias=False,
-                                dtype=torch.float64)
-    assert not any(k.startswith("grad_bias") for k in errors)
-    assert max(errors.values()) < 1e-10
-
-
-def test_parity_detects_a_wrong_gate():
-    """The slow twin must be able to fail: swap two gates of the loop cell and parity breaks."""
-    from impls import cells
-    original = cells.lstm_pointwise
-
-    def forget_and_input_swapped(gates, c_prev):
-        i, f, g, o = gates.chunk(4, dim=-1)
-        return original(torch.cat([f, i, g, o], dim=-1), c_prev)
-
-    try:
-        cells.lstm_pointwise = forget_and_input_swapped
-        import impls.cells as module
-        assert module.lstm_pointwise is forget_and_input_swapped
-        errors = compare_with_torch("loop", batch=2, steps=3, input_size=3, hidden=4, layers=1, dtype=torch.float64)
-    finally:
-        cells.lstm_pointwise = original
-    assert errors["output"] > 1e-3
+@pytest.mark.parametrize("name", TORCH_BACKENDS)
+def test_gradcheck_state_dict_round_trips_and_determinism(name):
+    outcomes = [checks.gradcheck_outcome(name), *checks.state_dict_outcomes(name), checks.determinism_outcome(name)]
+    assert all(o.ok for o in outcomes), [o for o in outcomes if not o.ok]
+    assert outcomes[-1].error == 0.0  # bit for bit
 
 
 @pytest.mark.parametrize("pair", [("cudnn", "loop"), ("loop", "cudnn")])

@@ -29,17 +29,20 @@ EXTRA_COLORS = ["#d62728", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"
                 "#393b79", "#ad494a", "#8ca252", "#de9ed6", "#6b6ecf", "#e7969c"]
 
 
-def registered_color(backend: str) -> str:
-    """The backend's colour in the registry (impls.registry), "" when it has none or is not registered here."""
+def registered_color(backend: str, env: dict | None = None) -> str:
+    """The backend's colour in the registry (impls.registry), else the colour a plugin declared in the results'
+    env.json ("plugins"); "" when neither gives one."""
     entry = REGISTRY.get(backend)
-    return entry.color if entry else ""
+    declared = ((env or {}).get("plugins") or {}).get(backend) or {}
+    return (entry.color if entry else "") or declared.get("color", "")
 
 
-def backend_colors(backends: list[str]) -> dict[str, str]:
-    """A registered colour where the registry gives one, so a backend keeps its colour across plots, reports and
-    machines; others a colour chosen by a hash of the name (so the same name usually gets the same colour across
-    reports), moving on to the next free colour on a clash (so two backends in one report never share one)."""
-    colors = {b: registered_color(b) for b in backends if registered_color(b)}
+def backend_colors(backends: list[str], env: dict | None = None) -> dict[str, str]:
+    """A registered or declared colour where there is one (registered_color), so a backend keeps its colour across
+    plots, reports and machines; others a colour chosen by a hash of the name (so the same name usually gets the
+    same colour across reports), moving on to the next free colour on a clash (so two backends in one report never
+    share one). `env`: the results' env.json, whose "plugins" may give a plugin backend's colour."""
+    colors = {b: registered_color(b, env) for b in backends if registered_color(b, env)}
     for backend in sorted(b for b in backends if b not in colors):
         start = zlib.crc32(backend.encode())
         free = [EXTRA_COLORS[(start + i) % len(EXTRA_COLORS)] for i in range(len(EXTRA_COLORS))]

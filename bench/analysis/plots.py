@@ -41,7 +41,7 @@ def write_plots(res: Results, plot_dir: Path) -> dict[str, tuple[str, Path]]:
         return {}
     axes = res.axes
     order = [b for b in res.backends if b in set(ok["backend"])]
-    colors = backend_colors(res.backends)
+    colors = backend_colors(res.backends, res.env)
     ok["point"] = point_labels(ok, axes)
     slots = list(res.backends)  # skipped and failed backends keep their slot, labelled with the reason
     missing = _missing(res.runs, ok, axes, slots)

@@ -127,7 +127,7 @@ def config_rows(env: dict) -> list[list[str]]:
     rows = [[f"config.{k}", render.fmt_setting(saved[k])] for k in known if k in saved]
     rows += [[f"config.{k}", render.fmt_setting(v)] for k, v in saved.items() if k not in known]
     rows += [[k, render.fmt_setting(env[k])] for k in ENV_KEYS if k in env]
-    rows += [[k, render.fmt_setting(v)] for k, v in env.items() if k not in ENV_KEYS and k != "config"]
+    rows += [[k, render.fmt_setting(v)] for k, v in env.items() if k not in (*ENV_KEYS, "config", "plugins")]
     return rows
 
 
@@ -214,6 +214,10 @@ def build_blocks(res: Results, plot_files: dict[str, tuple[str, Path]], baseline
 
     blocks += [("h2", "Configuration and environment"), ("table", ["setting", "value"], config_rows(res.env))]
     blocks += [("h3", "Backends"), ("table", *backend_summary(res.runs, res.backends))]
+    if plugins := res.env.get("plugins"):  # backends from outside the repository: where from, which version
+        blocks += [("h3", "Plugin backends"), ("table", ["backend", "from", "version", "summary"], [
+            [name, f"{p.get('kind', '?')} {p.get('source', '?')}", p.get("version", "—"), p.get("summary", "")]
+            for name, p in plugins.items()])]
     return blocks
 
 

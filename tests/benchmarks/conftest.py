@@ -11,6 +11,12 @@ import torch
 
 from bench import envinfo
 from bench.microbench import timing_requested
+from impls import plugins
+
+# Plugin backends join the micro-benchmarks: every installed `lstm_bench.backends` entry point, and the files
+# or modules in $LSTM_BENCH_PLUGINS (`make bench-ci PLUGINS=path/to/mine.py`). Loaded here, before
+# test_backends.py makes its cases from the registry.
+plugins.load(plugins.from_environment())
 
 # Provenance that changes from run to run; pytest-benchmark records the commit in commit_info.
 _PER_RUN_KEYS = ("timestamp", "git_commit", "git_commit_time")
@@ -26,7 +32,7 @@ def benchmark(benchmark, request):
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     info = {key: value for key, value in envinfo.collect().items() if key not in _PER_RUN_KEYS}
-    machine_info["lstm_bench"] = info
+    machine_info["lstm_bench"] = info | ({"plugins": plugins.provenance()} if plugins.LOADED else {})
     machine_info["gpu"] = ", ".join(info["gpu_names"]) or None
     machine_info["cpu_model"] = info["cpu_model"]
     for key in ("torch", "cuda", "cudnn", "triton"):   # cudnn: None unless cuDNN runs on this machine
