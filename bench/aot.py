@@ -155,7 +155,7 @@ class ArchTarget:
             regs, spill_stores, spill_loads = ptxas_resources(ptx, self.arch, options)
             compiled = Compiled(kernel.metadata.shared, regs, spill_stores, spill_loads, tensor_core_use(ptx),
                                 round(len(ptx.encode()) / 1024, 1))
-        except Exception as error:  # noqa: BLE001 - a kernel that does not compile is a row, not a crash
+        except Exception as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             return Compiled(error=f"{type(error).__name__}: {first}"[:300])
         if self.cache_dir:

@@ -12,8 +12,8 @@ import sys
 import impls
 from bench import plugin_flags
 from bench.cliargs import OneLineParser, parse
-from impls import plugins
 from bench.planning import PlanError, resolve_device
+from impls import plugins
 
 
 def table(device) -> list[dict]:

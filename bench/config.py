@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import json
 import math
 import re
+import tomllib
 import types
 import typing
-import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,7 +109,7 @@ class Config:
         """Pixels per step: an image is read as seq_len chunks of equal size."""
         return IMAGE_PIXELS // self.seq_len
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         positive = ("epochs", "batch_size", "hidden_size", "num_layers", "seq_len", "num_classes",
                     "eval_batch_size", "curve_every")
         for key in positive:
@@ -165,7 +165,7 @@ class Config:
                 raise ValueError(f"config: sweep.{axis} lists {brief(_twice(values))} twice; each point runs once")
         return self
 
-    def replace(self, **overrides) -> "Config":
+    def replace(self, **overrides) -> Config:
         return from_dict(overrides, base=self)
 
     def to_dict(self) -> dict:

@@ -21,7 +21,6 @@ the driver's code; each node needs only the same Python environment (torch, ray)
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import socket
 import sys

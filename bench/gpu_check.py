@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -286,7 +286,7 @@ def write_table(table: pd.DataFrame, env: dict[str, str], out_dir: Path = OUT_DI
                 note: str = TIMING_NOTE, stamp: str | None = None) -> tuple[Path, Path]:
     """name_<stamp>.csv and .md, each replaced whole (bench.atomic); one stamp per session, so saving again
     updates them."""
-    stamp = stamp or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = stamp or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     csv_path, md_path = Path(out_dir) / f"{name}_{stamp}.csv", Path(out_dir) / f"{name}_{stamp}.md"
     atomic_write_text(csv_path, table.assign(**env).to_csv(index=False))
     blocks = [("h1", name), ("p", note), ("p", ", ".join(f"{k} {v}" for k, v in env.items())),
@@ -299,7 +299,7 @@ def write_table(table: pd.DataFrame, env: dict[str, str], out_dir: Path = OUT_DI
 
 def session(names: list[str], out: Path, deadline: float, env: dict[str, str]) -> tuple[list[dict], pd.DataFrame]:
     """Parity then timings of each group, every table rewritten after every row; (parity rows, timing table)."""
-    started, stamp = time.monotonic(), datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    started, stamp = time.monotonic(), datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     expired = (lambda: time.monotonic() - started > deadline) if deadline > 0 else never
     parity, records = [], []
 

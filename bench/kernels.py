@@ -65,7 +65,8 @@ class Job:
 
 def preset_shapes() -> list[Shape]:
     """The default configuration's shape and every preset's (each sweep point), without repeats, in order."""
-    from bench import config as config_mod, experiments
+    from bench import config as config_mod
+    from bench import experiments
 
     configs = [config_mod.Config()] + [config_mod.from_dict(experiments.load(name)) for name in experiments.names()]
     shapes: list[Shape] = []
@@ -197,7 +198,7 @@ def _warm_up() -> None:
     """Imports and first meta-tensor ops once in this process, so forked workers start with them done."""
     import torch
 
-    import impls.triton_lstm  # noqa: F401 - imported for the workers
+    import impls.triton_lstm
     import impls.triton_step  # noqa: F401
     from bench.aot import ArchTarget
 

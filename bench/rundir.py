@@ -13,7 +13,6 @@ from pathlib import Path
 
 from bench import atomic
 
-
 # Relative: results land under the directory `bench run` is started from, wherever the package lives.
 RESULTS_ROOT = Path("results") / "runs"
 

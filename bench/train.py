@@ -15,12 +15,12 @@ from torch import nn
 from tqdm import tqdm
 
 import impls
+from bench import flops, numerics, profiling
 from bench.config import Config
 from bench.constants import NUMERICS_IMAGES, PROFILED_STEPS
 from bench.data import BatchLoader, Mnist, pixel_order
-from bench.model import RowClassifier
-from bench import flops, numerics, profiling
 from bench.metrics import percentile
+from bench.model import RowClassifier
 from bench.timing import MemoryMeter, SplitTimer, sync
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

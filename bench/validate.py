@@ -25,8 +25,16 @@ from pathlib import Path
 
 from bench import config, metrics
 from bench.brief import brief, cut
-from bench.schema import (CURVE_COLUMNS, CURVES_FILE, ENV_FILE, REQUIRED_RUN_COLUMNS, RUNS_FILE, STEP_COLUMNS,
-                          STEPS_FILE, run_columns)
+from bench.schema import (
+    CURVE_COLUMNS,
+    CURVES_FILE,
+    ENV_FILE,
+    REQUIRED_RUN_COLUMNS,
+    RUNS_FILE,
+    STEP_COLUMNS,
+    STEPS_FILE,
+    run_columns,
+)
 
 DAMAGE, PLAN, NOTE = "damage", "plan", "note"
 # What doctor may do about a problem without losing anything: cut the torn last line, keep the first of

@@ -23,8 +23,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 import triton
@@ -186,7 +187,7 @@ class Fitted:
     note: str = ""     # the faster configurations the device's shared memory ruled out ("" when none was)
     problem: str = ""  # why even this launch cannot run on the device ("" when it can)
 
-    def again(self, launch: Launch) -> "Fitted":
+    def again(self, launch: Launch) -> Fitted:
         """The same verdict for another launch of the same configuration (the next step's)."""
         return Fitted(launch, self.note, self.problem)
 

@@ -51,9 +51,25 @@ import torch
 import triton
 import triton.language as tl
 
-from impls.triton_common import (INTERPRETING, Launch, TritonLSTMBase, cell, cell_grad, check, compute_dtype,
-                                 device_scope, dot, dot_precision, fit, load4, pow2, recurrence_function, store4,
-                                 target_for, wide_dtype)
+from impls.triton_common import (
+    INTERPRETING,
+    Launch,
+    TritonLSTMBase,
+    cell,
+    cell_grad,
+    check,
+    compute_dtype,
+    device_scope,
+    dot,
+    dot_precision,
+    fit,
+    load4,
+    pow2,
+    recurrence_function,
+    store4,
+    target_for,
+    wide_dtype,
+)
 
 RESIDENT_BYTES = 64 * 1024  # the four padded W_hh tiles of one program, beyond which it streams
 # "resident" or "streaming" to overrule `plan` (and give up the fallback between paths); see `force_path`.

@@ -36,9 +36,24 @@ import torch
 import triton
 import triton.language as tl
 
-from impls.triton_common import (INTERPRETING, Fitted, Launch, TritonLSTMBase, cell, cell_grad, check,
-                                 compute_dtype, device_scope, fit, load4, pow2, recurrence_function, store4,
-                                 target_for, wide_dtype)
+from impls.triton_common import (
+    INTERPRETING,
+    Fitted,
+    Launch,
+    TritonLSTMBase,
+    cell,
+    cell_grad,
+    check,
+    compute_dtype,
+    device_scope,
+    fit,
+    load4,
+    pow2,
+    recurrence_function,
+    store4,
+    target_for,
+    wide_dtype,
+)
 
 NUM_WARPS = 4   # Triton's default: about 1024 elements per program (see _blocks) over 128 threads
 NUM_STAGES = 3  # Triton's default; the kernels have no loop, so nothing is pipelined

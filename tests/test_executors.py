@@ -13,7 +13,6 @@ import torch
 
 import bench.train
 from bench import envinfo, executors, run_command, runner, storage
-from bench.config import from_dict
 from bench.schema import RUN_COLUMNS
 from tests.fixtures.synthetic import synthetic_mnist, two_backend_config
 

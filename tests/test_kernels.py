@@ -18,12 +18,12 @@ import pytest
 
 pytest.importorskip("triton")
 
-import torch  # noqa: E402
+import torch
 
-import impls.triton_common as common  # noqa: E402
-import impls.triton_lstm as triton_lstm  # noqa: E402
-from bench import kernels  # noqa: E402
-from impls.parity import compare_with_torch  # noqa: E402
+import impls.triton_common as common
+import impls.triton_lstm as triton_lstm
+from bench import kernels
+from impls.parity import compare_with_torch
 
 ROOT = Path(__file__).resolve().parent.parent
 CUDA = torch.cuda.is_available()

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tests.fixtures.import_graph import external_imports, import_graph, reachable
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ import torch
 
 import bench.train
 import impls
-from bench import planning, predictions, rundir, run_command, runner, storage
+from bench import planning, predictions, run_command, rundir, runner, storage
 from bench.config import from_dict
 from bench.executors import LocalExecutor
 from bench.peak import measure_peak

@@ -46,10 +46,18 @@ import pandas as pd
 
 from bench import config, metrics
 from bench.analysis import render, stats
-from bench.analysis.results import Results, ResultsError, at_point, backend_order, load, metric_table, ok_runs, \
-    sweep_axes
-from bench.brief import one_line
+from bench.analysis.results import (
+    Results,
+    ResultsError,
+    at_point,
+    backend_order,
+    load,
+    metric_table,
+    ok_runs,
+    sweep_axes,
+)
 from bench.atomic import atomic_write_text
+from bench.brief import one_line
 from bench.cliargs import OneLineParser, parse
 from bench.constants import TEST_IMAGES
 

@@ -13,16 +13,16 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from bench.analysis.render import fmt_point  # noqa: E402
-from bench.atomic import atomic_write_bytes  # noqa: E402
-from impls.registry import REGISTRY  # noqa: E402  (the table only: plain data, no torch)
+from bench.analysis.render import fmt_point
+from bench.atomic import atomic_write_bytes
+from impls.registry import REGISTRY
 
 # For backends the registry gives no colour (a plugin, or a name from an older results directory).
 EXTRA_COLORS = ["#d62728", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",

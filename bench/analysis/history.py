@@ -30,7 +30,7 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -110,10 +110,10 @@ def _time(text) -> datetime | None:
         when = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def commit_info(commit: str, repo: str) -> tuple[datetime | None, str]:
     """(committer date, subject) of a commit, from the repository that recorded it, else the current one."""
     sha = commit.removesuffix("-dirty")

@@ -9,13 +9,14 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
-from bench.analysis.history_report import ACCURACY, MEMORY, STEP, short  # noqa: E402
-from bench.analysis.figures import plain_log_ticks as _plain_log_ticks, save as _save  # noqa: E402
-from bench.analysis.plots import MIN_ACCURACY_SPAN  # noqa: E402
+from bench.analysis.figures import plain_log_ticks as _plain_log_ticks
+from bench.analysis.figures import save as _save
+from bench.analysis.history_report import ACCURACY, MEMORY, STEP, short
+from bench.analysis.plots import MIN_ACCURACY_SPAN
 
 MARKS = {"regression": ("^", "#d62728"), "improvement": ("v", "#2ca02c")}
 

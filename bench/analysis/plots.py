@@ -21,8 +21,20 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from bench import metrics
-from bench.analysis.figures import (backend_colors, bar_label, label_missing, legend, panel_grid, plain_log_ticks,
-                                    point_labels, point_order, save, seed_note, slot_note, slot_x)
+from bench.analysis.figures import (
+    backend_colors,
+    bar_label,
+    label_missing,
+    legend,
+    panel_grid,
+    plain_log_ticks,
+    point_labels,
+    point_order,
+    save,
+    seed_note,
+    slot_note,
+    slot_x,
+)
 from bench.analysis.results import Results
 from bench.constants import TEST_IMAGES
 

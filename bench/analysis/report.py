@@ -20,10 +20,10 @@ import pandas as pd
 
 from bench import config, metrics
 from bench.analysis import headline, not_measured, render, results
-from bench.brief import one_line
-from bench.cliargs import OneLineParser, parse
 from bench.analysis.results import Results, ResultsError
 from bench.atomic import atomic_write_text
+from bench.brief import one_line
+from bench.cliargs import OneLineParser, parse
 from bench.constants import BASELINE, NUMERICS_IMAGES, PROFILED_STEPS, TEST_IMAGES
 
 ENV_KEYS = ["timestamp", "git_commit", "python", "platform", "torch", "cuda", "cudnn", "triton", "triton_interpret",

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
+from bench.constants import IMAGE_PIXELS as PIXELS
 from bench.data import idx
 from bench.data.fetch import ensure_mnist
-from bench.constants import IMAGE_PIXELS as PIXELS
 
 
 @dataclass

