@@ -31,8 +31,10 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from bench.cliargs import OneLineParser, UsageError, parse
+from impls.registry import REGISTRY
 
-BACKENDS = ("triton", "triton-step")
+# The built-in Triton backends (the registry's, before any plugin loads): their wrappers plan their own launches.
+BACKENDS = tuple(name for name, backend in REGISTRY.items() if backend.needs == "triton")
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 PASSES = ("forward", "backward", "inference")
 DEFAULT_ARCHS = (80, 86, 89, 90)
