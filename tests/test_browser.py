@@ -56,7 +56,8 @@ def problems(page, headline: str) -> list[str]:
     seen = page.evaluate(MEASURE)
     found += [f"image {i['src']} did not load (naturalWidth 0)" for i in seen["images"] if not i["width"] > 0]
     for t in seen["tables"]:
-        inside = t["right"] <= seen["width"] + 0.5 or (t["boxRight"] is not None and t["boxRight"] <= seen["width"] + 0.5)
+        inside = (t["right"] <= seen["width"] + 0.5
+                  or (t["boxRight"] is not None and t["boxRight"] <= seen["width"] + 0.5))
         if not inside:
             found.append(f"table {t['index']} ({t['head']}) reaches {t['right']:.0f} px in a {seen['width']}-px "
                          "window without a scroll box of its own")
@@ -100,7 +101,8 @@ def browser():
 def test_the_page_reads_well_in_a_browser(pages, browser, tmp_path, name):
     path, headline = pages[name]
     page = browser.open(path.resolve().as_uri())
-    shots = [page.screenshot(tmp_path / f"{name}-first-screen.png"), page.screenshot(tmp_path / f"{name}-full.png", full=True)]
+    shots = [page.screenshot(tmp_path / f"{name}-first-screen.png"),
+             page.screenshot(tmp_path / f"{name}-full.png", full=True)]
     if os.environ.get("LSTM_BENCH_SCREENSHOTS"):
         keep = Path(os.environ["LSTM_BENCH_SCREENSHOTS"])
         keep.mkdir(parents=True, exist_ok=True)

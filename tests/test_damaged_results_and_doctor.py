@@ -57,7 +57,8 @@ def lines(path: Path) -> list[str]:
 
 def add_unknown_column(d):
     text = lines(d / "runs.csv")
-    (d / "runs.csv").write_text("".join([text[0].rstrip("\n") + ",mystery\n"] + [t.rstrip("\n") + ",7\n" for t in text[1:]]))
+    rows = [text[0].rstrip("\n") + ",mystery\n"] + [t.rstrip("\n") + ",7\n" for t in text[1:]]
+    (d / "runs.csv").write_text("".join(rows))
 
 
 def empty(name):
@@ -118,7 +119,8 @@ def one_error_line(err: str, fragment: str) -> None:
 
 
 @pytest.mark.parametrize("case,damage,fragment", DAMAGES, ids=IDS)
-def test_resume_refuses_a_damaged_directory_before_anything_is_written(run_dir, capsys, no_data, case, damage, fragment):
+def test_resume_refuses_a_damaged_directory_before_anything_is_written(run_dir, capsys, no_data, case, damage,
+                                                                        fragment):
     damage(run_dir)
     before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
     assert run_command.cli(["--resume", str(run_dir)]) == 2

@@ -167,13 +167,15 @@ def test_commit_time_and_subject_come_from_git_when_env_lacks_them(tmp_path):
     repo.mkdir()
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
     shas = []
-    for subject, date in (("first change", "2024-05-02T00:00:00+00:00"), ("second change", "2024-05-01T00:00:00+00:00")):
+    for subject, date in (("first change", "2024-05-02T00:00:00+00:00"),
+                          ("second change", "2024-05-01T00:00:00+00:00")):
         (repo / "f").write_text(subject)
         subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
         subprocess.run(git + ["add", "f"], cwd=repo, check=True)
         subprocess.run(git + ["commit", "-q", "-m", subject], cwd=repo, check=True,
                        env={"GIT_COMMITTER_DATE": date, "GIT_AUTHOR_DATE": date, "PATH": "/usr/bin:/bin"})
-        shas.append(subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip())
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True)
+        shas.append(head.stdout.strip())
     history.commit_info.cache_clear()
     for name, sha in zip("xy", shas):
         directory(tmp_path, name, 1, sha, None, env={"git_repo": str(repo)})

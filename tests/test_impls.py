@@ -74,7 +74,8 @@ def test_gru_state_shape_is_checked():
 
 @pytest.mark.parametrize("name", ["cudnn", "loop", "aten", "compiled"])
 def test_the_options_of_nn_lstm_are_validated_as_nn_lstm_means_them(name):
-    with pytest.raises(ValueError, match=r"proj_size must be an int in \[0, hidden_size=4\) \(0: no projection\), got 4$"):
+    with pytest.raises(ValueError,
+                       match=r"proj_size must be an int in \[0, hidden_size=4\) \(0: no projection\), got 4$"):
         impls.build(name, 5, 4, proj_size=4)
     with pytest.raises(ValueError, match=r"proj_size must be an int in \[0, hidden_size=4\).*got -1$"):
         impls.build(name, 5, 4, proj_size=-1)

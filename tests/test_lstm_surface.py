@@ -97,7 +97,8 @@ def test_packed_output_keeps_the_inputs_layout_and_batch_order(name, enforce_sor
     expected, expected_state = reference(packed)
     assert isinstance(out, PackedSequence) and out.data.shape == (10, 8)
     assert torch.equal(out.batch_sizes, expected.batch_sizes)
-    for mine, theirs in ((out.sorted_indices, expected.sorted_indices), (out.unsorted_indices, expected.unsorted_indices)):
+    for mine, theirs in ((out.sorted_indices, expected.sorted_indices),
+                         (out.unsorted_indices, expected.unsorted_indices)):
         assert (mine is None and theirs is None) or torch.equal(mine, theirs)
     assert torch.allclose(out.data, expected.data, atol=1e-6)
     h_n = state[0] if isinstance(state, tuple) else state

@@ -47,7 +47,8 @@ def error_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("error: ")]
 
 
-@pytest.mark.parametrize("address,expected", [("127.0.0.1:6379", ("127.0.0.1", 6379)), ("ray://head:10001", ("head", 10001)),
+@pytest.mark.parametrize("address,expected", [("127.0.0.1:6379", ("127.0.0.1", 6379)),
+                                              ("ray://head:10001", ("head", 10001)),
                                               ("[::1]:6379", ("::1", 6379)), ("auto", None), ("head", None)])
 def test_addresses_are_read_for_the_probe(address, expected):
     assert host_port(address) == expected
@@ -57,13 +58,14 @@ def test_a_refused_address_fails_at_once_in_one_line(tmp_path, capsys):
     pytest.importorskip("ray")
     out = tmp_path / "out"
     assert run_command.cli(["--executor", "ray", "--ray-address", "127.0.0.1:1", "--out", str(out), *SMALL]) == 1
-    assert capsys.readouterr().err == ("error: ray: nothing answers at 127.0.0.1:1 (Connection refused); is the cluster "
-                                       "up? `ray status` on its head node shows its address\n")
+    assert capsys.readouterr().err == ("error: ray: nothing answers at 127.0.0.1:1 (Connection refused); "
+                                       "is the cluster up? `ray status` on its head node shows its address\n")
     assert not out.exists()
 
 
 def test_a_bad_connect_timeout_is_refused(tmp_path, capsys):
-    assert run_command.cli(["--executor", "ray", "--ray-connect-timeout", "0", "--out", str(tmp_path / "o"), *SMALL]) == 2
+    argv = ["--executor", "ray", "--ray-connect-timeout", "0", "--out", str(tmp_path / "o"), *SMALL]
+    assert run_command.cli(argv) == 2
     assert capsys.readouterr().err == "error: --ray-connect-timeout must be a positive number of seconds, got 0\n"
 
 

@@ -144,7 +144,8 @@ def test_a_model_no_machine_holds_is_refused_at_once_with_its_estimate(tmp_path,
 def test_the_estimate_counts_exactly_the_parameters_the_model_has(backend, input_size, hidden, layers):
     model = RowClassifier(impls.build(backend, input_size, hidden, layers, batch_first=True), hidden, 10)
     family = impls.REGISTRY[backend].family
-    assert estimate.parameter_count(family, input_size, hidden, layers, 10) == sum(p.numel() for p in model.parameters())
+    expected = sum(p.numel() for p in model.parameters())
+    assert estimate.parameter_count(family, input_size, hidden, layers, 10) == expected
     need = estimate.run_memory(family, batch=50, seq_len=784 // input_size, input_size=input_size, hidden=hidden,
                                layers=layers, classes=10, dtype="float32", train_images=60_000)
     assert need.bytes["parameters"] == 4 * need.parameters == need.bytes["gradients"] == need.bytes["optimizer"] // 2
@@ -188,7 +189,8 @@ ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: 
                                                    "got 'xxxxxxxxxxxx"),
     ([], ("c.yaml", "x" * 70_000), "a config file is a few lines (at most 65,536 bytes)"),
     ([], ("c.json", '{"seeds": [' + "9" * 5000 + "]}"), "not valid JSON: Exceeds the limit"),
-    ([], ("c.yaml", "seeds: [" + ", ".join(map(str, range(10_000))) + ", 3]\n"), "seeds must differ: 3 is listed twice"),
+    ([], ("c.yaml", "seeds: [" + ", ".join(map(str, range(10_000))) + ", 3]\n"),
+     "seeds must differ: 3 is listed twice"),
 ])
 def test_every_bad_config_value_is_one_bounded_line(tmp_path, capsys, no_data, argv, file, fragment):
     if file:
