@@ -46,6 +46,7 @@ import pandas as pd
 
 from bench import config, metrics
 from bench.analysis import render, stats
+from bench.analysis.differences import differences, hardware_differences
 from bench.analysis.results import (
     Results,
     ResultsError,
@@ -63,7 +64,6 @@ from bench.constants import TEST_IMAGES
 
 ALPHA = 0.05
 MIN_SEEDS = 4
-IGNORED_ENV = ("timestamp",)  # always differs; shown, but not as a difference
 MANN_WHITNEY, WELCH, Z_TEST, CONSTANT, NO_TEST = (
     "Mann-Whitney U", "Welch's t-test", "two-proportion z-test", "no spread", "no test")
 MCNEMAR = "McNemar exact"
@@ -172,7 +172,8 @@ def paired_accuracy(metric: metrics.Metric, a: Results, b: Results, key: dict, v
     for seed, run in zip(runs_a["seed"], runs_a["run_id"]):
         if seed not in by_seed_b:
             continue
-        correct_a, correct_b = predictions.load_correctness(a.dir, run), predictions.load_correctness(b.dir, by_seed_b[seed])
+        correct_a = predictions.load_correctness(a.dir, run)
+        correct_b = predictions.load_correctness(b.dir, by_seed_b[seed])
         if correct_a is not None and correct_b is not None:
             pairs.append((correct_a, correct_b))
     if not pairs:
@@ -196,12 +197,13 @@ def interval_note(samples_a: np.ndarray, samples_b: np.ndarray) -> str:
     return f"; B/A 95% CI [{ci['low']:.3f}, {ci['high']:.3f}] (bootstrap over per-run medians/values)"
 
 
-def _status_changes(a: dict, b: dict, keys: list[str]) -> pd.DataFrame:
+def _status_changes(a: Results, b: Results, keys: list[str]) -> pd.DataFrame:
     """Groups ok on one side only: a backend that now fails must not vanish from the comparison."""
     def summary(runs):
         return runs.groupby(keys, dropna=False).agg(
             ok=("status", lambda s: (s == "ok").any()),
-            status=("status", lambda s: "ok" if (s == "ok").any() else "failed" if (s == "failed").any() else "skipped"),
+            status=("status",
+                    lambda s: "ok" if (s == "ok").any() else "failed" if (s == "failed").any() else "skipped"),
             reason=("error", lambda e: "; ".join(sorted(set(x for x in e if x)))))
     sa, sb = summary(a.runs), summary(b.runs)
     joined = sa.reset_index().merge(sb.reset_index(), on=keys, how="outer", suffixes=("_a", "_b"))
@@ -216,43 +218,6 @@ def _status_changes(a: dict, b: dict, keys: list[str]) -> pd.DataFrame:
                      "reason": reason if isinstance(reason, str) and reason else "",
                      "regression": status_a == "ok" and status_b == "failed"})
     return pd.DataFrame(rows, columns=[*keys, "a", "b", "reason", "regression"])
-
-
-def _flatten(prefix: str, value, out: dict) -> dict:
-    if isinstance(value, dict) and value:
-        for k, v in value.items():
-            _flatten(f"{prefix}.{k}" if prefix else k, v, out)
-    else:
-        out[prefix] = value
-    return out
-
-
-# env.json keys and runs.csv columns that say which machine ran: when they differ, B/A is machines, not code.
-HARDWARE_ENV = ("cpu_model", "cpu_count", "gpu_names", "gpu_count", "device")
-HARDWARE_RUNS = ("host", "device_name")
-
-
-def hardware_differences(diffs: list[tuple[str, str, str]]) -> list[str]:
-    """The settings among `diffs` that name the machine and are recorded on both sides (older results lack
-    some): one differs, and speed no longer measures code alone."""
-    names = {*HARDWARE_ENV, *(f"runs.{c}" for c in HARDWARE_RUNS)}
-    unknown = ("", "—", "None", "nan")
-    return [name for name, va, vb in diffs if name in names and va not in unknown and vb not in unknown]
-
-
-def differences(a: Results, b: Results) -> list[tuple[str, str, str]]:
-    """(setting, A, B) for every config or environment key that differs, config first."""
-    env_a, env_b = _flatten("", a.env, {}), _flatten("", b.env, {})
-    names = sorted(set(env_a) | set(env_b), key=lambda k: (not k.startswith("config."), k))
-    out = [(k, render.fmt_setting(env_a.get(k)), render.fmt_setting(env_b.get(k)))
-           for k in names if k not in IGNORED_ENV]
-    out = [row for row in out if row[1] != row[2]]
-    for column in ("device", "dtype", "threads", *HARDWARE_RUNS):  # what ran, as recorded per row
-        va, vb = (", ".join(sorted(set(ok_runs(r.runs)[column].dropna().astype(str)))) if column in r.runs else ""
-                  for r in (a, b))
-        if va != vb:
-            out.append((f"runs.{column}", va or "—", vb or "—"))
-    return out
 
 
 # ---------------------------------------------------------------- output
@@ -300,7 +265,8 @@ def build_blocks(a: Results, b: Results, rows: pd.DataFrame, status: pd.DataFram
                  threshold: float) -> list[tuple]:
     axes = [c for c in rows.columns if c in config.sweep_axes()]
     regressions = int(rows["regression"].sum() + status["regression"].sum())
-    provenance = lambda r: f"`{r.dir}` ({r.env.get('timestamp', 'time unknown')}, commit {r.env.get('git_commit', '?')})"  # noqa: E731
+    provenance = lambda r: (  # noqa: E731
+        f"`{r.dir}` ({r.env.get('timestamp', 'time unknown')}, commit {r.env.get('git_commit', '?')})")
     blocks: list[tuple] = [("h1", "LSTM Bench comparison: B against A"), ("ul", [
         f"A: {provenance(a)}", f"B: {provenance(b)}",
         f"Threshold {threshold:.1%}; a change is flagged only when it is also significant at alpha {ALPHA} "
@@ -313,7 +279,8 @@ def build_blocks(a: Results, b: Results, rows: pd.DataFrame, status: pd.DataFram
     blocks.append(("h2", "Differences in config and environment"))
     if diffs:
         if any(d[0].startswith("config.") for d in diffs):
-            blocks.append(("p", "**The configs differ**, so part of any change may come from the config, not the code."))
+            blocks.append(("p", "**The configs differ**, so part of any change may come from the config, "
+                                 "not the code."))
         if hardware := hardware_differences(diffs):
             blocks.append(("p", f"**Different machines** ({', '.join(hardware)} differ): time, throughput and "
                                 "memory changes compare the machines as well as the code; a flag here is not by "
@@ -327,7 +294,8 @@ def build_blocks(a: Results, b: Results, rows: pd.DataFrame, status: pd.DataFram
                     for _, r in status.iterrows()]) if len(status) else ("p", "None."))
     blocks.append(("h2", "Planned runs without a row"))
     missing = missing_lines(a, b)
-    blocks.append(("table", ["side", "backend", "seed", "sweep point", "status"], missing) if missing else ("p", "None."))
+    blocks.append(("table", ["side", "backend", "seed", "sweep point", "status"], missing)
+                  if missing else ("p", "None."))
     blocks += [("h2", "Metrics"), ("p", "B/A above 1 means B is larger: better for throughput and accuracy, worse "
                                         "for time and memory. Step time is the median of all timed steps; the rest "
                                         "are means over seeds. Regressions are in capitals.")]
