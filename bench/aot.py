@@ -91,7 +91,7 @@ def ptxas_resources(ptx: str, arch: int, options) -> tuple[int, int, int]:
 
 def tensor_core_use(ptx: str) -> str:
     """The tensor-core instructions in the PTX by shape and input type, e.g. "mma m16n8k8 tf32 x64"."""
-    found = Counter()
+    found: Counter[str] = Counter()
     for op, shape, types in re.findall(r"\b(wgmma|mma)\.[\w.]*?\b(m\d+n\d+k\d+)\b\.?([\w.]*)", ptx):
         kinds = [t for t in types.split(".") if t in ("tf32", "bf16", "f16", "f64", "e4m3", "e5m2", "s8", "u8")]
         found[f"{op} {shape} {kinds[0] if kinds else '?'}"] += 1

@@ -125,7 +125,8 @@ class Config:
         if not isinstance(self.tf32, bool):
             raise ValueError(f"config: tf32 must be true or false, got {brief(self.tf32)}")
         if self.timeout < 0:
-            raise ValueError(f"config: timeout must be 0 (no limit) or a positive number of seconds, got {brief(self.timeout)}")
+            raise ValueError("config: timeout must be 0 (no limit) or a positive number of seconds, "
+                             f"got {brief(self.timeout)}")
         if not isinstance(self.isolate, bool):
             raise ValueError(f"config: isolate must be true or false, got {brief(self.isolate)}")
         if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) or not self.lr > 0:
@@ -139,9 +140,10 @@ class Config:
             raise ValueError(f"config: task must be one of {', '.join(TASKS)}; got {brief(self.task)}")
         if isinstance(self.permutation_seed, bool) or not isinstance(self.permutation_seed, int) \
                 or not 0 <= self.permutation_seed < 2**32:
-            raise ValueError(f"config: permutation_seed must be an integer in [0, 2**32), got {brief(self.permutation_seed)}")
-        if self.grad_clip is not None and (isinstance(self.grad_clip, bool) or not isinstance(self.grad_clip, (int, float))
-                                           or not self.grad_clip > 0):
+            raise ValueError("config: permutation_seed must be an integer in [0, 2**32), "
+                             f"got {brief(self.permutation_seed)}")
+        clip = self.grad_clip
+        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
             raise ValueError(f"config: grad_clip must be a positive number or unset, got {brief(self.grad_clip)}")
         if not re.fullmatch(r"auto|cpu|cuda(:[0-9]{1,4})?", self.device):  # torch.device would raise a traceback
             raise ValueError(f"config: device must be auto, cpu or cuda[:N] (N a GPU index); got {brief(self.device)}")
@@ -149,14 +151,15 @@ class Config:
             raise ValueError("config: backends must name at least one backend")
         if not self.seeds:
             raise ValueError("config: seeds must hold at least one integer")
-        if outside := [seed for seed in self.seeds if not INT64[0] <= seed <= INT64[1]]:  # torch and runs.csv hold int64
+        if outside := [s for s in self.seeds if not INT64[0] <= s <= INT64[1]]:  # torch and runs.csv hold int64
             raise ValueError(f"config: seeds must be 64-bit integers (from -2**63 to 2**63-1), got {brief(outside[0])}")
         if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"config: seeds must differ: {brief(_twice(self.seeds))} is listed twice (the same seed twice is "
-                             "the same run, not a second sample)")
+            raise ValueError(f"config: seeds must differ: {brief(_twice(self.seeds))} is listed twice "
+                             "(the same seed twice is the same run, not a second sample)")
         for axis, values in self.sweep.items():
             if axis not in sweep_axes():
-                raise ValueError(f"config: unknown sweep axis {brief(axis)}; expected one of: {', '.join(sweep_axes())}")
+                raise ValueError(f"config: unknown sweep axis {brief(axis)}; "
+                                 f"expected one of: {', '.join(sweep_axes())}")
             if not isinstance(values, (list, tuple)) or not values:
                 raise ValueError(f"config: sweep.{axis} must be a non-empty list of values, got {brief(values)}")
             for value in values:
@@ -278,8 +281,8 @@ def _type_words(hint) -> str:
         return " or ".join(_type_words(a) for a in inner) + " or unset"
     if typing.get_origin(hint) is tuple:
         return f"a list of {_type_words(typing.get_args(hint)[0]).removeprefix('an ').removeprefix('a ')}s"
-    return {int: "an integer", float: "a finite number", str: "a string", bool: "true or false",
-            dict: "a table of axis -> list of values, e.g. {batch_size = [32, 128]}"}.get(hint, getattr(hint, "__name__", str(hint)))
+    return {int: "an integer", float: "a finite number", str: "a string", bool: "true or false", dict: "a table of "
+            "axis -> list of values, e.g. {batch_size = [32, 128]}"}.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def _has_type(value, hint) -> bool:
@@ -319,7 +322,8 @@ def from_dict(overrides: dict, base: Config | None = None) -> Config:
                          f"({type(not_names[0]).__name__})")
     unknown = sorted(set(overrides) - set(known))
     if unknown:
-        shown = ", ".join(brief(key, 40) for key in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        shown = (", ".join(brief(key, 40) for key in unknown[:5])
+                 + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""))
         raise ValueError(f"config: unknown key(s) {shown}; expected some of: {', '.join(known)}")
     hints = _types()
     values = {key: _as_list(key, value) if typing.get_origin(hints[key]) is tuple else value

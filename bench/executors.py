@@ -11,8 +11,8 @@ into the row.
 Ray: each cell is one task in a fresh worker process (max_calls=1), so memory starts clean and a
 crash stays contained, and --timeout ends it as it ends a local worker (bench.ray_cluster.time_limit). Without
 --ray-address a private local cluster is started, whatever Ray state the machine holds; joining an address is
-bounded by --ray-connect-timeout (bench.ray_cluster.connect). On CUDA a cell asks for one whole GPU; on CPU it asks for every CPU of the
-smallest node (two measured cells never share cores), or --cell-cpus N to pack them (recorded in
+bounded by --ray-connect-timeout (bench.ray_cluster.connect). On CUDA a cell asks for one whole GPU; on CPU it asks
+for every CPU of the smallest node (two measured cells never share cores), or --cell-cpus N to pack them (recorded in
 env.json). MNIST is loaded and verified once, by the driver, and reaches every node through Ray's
 object store (ray.put, about 55 MB): worker nodes need neither the network nor a data cache. The
 driver's own bench/ and impls/ are shipped with the job (runtime_env py_modules), so every node runs
@@ -256,7 +256,8 @@ class RayExecutor:
 # --- choosing one -----------------------------------------------------------------------------------
 
 def create(name: str, *, env: dict[str, str], ray_address: str | None = None, cell_cpus: int | None = None,
-           retries: int = 0, timeout_s: float | None = None, connect_timeout_s: float = 60.0) -> LocalExecutor | RayExecutor:
+           retries: int = 0, timeout_s: float | None = None,
+           connect_timeout_s: float = 60.0) -> LocalExecutor | RayExecutor:
     """Checks the executor flags (ValueError, one line) and builds the executor; starts nothing.
     `timeout_s` (config.timeout; None: no limit) bounds each cell, local or on Ray; `connect_timeout_s`
     bounds joining a Ray cluster."""

@@ -128,7 +128,8 @@ def updated_baseline(baseline: dict, data: dict, source: str) -> dict:
     section = {"source": source, "recorded": data.get("datetime"), "commit": commit.get("id"),
                "dirty": commit.get("dirty"), "cpu_model": machine.get("cpu_model"), "gpu": machine.get("gpu"),
                "torch": machine.get("torch_version"),
-               "benchmarks": {group: {backend: {"ratio": round(r.median, 4), "samples": [round(x, 4) for x in r.samples]}
+               "benchmarks": {group: {backend: {"ratio": round(r.median, 4),
+                                                "samples": [round(x, 4) for x in r.samples]}
                                       for backend, r in sorted(backends.items())}
                               for group, backends in sorted(ratios.items())}}
     note = (f"Each backend's training-step time as a ratio to cudnn's, measured in alternation within one "
@@ -172,7 +173,8 @@ def _fmt(value: float, spec: str) -> str:
 def report(verdicts: list[Verdict], threshold: float, alpha: float) -> str:
     rows = [[v.group, v.backend, _fmt(v.before, ".3f"), _fmt(v.after, ".3f"), _fmt(v.growth, ".2f"),
              _fmt(v.p, ".2g"), v.verdict] for v in verdicts]
-    lines = [text_table(["group", "backend", "ratio to cudnn: baseline", "this run", "growth (x)", "p", "verdict"], rows)]
+    header = ["group", "backend", "ratio to cudnn: baseline", "this run", "growth (x)", "p", "verdict"]
+    lines = [text_table(header, rows)]
     for v in verdicts:
         if v.verdict == "regression":
             lines.append(f"REGRESSION: {v.backend} ({v.group}): ratio to cudnn {v.before:.3f} -> {v.after:.3f} "
@@ -198,11 +200,13 @@ def _run_file(storage: str, run: str | None) -> tuple[Path, str]:
 def cli(argv: list[str]) -> int:
     parser = OneLineParser(prog="bench bench-gate", description="Fail when a backend's step time grew against "
                            "cudnn's (measured in the same session) past a threshold, and the samples agree.")
-    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"pytest-benchmark storage (default {DEFAULT_STORAGE})")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE,
+                        help=f"pytest-benchmark storage (default {DEFAULT_STORAGE})")
     parser.add_argument("--run", default=None, help="a saved run's JSON (default: the newest under --storage)")
     parser.add_argument("--baseline", default=DEFAULT_BASELINE, help=f"baseline file (default {DEFAULT_BASELINE})")
     parser.add_argument("--threshold", type=float, default=THRESHOLD, help=f"growth that fails (default {THRESHOLD:g})")
-    parser.add_argument("--alpha", type=float, default=ALPHA, help=f"the test's p must be below this (default {ALPHA:g})")
+    parser.add_argument("--alpha", type=float, default=ALPHA,
+                        help=f"the test's p must be below this (default {ALPHA:g})")
     parser.add_argument("--update", action="store_true", help="write the run's ratios as the baseline instead")
     args = parse(parser, argv)
     if isinstance(args, int):

@@ -301,7 +301,8 @@ def session(names: list[str], out: Path, deadline: float, env: dict[str, str]) -
     """Parity then timings of each group, every table rewritten after every row; (parity rows, timing table)."""
     started, stamp = time.monotonic(), datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     expired = (lambda: time.monotonic() - started > deadline) if deadline > 0 else never
-    parity, records = [], []
+    parity: list[dict] = []
+    records: list[dict] = []
 
     def save_parity(rows):
         write_table(pd.DataFrame.from_records(parity + rows), env, out, "gpu_parity", PARITY_NOTE, stamp)

@@ -75,7 +75,8 @@ METRICS: list[Metric] = [
     Metric("params", "Trainable parameters", fmt="{:,.0f}"),
     Metric("test_accuracy", "Test accuracy", "%", scale=100, fmt="{:.2f} %", higher_is_better=True, report=True,
            samples="images",
-           note=f"On all {TEST_IMAGES:,} test images; mean and sample standard deviation over seeds (— with one seed)."),
+           note=f"On all {TEST_IMAGES:,} test images; mean and sample standard deviation over seeds "
+                "(— with one seed)."),
     Metric("final_train_loss", "Final training loss", higher_is_better=False),
     Metric("train_steps", "Optimizer steps", fmt="{:,.0f}"),
     Metric("train_time_s", "Training time", "s", higher_is_better=False),

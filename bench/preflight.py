@@ -103,7 +103,7 @@ def device_memory(device: torch.device) -> tuple[int, str]:
 
 def largest_run(config: Config) -> tuple[estimate.Estimate, str]:
     """The plan's run needing the most memory, and a few words on which one it is."""
-    best = None
+    best: tuple[estimate.Estimate, str] | None = None
     families = {impls.REGISTRY[name].family if name in impls.REGISTRY else "lstm" for name in config.backends}
     for point in config_mod.sweep_points(config.sweep):
         cell = config.replace(sweep={}, **point)
@@ -115,6 +115,7 @@ def largest_run(config: Config) -> tuple[estimate.Estimate, str]:
             if best is None or need.total > best[0].total:
                 best = need, (f"{family}, batch {cell.batch_size}, hidden {cell.hidden_size}, {cell.num_layers} "
                               f"layer(s), {cell.seq_len} steps, {cell.dtype}")
+    assert best is not None, "a config plans at least one backend at one sweep point"
     return best
 
 

@@ -50,7 +50,8 @@ def probe(address: str, timeout_s: float) -> None:
         with socket.create_connection(target, timeout=timeout_s):
             pass
     except OSError as error:
-        why = "no answer within the time allowed" if isinstance(error, socket.timeout) else (error.strerror or str(error))
+        why = ("no answer within the time allowed" if isinstance(error, socket.timeout)
+               else (error.strerror or str(error)))
         raise ClusterError(f"nothing answers at {address} ({why}); is the cluster up? `ray status` on its head "
                            "node shows its address") from None
 
@@ -74,12 +75,11 @@ def connect(ray, address: str | None, *, num_cpus: int | None, runtime_env: dict
 def _bounded(call, timeout_s: float, late: str) -> None:
     """call() in a daemon thread; ClusterError(late) if it has not returned within timeout_s. The thread
     is abandoned (Ray cannot be interrupted mid-connect) and ends with the process."""
-    outcome = {}
+    outcome: dict[str, BaseException] = {}
 
-    def attempt():
+    def attempt() -> None:
         try:
             call()
-            outcome["ok"] = True
         except BaseException as error:  # handed to the caller's thread
             outcome["error"] = error
 

@@ -14,6 +14,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -88,7 +89,7 @@ def parse_sweep(items: list[str]) -> dict:
 
 def build_config(args: argparse.Namespace) -> Config:
     """Layers, each overriding the one before: the preset (--experiment), the --config file, the flags."""
-    overrides = {}
+    overrides: dict[str, Any] = {}
     if args.experiment:
         from bench import experiments
         overrides |= experiments.load(args.experiment)
@@ -104,11 +105,13 @@ def resumed_config(args: argparse.Namespace, saved: dict, out_dir: Path) -> Conf
     """The config saved in env.json, with the few knobs a resume may change (RESUME_KEYS)."""
     flags = {key: config_mod.fields()[key].metadata["flag"] for key in config_mod.cli_keys()
              if key not in RESUME_KEYS} | {"config": "--config", "experiment": "--experiment"}
-    given = [flag for key, flag in flags.items() if getattr(args, key) is not None] + (["--sweep"] if args.sweep else [])
+    given = ([flag for key, flag in flags.items() if getattr(args, key) is not None]
+             + (["--sweep"] if args.sweep else []))
     if given:
         raise UsageError(f"--resume uses the saved config; drop {given[0]}")
     if "config" not in saved:
-        raise UsageError(f"--resume {out_dir}: no {ENV_FILE} with a config; expected a directory written by `bench run`")
+        raise UsageError(f"--resume {out_dir}: no {ENV_FILE} with a config; "
+                         "expected a directory written by `bench run`")
     kept = {k: v for k, v in saved["config"].items() if k not in config_mod.DERIVED}
     plugin_flags.load(kept.get("plugins", ()))  # the plan may name plugin backends
     config = config_mod.from_dict(kept)
@@ -234,8 +237,10 @@ def report_after_run(out_dir: Path, baseline: str | None) -> bool:
 
 def exit_status(out_dir: Path, allow_failures: bool) -> int:
     """0 when every run in the directory is ok or skipped; 1 when any failed (unless allowed), saying how many."""
-    runs = storage.load_runs(out_dir) if (out_dir / RUNS_FILE).exists() else None
-    failed = 0 if runs is None else int((runs["status"] == "failed").sum())
+    if not (out_dir / RUNS_FILE).exists():
+        return 0
+    runs = storage.load_runs(out_dir)
+    failed = int((runs["status"] == "failed").sum())
     if not failed:
         return 0
     line = f"{failed} of {len(runs)} run(s) failed (reasons in {out_dir / RUNS_FILE}"

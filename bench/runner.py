@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -114,7 +115,7 @@ def measure_peaks(config: Config, device: torch.device, have: dict, measure=None
 
 
 def start_env(out_dir: Path, saved: dict, config: Config, device: torch.device, executor, *,
-              experiment: str | None = None, warnings: list[str] = (), measure=None) -> dict:
+              experiment: str | None = None, warnings: Sequence[str] = (), measure=None) -> dict:
     """env.json at the start of `bench run`, written once. `saved` is what the directory held ({} for a new one;
     read once, by the caller). Versions, hardware, the config in force and the preset it started from (a
     resume keeps the first start's and adds what finished the run); this start's executor; the peak GEMM of

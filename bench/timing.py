@@ -141,7 +141,7 @@ class MemoryMeter:
             self._reserved_baseline = torch.cuda.memory_reserved(self.device)
         elif reset_high_water_mark():
             self.method = self.VMHWM_METHOD
-            self._baseline = self._peak = _status_bytes("VmRSS")
+            self._baseline = self._peak = _status_bytes("VmRSS") or 0  # present: the reset above read the file
         else:
             self.method = self.SAMPLED_METHOD
             self._baseline = self._peak = self._process.memory_info().rss

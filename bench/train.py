@@ -39,7 +39,7 @@ class RunResult:
     where: dict = field(default_factory=dict)  # where it ran: host, device, threads (bench.executors.run_cell)
 
 
-def build_model(config: Config, backend: str, device: torch.device) -> nn.Module:
+def build_model(config: Config, backend: str, device: torch.device) -> RowClassifier:
     rnn = impls.build(backend, config.input_size, config.hidden_size, config.num_layers, batch_first=True)
     model = RowClassifier(rnn, config.hidden_size, config.num_classes)
     return model.to(device=device, dtype=DTYPES[config.dtype])
@@ -172,8 +172,12 @@ class _Untimed:
         pass
 
 
+_UNTIMED = _Untimed()  # stateless, so one shared instance serves every untimed step
+
+
 def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, images: torch.Tensor,
-                  labels: torch.Tensor, grad_clip: float | None, timer=_Untimed()) -> torch.Tensor:
+                  labels: torch.Tensor, grad_clip: float | None,
+                  timer: SplitTimer | _Untimed = _UNTIMED) -> torch.Tensor:
     """One optimizer step, the one every figure is of: forward and loss, then zeroing, backward, clipping
     (config.grad_clip; part of the step for every backend alike, no host sync) and the update. `timer`
     (a SplitTimer) marks its start, the end of the forward and its end. Returns the loss, on the device."""

@@ -84,7 +84,8 @@ def tables() -> list[Table]:
     columns = run_columns()
     per_step = {"run_id": "nonempty", "backend": "nonempty", "seed": "int", "step": "int"}
     # a knob added after a file was written is filled with its default when the file is read (storage.load_runs)
-    filled = {name for name, f in config.fields().items() if f.metadata["column"] is True and not callable(f.default_factory)}
+    filled = {name for name, f in config.fields().items()
+              if f.metadata["column"] is True and not callable(f.default_factory)}
     required = [c for c in REQUIRED_RUN_COLUMNS if c not in filled]
     return [Table(RUNS_FILE, columns, required, ("run_id",), _run_kinds(columns)),
             Table(CURVES_FILE, CURVE_COLUMNS, CURVE_COLUMNS, ("run_id", "step"),
@@ -190,6 +191,14 @@ def lines_of(text: str) -> list[str]:
     return [part + "\n" for part in text.split("\n")[:-1]]
 
 
+class UnreadableRecord(csv.Error):
+    """The csv.Error that ends records(), with the first line of the record it could not parse."""
+
+    def __init__(self, message: str, line: int):
+        super().__init__(message)
+        self.line = line
+
+
 def records(text: str):
     """(first line, last line, fields) of each CSV record of complete lines (a quoted field may span lines);
     a record csv cannot parse ends the walk with csv.Error carrying its first line as `line`."""
@@ -202,8 +211,7 @@ def records(text: str):
         except StopIteration:
             return
         except csv.Error as error:  # e.g. a field longer than csv's limit: the rest cannot be parsed reliably
-            error.line = start
-            raise
+            raise UnreadableRecord(str(error), start) from error
         line = reader.line_num
         yield start, line, fields
 
@@ -216,14 +224,16 @@ def _read_rows(path: Path, text: str, table: Table):
         return None, [], [Problem(path, 1, f"unreadable header: {error}")]
     if problem := _header_problem(header, table):
         return None, [], [Problem(path, 1, problem)]
-    rows, problems, seen = [], [], {}
+    rows: list[tuple[int, list[str]]] = []
+    problems: list[Problem] = []
+    seen: dict[tuple[str, ...], tuple[int, list[str]]] = {}
     key_at = [header.index(k) for k in table.key]
     while len(problems) < MANY:
         try:
             start, _, fields = next(walk)
         except StopIteration:
             break
-        except csv.Error as error:
+        except UnreadableRecord as error:
             problems.append(Problem(path, error.line, f"unreadable row: {error}"))
             break
         if not fields:
@@ -249,7 +259,8 @@ def _read_rows(path: Path, text: str, table: Table):
 def _header_problem(header: list[str], table: Table) -> str | None:
     unknown = [c for c in header if c not in table.columns]
     if unknown:
-        return (f"unknown column {brief(unknown[0], 60)}" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+        return (f"unknown column {brief(unknown[0], 60)}"
+                + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
                 + "; written by another version of this program or edited by hand: finish it with the version "
                 "that wrote it, or start a new results directory")
     if len(set(header)) != len(header):

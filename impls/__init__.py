@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["BASELINE", "PACKINGS", "REGISTRY", "SURFACE", "Availability", "Backend", "availability", "build", "default_plan",
-           "factory_class", "missing_options", "names", "spec"]
+__all__ = ["BASELINE", "PACKINGS", "REGISTRY", "SURFACE", "Availability", "Backend", "availability", "build",
+           "default_plan", "factory_class", "missing_options", "names", "spec"]
 
 
 @dataclass(frozen=True)

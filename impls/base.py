@@ -27,6 +27,7 @@ SURFACE); anything else is refused here, in the constructor or the forward, with
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -102,7 +103,8 @@ def check_lengths(lengths, batch: int, steps: int, who: str) -> torch.Tensor:
         raise ValueError(f"{who}: lengths must be {expected}, got {values.dtype} of shape {_shape(values.shape)}")
     values = values.long()
     if values.numel() and not (values.min() >= 1 and values.max() <= steps):
-        raise ValueError(f"{who}: lengths must be {expected}, got values from {int(values.min())} to {int(values.max())}")
+        raise ValueError(f"{who}: lengths must be {expected}, "
+                         f"got values from {int(values.min())} to {int(values.max())}")
     return values
 
 
@@ -252,7 +254,7 @@ class LSTMBase(nn.Module):
         for k in range(self.num_layers):
             layer_in = self.input_size if k == 0 else out_size * self.directions
             for suffix in ("", "_reverse")[:self.directions]:
-                shapes = {"weight_ih": (gates, layer_in), "weight_hh": (gates, out_size)}
+                shapes: dict[str, tuple[int, ...]] = {"weight_ih": (gates, layer_in), "weight_hh": (gates, out_size)}
                 if self.bias:
                     shapes |= {"bias_ih": (gates,), "bias_hh": (gates,)}
                 if self.proj_size:
@@ -303,8 +305,9 @@ class LSTMBase(nn.Module):
 
     def _require(self, option: str, what: str, who: str) -> None:
         if option not in self.supports:
-            raise ValueError(f"{who}: {what} is not supported by this backend (it supports: {describe(self.supports)}); "
-                             f"expected a padded tensor without lengths")
+            raise ValueError(f"{who}: {what} is not supported by this backend "
+                             f"(it supports: {describe(self.supports)}); "
+                             "expected a padded tensor without lengths")
 
     def _time_major(self, x, lengths, hx, batched: bool, who: str):
         """x (T, B, D), lengths CPU (B,) or None -> (out (T, B, dirs*H_out), (h_n, c_n))."""
@@ -333,8 +336,10 @@ class LSTMBase(nn.Module):
                    if value is not None and value is not False}
         return self._layer(x, h, c, w_ih, w_hh, b_ih, b_hh, **options)
 
-    def _layer(self, x, h0, c0, w_ih, w_hh, b_ih, b_hh, **options):
-        """x (T, B, D_k), h0 (B, H_out), c0 (B, H) -> (out (T, B, H_out), h_n (B, H_out), c_n (B, H))."""
+    def _layer(self, *args: Any, **options: Any) -> Any:
+        """(x, h0, c0, w_ih, w_hh, b_ih, b_hh, **options) with x (T, B, D_k), h0 (B, H_out), c0 (B, H)
+        -> (out (T, B, H_out), h_n (B, H_out), c_n (B, H)). Typed loosely on purpose: a backend takes only the
+        keywords it supports (see _direction), so each override narrows the signature."""
         raise NotImplementedError
 
     def extra_repr(self) -> str:

@@ -35,6 +35,8 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -77,7 +79,7 @@ def _recurrence(x, h0, c0, layers, lengths, dropout: float, training: bool):
     return run_layers(x, h0, c0, layers, functools.partial(run_directions, lstm_layer), lengths, dropout, training)
 
 
-_COMPILED = {}
+_COMPILED: dict[str, Callable[..., Any]] = {}
 
 
 def compiled_recurrence(mode: str):
@@ -95,7 +97,7 @@ def stepwise_recurrence(x, h0, c0, layers, lengths, dropout: float, training: bo
     return run_layers(x, h0, c0, layers, functools.partial(run_directions, run_direction), lengths, dropout, training)
 
 
-_COMPILED_CELLS = {}
+_COMPILED_CELLS: dict[str, Callable[..., Any]] = {}
 
 
 def compiled_cell(mode: str):

@@ -25,15 +25,17 @@ def lstm_layer(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr=None, lengths=None, reverse
     # which made a 784-step backward quadratic in T (164 s against cudnn's 1.4 s on CPU)
     steps = x_proj.unbind(0)
     inside = None if lengths is None else step_mask(lengths, len(steps)).unbind(0)  # T of (B, 1)
-    outputs = [None] * len(steps)
+    outputs: list[torch.Tensor] = []  # in the order computed: reversed at the end for reverse=True
     for t in (range(len(steps) - 1, -1, -1) if reverse else range(len(steps))):
         h_next, c_next = cell(steps[t], h, c, w_hh, w_hr)
         if inside is None:
             h, c = h_next, c_next
-            outputs[t] = h
+            outputs.append(h)
         else:
             h, c = torch.where(inside[t], h_next, h), torch.where(inside[t], c_next, c)
-            outputs[t] = torch.where(inside[t], h_next, 0.0)
+            outputs.append(torch.where(inside[t], h_next, 0.0))
+    if reverse:
+        outputs.reverse()
     return torch.stack(outputs), h, c
 
 

@@ -60,7 +60,7 @@ class Case:
         parts += ["bidir"] * self.bidirectional + [f"proj{self.proj_size}"] * bool(self.proj_size)
         parts += ["state"] * self.with_state + ["nobias"] * (not self.bias)
         if self.packing != "none":
-            parts.append(f"{self.packing}{tuple(self.row_lengths())}")
+            parts.append(f"{self.packing}{tuple(self.row_lengths() or ())}")  # packed: never None
         return " ".join(parts)
 
 
@@ -124,7 +124,8 @@ def check(backend, case: Case, *, family: str | None = None, tolerance: float | 
 
 def setup_pair(build, family: str, case: Case):
     generator = torch.Generator().manual_seed(case.seed)
-    options = {"bias": case.bias, "batch_first": case.batch_first, "bidirectional": case.bidirectional}
+    options: dict[str, bool | int] = {"bias": case.bias, "batch_first": case.batch_first,
+                                      "bidirectional": case.bidirectional}
     if case.proj_size:
         options["proj_size"] = case.proj_size
     reference = (nn.LSTM if family == "lstm" else nn.GRU)(case.input_size, case.hidden, case.layers, **options)

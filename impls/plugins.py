@@ -251,7 +251,8 @@ def register(plugin: Plugin, backend: Backend) -> None:
 def isolated():
     """For tests: no plugin loaded inside, and on leaving the registry and this module exactly as they were."""
     global _entry_points_done
-    saved = dict(REGISTRY), dict(LOADED), dict(BROKEN), set(_specs_done), _entry_points_done
+    saved_registry, saved_loaded, saved_broken = dict(REGISTRY), dict(LOADED), dict(BROKEN)
+    saved_specs, saved_done = set(_specs_done), _entry_points_done
     try:
         for name in LOADED:
             REGISTRY.pop(name, None)
@@ -260,10 +261,13 @@ def isolated():
         _entry_points_done = False
         yield
     finally:
-        for table, content in zip((REGISTRY, LOADED, BROKEN, _specs_done), saved):
-            table.clear()
-            table.update(content)
-        _entry_points_done = saved[-1]
+        for restored in (REGISTRY, LOADED, BROKEN, _specs_done):
+            restored.clear()
+        REGISTRY.update(saved_registry)
+        LOADED.update(saved_loaded)
+        BROKEN.update(saved_broken)
+        _specs_done.update(saved_specs)
+        _entry_points_done = saved_done
 
 
 # ---------------------------------------------------------------- provenance

@@ -52,14 +52,16 @@ REGISTRY: dict[str, Backend] = {
     "gru":    Backend("impls.gru:TorchGRU", "gru", "torch", "torch.nn.GRU, the baseline",
                       supports=frozenset({"bidirectional", "packed", "lengths"}), color="#9467bd"),  # no proj_size
     "compiled": Backend("impls.compiled:CompiledLSTM", "lstm", "inductor",
-                        "the loop backend under torch.compile (Inductor, default mode)", supports=SURFACE, color="#8ca252"),
+                        "the loop backend under torch.compile (Inductor, default mode)", supports=SURFACE,
+                        color="#8ca252"),
     "compiled-graphs": Backend("impls.compiled:CompiledGraphsLSTM", "lstm", "inductor",
                                "the loop backend under torch.compile(mode='reduce-overhead'): CUDA graphs",
                                cuda_only="CUDA graphs exist only on CUDA; on CPU mode='reduce-overhead' "
                                          "compiles the same code as `compiled`", supports=SURFACE, color="#8c564b"),
     "aten":   Backend("impls.aten:AtenLSTM", "lstm", "torch", "torch.nn.LSTM with cuDNN disabled: ATen's own kernels",
                       cuda_only="on CPU torch.nn.LSTM never uses cuDNN, so `aten` is the same code path as `cudnn`; "
-                                "skipped so the report does not show the same number twice", supports=SURFACE, color="#ad494a"),
+                                "skipped so the report does not show the same number twice",
+                      supports=SURFACE, color="#ad494a"),
 }
 
 
@@ -98,7 +100,8 @@ def missing_options(name: str, *, bidirectional: bool = False, proj_size: int = 
     if not lacking:
         return ""
     asked = {"bidirectional": "bidirectional=True", "proj_size": f"proj_size={proj_size}",
-             "packed": "PackedSequence input (packing=packed)", "lengths": "padded input with lengths= (packing=lengths)"}
+             "packed": "PackedSequence input (packing=packed)",
+             "lengths": "padded input with lengths= (packing=lengths)"}
     if backend.family == "gru" and "proj_size" in lacking:
         return "nn.GRU has no proj_size (a projection is an LSTM option)"
     return (f"{name} does not support {' or '.join(asked[o] for o in lacking)} yet "

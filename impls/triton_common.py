@@ -273,17 +273,18 @@ def _fit_key(candidates: list[Launch], target: Target) -> tuple:
     return target.name, target.smem_limit, len(candidates), launch_key(candidates[0])
 
 
-def _choose(candidates: list[Launch], target: Target) -> tuple[int, str, str]:
+def _choose(candidates: list[Launch], target: Target, limit: int) -> tuple[int, str, str]:
+    # limit: target.smem_limit, known here (fit() returns early where there is none)
     tried: list[str] = []
     for index, launch in enumerate(candidates):
         need = target.shared_bytes(launch)
-        if need <= target.smem_limit:
+        if need <= limit:
             note = f"{launch.name} runs {launch.describe()}: {'; '.join(tried)} of shared memory per block, " \
-                   f"{target.name} offers {target.smem_limit:,} B" if tried else ""
+                   f"{target.name} offers {limit:,} B" if tried else ""
             return index, note, ""
         tried.append(f"{launch.describe()} needs {need:,} B")
     return len(candidates) - 1, "", (f"{launch.name} cannot launch on {target.name}: even {launch.describe()} needs "
-                                     f"{need:,} B of shared memory per block, it offers {target.smem_limit:,} B")
+                                     f"{need:,} B of shared memory per block, it offers {limit:,} B")
 
 
 def fit(candidates: list[Launch], target: Target) -> Fitted:
@@ -293,7 +294,7 @@ def fit(candidates: list[Launch], target: Target) -> Fitted:
         return Fitted(candidates[0])
     key = _fit_key(candidates, target)
     if key not in _FITTED:
-        _FITTED[key] = _choose(candidates, target)
+        _FITTED[key] = _choose(candidates, target, target.smem_limit)
     index, note, problem = _FITTED[key]
     return Fitted(candidates[index], note, problem)
 
@@ -340,7 +341,7 @@ def recurrence_function(name: str, forward: Callable, backward: Callable, doc: s
 class TritonLSTMBase(LSTMBase):
     """Drop-in torch.nn.LSTM (same parameters and state_dict): per layer, one input-projection matmul for all T,
     then the backend's recurrence. Subclasses name their autograd.Function, its forward and their kernels."""
-    function: ClassVar[type]
+    function: ClassVar[type[torch.autograd.Function]]
     forward_only: ClassVar[Callable]   # the recurrence's forward, as staticmethod
     kernels: ClassVar[tuple] = ()
 

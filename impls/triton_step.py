@@ -209,7 +209,7 @@ def run_recurrence(x_proj, h0, c0, w_hh, save_acts: bool):
     with device_scope(x_proj):
         for t in range(steps):
             torch.mm(hs[t], w_hh_t, out=rec)
-            plan.fwd(x_proj[t], rec, cs[t], hs[t + 1], cs[t + 1], acts[t] if save_acts else None)
+            plan.fwd(x_proj[t], rec, cs[t], hs[t + 1], cs[t + 1], acts[t] if acts is not None else None)
     return hs, cs, acts
 
 

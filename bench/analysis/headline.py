@@ -78,7 +78,7 @@ def points(res: Results, baseline: str = BASELINE) -> list[Point]:
         here = at_point(steps, values).dropna(subset=["value"])
         if here.empty:
             continue
-        best = here.loc[here["value"].idxmin()]
+        best = here.iloc[int(here["value"].to_numpy().argmin())]  # the first of equal minima, as idxmin
         base = here[here["backend"] == baseline]
         point = Point(values, str(best["backend"]), float(best["value"]), baseline,
                       float(base["value"].iloc[0] / best["value"]) if len(base) else math.nan)
@@ -96,7 +96,7 @@ def points(res: Results, baseline: str = BASELINE) -> list[Point]:
 
 
 def numerically_off(res: Results, values: dict, accuracy: dict[str, float], baseline: str) -> dict[str, str]:
-    off = {}
+    off: dict[str, str] = {}
     failed = at_point(res.runs[res.runs["status"] == "failed"], values)
     for _, row in failed.iterrows():
         if NON_FINITE.search(str(row["error"])):
@@ -114,8 +114,8 @@ def numerically_off(res: Results, values: dict, accuracy: dict[str, float], base
         ok = at_point(res.ok, values)
         errors = ok.groupby("backend")["grad_rel_err"].max().dropna()
         if baseline in errors and errors[baseline] > 0:
-            for backend, value in errors.items():
-                if backend != baseline and value > OFF_ERROR_FACTOR * errors[baseline]:
-                    off.setdefault(str(backend), f"gradient error {value:.2g}, over {OFF_ERROR_FACTOR}x "
+            for name, value in errors.items():
+                if name != baseline and value > OFF_ERROR_FACTOR * errors[baseline]:
+                    off.setdefault(str(name), f"gradient error {value:.2g}, over {OFF_ERROR_FACTOR}x "
                                                  f"{baseline}'s {errors[baseline]:.2g}")
     return off

@@ -32,6 +32,7 @@ import textwrap
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -189,14 +190,15 @@ def point_labels(runs: pd.DataFrame) -> pd.Series:
 def _samples(group: pd.DataFrame, sources: list[Source]) -> tuple[np.ndarray, str]:
     """Every timed step of the group's runs (steps.csv), else the runs' medians when no step was recorded."""
     pieces = []
-    for index, runs in group.groupby("source"):
+    for index in sorted(set(group["source"])):  # "source" holds positions in `sources`
         steps = sources[index].results.steps
         if len(steps):
-            pieces.append(steps.loc[steps["run_id"].isin(set(runs["run_id"])), "step_ms"].to_numpy(dtype=float))
-    steps = np.concatenate(pieces) if pieces else np.array([])
-    steps = steps[np.isfinite(steps)]
-    if len(steps):
-        return steps, "steps"
+            run_ids = set(group.loc[group["source"] == index, "run_id"])
+            pieces.append(steps.loc[steps["run_id"].isin(run_ids), "step_ms"].to_numpy(dtype=float))
+    times = np.concatenate(pieces) if pieces else np.array([])
+    times = times[np.isfinite(times)]
+    if len(times):
+        return times, "steps"
     medians = group[STEP.name].to_numpy(dtype=float)
     return medians[np.isfinite(medians)], "run medians"
 
@@ -207,7 +209,7 @@ def entries(sources: list[Source], runs: pd.DataFrame) -> pd.DataFrame:
     """One row per series (machine, configuration point, backend) and commit, in commit order, with the
     pooled step samples, their median and p10/p90, mean accuracy and peak memory."""
     runs = runs.assign(point=point_labels(runs), commit=[sources[i].commit for i in runs["source"]])
-    rows = []
+    rows: list[dict[str, Any]] = []
     for (machine, point, backend, commit), group in runs.groupby(["machine", "point", "backend", "commit"], sort=False):
         picked = [sources[i] for i in sorted(set(group["source"]))]
         commit_times = [s.commit_time for s in picked if s.commit_time]
@@ -224,8 +226,8 @@ def entries(sources: list[Source], runs: pd.DataFrame) -> pd.DataFrame:
                      "p10": float(np.percentile(samples, 10)) if has else np.nan,
                      "p90": float(np.percentile(samples, 90)) if has else np.nan,
                      "accuracy": group[ACCURACY.name].mean(), "memory": group[MEMORY.name].mean()})
-    columns = ["machine", "point", "backend", "commit", "point_order", "commit_time", "run_time", "subject", "dirs", "runs",
-               "samples", "kind", "median", "p10", "p90", "accuracy", "memory"]
+    columns = ["machine", "point", "backend", "commit", "point_order", "commit_time", "run_time", "subject", "dirs",
+               "runs", "samples", "kind", "median", "p10", "p90", "accuracy", "memory"]
     # commit time first (the run's own time where the commit's is unknown), then run time
     rows.sort(key=lambda r: (r["machine"], r["backend"], r["point_order"], _stamp(r["commit_time"] or r["run_time"]),
                              _stamp(r["run_time"]), r["commit"]))
@@ -276,13 +278,16 @@ def changes(table: pd.DataFrame, ratio_limit: float = RATIO, alpha: float = ALPH
     table = table.copy()
     table[["ratio", "p", "verdict", "note", "previous"]] = pd.DataFrame(
         [[np.nan, np.nan, "first", "first commit of this series", ""]] * len(table), index=table.index)
+    samples, kinds, commits = table["samples"], table["kind"], table["commit"]  # read only below
     for _, series in table.groupby(["machine", "point", "backend"], sort=False):
         for before, after in zip(series.index[:-1], series.index[1:]):
-            change = classify(table.at[before, "samples"], table.at[after, "samples"], ratio_limit, alpha)
-            table.loc[after, ["ratio", "p", "verdict", "note"]] = [change.ratio, change.p, change.verdict, change.note]
-            if {table.at[before, "kind"], table.at[after, "kind"]} != {"steps"}:
-                table.at[after, "note"] += " (a side had no steps.csv: per-run medians)"
-            table.at[after, "previous"] = table.at[before, "commit"]
+            change = classify(samples[before], samples[after], ratio_limit, alpha)
+            note = change.note
+            if {kinds[before], kinds[after]} != {"steps"}:
+                note += " (a side had no steps.csv: per-run medians)"
+            table.at[after, "ratio"], table.at[after, "p"] = change.ratio, change.p
+            table.at[after, "verdict"], table.at[after, "note"] = change.verdict, note
+            table.at[after, "previous"] = commits[before]
     return table
 
 
@@ -313,7 +318,8 @@ def cli(argv: list[str]) -> int:
     parser = OneLineParser(prog="bench history", description="Step time, accuracy and memory of every backend "
                            "across commits and machines, with the regressions and improvements found.")
     parser.add_argument("directories", nargs="+", help="results directories or globs (e.g. 'results/runs/*')")
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"where history.md/html and plots/ go (default {DEFAULT_OUT})")
+    parser.add_argument("--out", default=DEFAULT_OUT,
+                        help=f"where history.md/html and plots/ go (default {DEFAULT_OUT})")
     parser.add_argument("--ratio", type=float, default=RATIO,
                         help=f"a change must exceed this factor either way (default {RATIO:g})")
     parser.add_argument("--alpha", type=float, default=ALPHA,

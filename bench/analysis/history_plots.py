@@ -64,7 +64,8 @@ def _machine_row(panels, rows: pd.DataFrame, machine: str, points: list[str], co
         step.plot(x, series["median"], marker="o", color=color, linewidth=1.6)
         step.fill_between(x, series["p10"], series["p90"], color=color, alpha=0.2, linewidth=0)
         if len(x) == 1:  # a band needs two commits; one commit shows its spread as a whisker
-            step.errorbar(x, series["median"], yerr=[series["median"] - series["p10"], series["p90"] - series["median"]],
+            step.errorbar(x, series["median"],
+                          yerr=[series["median"] - series["p10"], series["p90"] - series["median"]],
                           color=color, capsize=4, linewidth=1)
         for verdict, (marker, mark_color) in MARKS.items():
             hit = series[series["verdict"] == verdict] if "verdict" in series else series.iloc[:0]
@@ -93,11 +94,11 @@ def _machine_row(panels, rows: pd.DataFrame, machine: str, points: list[str], co
 def _commit_order(rows: pd.DataFrame) -> list[str]:
     """The machine's commits in the history's order: commit time (else run time), then run time."""
     stamp = lambda moment: moment.timestamp() if moment else float("-inf")  # noqa: E731
-    keys = {}
+    keys: dict[str, tuple[float, float, str]] = {}
     for _, row in rows.iterrows():
         key = (stamp(row["commit_time"] or row["run_time"]), stamp(row["run_time"]), row["commit"])
         keys[row["commit"]] = min(keys.get(row["commit"], key), key)
-    return sorted(keys, key=keys.get)
+    return sorted(keys, key=lambda commit: keys[commit])
 
 
 def _accuracy_span(ax, values: pd.Series) -> None:

@@ -71,7 +71,7 @@ def machine_wide_note(found: pd.DataFrame) -> list[tuple]:
         backends = list(dict.fromkeys(group["backend"]))
         if len(backends) > 1:
             notes.append(f"{', '.join(backends)} all {'slower' if verdict == 'regression' else 'faster'} at "
-                         f"`{short(commit)}` on {machine}")
+                         f"`{short(str(commit))}` on {machine}")
     if not notes:
         return []
     return [("p", "**Several backends at once:** " + "; ".join(notes) + ". A change that moves every backend alike "

@@ -5,6 +5,8 @@ several rows written once, as a numbered note under the table.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 from bench import config
@@ -31,7 +33,7 @@ def blocks(res: Results) -> list[tuple]:
         rows.append({**group.iloc[0].to_dict(), "seeds": ", ".join(map(render.fmt_axis, seeds)) or "—"})
     rows.sort(key=lambda r: (rank[str(r["backend"])], *(_sort_value(r[a]) for a in axes)))
     reasons = [(r["status"], r["error"]) for r in rows]
-    notes = {}
+    notes: dict[tuple[Any, Any], str] = {}  # (status, reason) -> its note's label
     for reason in reasons:
         if reasons.count(reason) > 1 and reason not in notes:
             notes[reason] = f"note {len(notes) + 1}"

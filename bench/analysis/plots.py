@@ -81,7 +81,7 @@ def write_plots(res: Results, plot_dir: Path) -> dict[str, tuple[str, Path]]:
 
 
 def _numeric(column: pd.Series) -> bool:
-    return pd.to_numeric(column, errors="coerce").notna().all()
+    return bool(pd.to_numeric(column, errors="coerce").notna().all())
 
 
 def _missing(runs: pd.DataFrame, ok: pd.DataFrame, axes: list[str], slots: list[str]) -> dict:
@@ -113,6 +113,7 @@ def _bars(ok, samples, axes, slots, colors, missing):
     for ax, metric in zip(panels, plotted):
         title = f"{metric.title} ({metric.direction})"
         log = metric.samples == "steps"
+        err: str | tuple[str, int]  # seaborn's errorbar: a name, or (method, level)
         if metric.samples == "steps" and len(samples):
             data, y, est, err = samples.assign(y=samples["step_ms"] * metric.scale), "y", "median", ("pi", 80)
             title += "\nbar: median of all timed steps; whiskers: p10 to p90; log scale"
@@ -137,7 +138,8 @@ def _bars(ok, samples, axes, slots, colors, missing):
             plain_log_ticks(ax.yaxis)
         else:
             ax.set_ylim(0, top * 1.08)  # every metric drawn is non-negative
-        ax.set(title=title, ylabel=metric.unit + (" (log scale)" if log else ""), xlabel=" / ".join(axes) if axes else "")
+        ax.set(title=title, ylabel=metric.unit + (" (log scale)" if log else ""),
+               xlabel=" / ".join(axes) if axes else "")
         ax.title.set_fontsize(10)
         ax.tick_params(axis="x", labelrotation=25)  # eight backend names side by side would run into each other
         label_missing(ax, missing, x_order, slots, dodge=bool(axes))
@@ -174,7 +176,8 @@ def _accuracy(ok, axes, slots, colors, missing):
     pad = max(0.0, MIN_ACCURACY_SPAN - (high - low)) / 2 + 0.1 * (high - low)
     low, high = max(0.0, low - pad), min(100.0, high + pad)
     if high - low < MIN_ACCURACY_SPAN:  # pressed against 0 or 100: widen on the open side
-        low, high = (max(0.0, high - MIN_ACCURACY_SPAN), high) if high >= 100 else (low, min(100.0, low + MIN_ACCURACY_SPAN))
+        low, high = ((max(0.0, high - MIN_ACCURACY_SPAN), high) if high >= 100
+                     else (low, min(100.0, low + MIN_ACCURACY_SPAN)))
     ax.set_ylim(low, high)
     ax.set_xticks(range(len(x_order)), [label or "" for label in x_order])
     ax.set_xlim(-0.6, len(x_order) - 0.4)

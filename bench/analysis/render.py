@@ -17,10 +17,12 @@ import math
 import re
 
 # Looked at in headless Chromium at 1280 x 800 (tests/test_browser.py): prose keeps a readable width, tables get
-# the whole column of a 1280-px window, and one wider still scrolls in its own box instead of widening the page; short cells (numbers, dates, "Welch's t-test") never break
-# mid-value, long ones (reasons, notes) wrap; headers and text read from the left.
+# the whole column of a 1280-px window, and one wider still scrolls in its own box instead of widening the page;
+# short cells (numbers, dates, "Welch's t-test") never break mid-value, long ones (reasons, notes) wrap; headers and
+# text read from the left.
 CSS = ("body{font-family:system-ui,sans-serif;max-width:1240px;margin:2em auto;padding:0 1em;color:#222;"
-       "line-height:1.4}p,ul{max-width:1100px}.table{overflow-x:auto;margin:.5em 0 1.5em}table{border-collapse:collapse}"
+       "line-height:1.4}p,ul{max-width:1100px}.table{overflow-x:auto;margin:.5em 0 1.5em}"
+       "table{border-collapse:collapse}"
        "th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}"
        "th{background:#f3f3f3}td{font-variant-numeric:tabular-nums;min-width:10em}td.short{white-space:nowrap;min-width:0}"
        "img{max-width:100%;height:auto}code{overflow-wrap:anywhere}")

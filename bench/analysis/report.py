@@ -1,14 +1,12 @@
 """`python -m bench report DIR [--baseline BACKEND]`: tables, Markdown, HTML and plots for one results directory.
 
-Reads the results through bench.analysis.results (never the backends or torch), so a report can be written
-anywhere the CSVs can be copied to.
-
-The report opens with the answer (bench.analysis.headline: per sweep point the fastest backend, its speed-up,
-what is within noise of it, the accuracy spread, anything numerically off), then the tables and plots,
-and ends with the configuration and environment. Rows are grouped by backend and, when the results hold a sweep, by the sweep axis values. Every
-metric table (one per reported metric of bench.metrics) has a ratio column against the baseline
-backend (--baseline, default cudnn) at the same sweep point. Skipped and failed runs are listed with
-their reasons instead of being dropped. The document is a list of blocks, rendered by bench.analysis.render.
+Reads the results through bench.analysis.results (never the backends or torch), so a report can be written anywhere the
+CSVs can be copied to. The report opens with the answer (bench.analysis.headline: per sweep point the fastest backend,
+its speed-up, what is within noise of it, the accuracy spread, anything numerically off), then the tables and plots,
+and ends with the configuration and environment. Rows are grouped by backend and, when the results hold a sweep, by the
+sweep axis values. Every metric table (one per reported metric of bench.metrics) has a ratio column against the
+baseline backend (--baseline, default cudnn) at the same sweep point. Skipped and failed runs are listed with their
+reasons instead of being dropped. The document is a list of blocks, rendered by bench.analysis.render.
 """
 from __future__ import annotations
 
@@ -70,7 +68,8 @@ def point_sentence(point: headline.Point, metric: metrics.Metric) -> str:
     """One sweep point's answer, in words."""
     where = f"`{render.fmt_point(point.values)}`: " if point.values else ""
     noisy = lambda b: f" (noisy: p90/p10 = {point.noisy[b]:.1f})" if b in point.noisy else ""  # noqa: E731
-    text = f"{where}**{point.fastest}** is fastest, {metric.format(point.fastest_ms)} {metric.unit} a step{noisy(point.fastest)}"
+    text = (f"{where}**{point.fastest}** is fastest, {metric.format(point.fastest_ms)} {metric.unit} a step"
+            f"{noisy(point.fastest)}")
     if point.fastest == point.baseline:
         text += " (it is the baseline)"
     elif math.isnan(point.speedup):
@@ -104,7 +103,8 @@ def headline_blocks(res: Results, baseline: str = BASELINE) -> list[tuple]:
     points = headline.points(res, baseline)
     blocks: list[tuple] = [("h2", "Headline")]
     if not points:
-        return blocks + [("p", "No backend finished a run, so there is no answer yet: see the runs not measured below.")]
+        return blocks + [("p", "No backend finished a run, so there is no answer yet: "
+                                "see the runs not measured below.")]
     metric = metrics.by_name("step_ms_median")
     blocks.append(("ul", [point_sentence(p, metric) for p in points]))
     blocks.append(("p", "How this is decided: fastest = lowest median training step time (every timed step of "
@@ -138,7 +138,7 @@ def backend_summary(runs: pd.DataFrame, order: list[str]) -> tuple[list[str], li
         group = runs[runs["backend"] == backend]
         counts = group["status"].value_counts()
         ok = group[group["status"] == "ok"]
-        distinct = lambda col: ", ".join(sorted(set(ok[col].dropna().astype(str)))) or "—"  # noqa: E731
+        distinct = lambda col, ok=ok: ", ".join(sorted(set(ok[col].dropna().astype(str)))) or "—"  # noqa: E731
         rows.append([backend, *(str(counts.get(s, 0)) for s in ("ok", "skipped", "failed")),
                      distinct("device"), distinct("dtype"), distinct("impl_detail"),
                      ", ".join(f"{int(p):,}" for p in sorted(set(ok["params"].dropna()))) or "—"])
@@ -226,7 +226,8 @@ def build_blocks(res: Results, plot_files: dict[str, tuple[str, Path]], baseline
 def _merged(res: Results, names: list[str], baseline: str = BASELINE) -> pd.DataFrame:
     """One row per backend (x sweep point): each metric's value (mean over seeds, or pooled median for
     step time) as a column of its name, its ratio to the baseline as NAME_ratio, and the run count."""
-    axes, merged = res.axes, None
+    axes = res.axes
+    merged: pd.DataFrame | None = None
     for name in names:
         table = res.summary(name, axes, baseline)
         if table.empty:
@@ -234,7 +235,7 @@ def _merged(res: Results, names: list[str], baseline: str = BASELINE) -> pd.Data
         table = table[["backend", *axes, "n", "value", "ratio"]].rename(
             columns={"value": name, "ratio": f"{name}_ratio"})
         merged = table if merged is None else merged.merge(table.drop(columns="n"), on=["backend", *axes])
-    return merged
+    return pd.DataFrame() if merged is None else merged  # no names: nothing to merge
 
 
 def _has(res: Results, *columns: str) -> bool:
@@ -281,17 +282,19 @@ def efficiency_blocks(res: Results, baseline: str = BASELINE) -> list[tuple]:
     table = _merged(res, names, baseline)
     peaks = res.env.get("peak", {})
     peak_text = "; ".join(f"{dtype}: {p.get('gflops', float('nan')):,.1f} GFLOP/s"
-                          + (f" ({p['shape']} on {p.get('device', '?')}, {p.get('threads', '?')} threads, {p['method']})"
+                          + (f" ({p['shape']} on {p.get('device', '?')}, {p.get('threads', '?')} threads, "
+                             f"{p['method']})"
                              if "shape" in p else f" (not measured: {p.get('error', 'unknown')})")
                           for dtype, p in peaks.items()) or "not measured (no peak in env.json)"
-    blocks = [("h2", "Efficiency"),
-              ("p", "efficiency = achieved GFLOP/s ÷ peak GFLOP/s, where achieved = step GFLOP ÷ the median "
-                    "steady-state step time, and step GFLOP counts the matmul FLOPs of one full-batch training "
-                    "step (2·M·N·K per matmul; forward = every layer's input projection and recurrent products "
-                    "plus the head, backward = 2 × forward; bench.flops). Gate nonlinearities, the loss and the "
-                    "optimizer are not counted. Peak = the fastest large square GEMM on this device and dtype, "
-                    f"measured once per results directory: {peak_text}."),
-              ("p", precision_note(res))]
+    blocks: list[tuple] = [
+        ("h2", "Efficiency"),
+        ("p", "efficiency = achieved GFLOP/s ÷ peak GFLOP/s, where achieved = step GFLOP ÷ the median "
+              "steady-state step time, and step GFLOP counts the matmul FLOPs of one full-batch training "
+              "step (2·M·N·K per matmul; forward = every layer's input projection and recurrent products "
+              "plus the head, backward = 2 × forward; bench.flops). Gate nonlinearities, the loss and the "
+              "optimizer are not counted. Peak = the fastest large square GEMM on this device and dtype, "
+              f"measured once per results directory: {peak_text}."),
+        ("p", precision_note(res))]
     rows = [[str(r["backend"]), *(render.fmt_axis(r[a]) for a in res.axes), str(int(r["n"])),
              metrics.by_name("step_gflop").format(r["step_gflop"]),
              metrics.by_name("step_ms_median").format(r["step_ms_median"]),
@@ -301,9 +304,9 @@ def efficiency_blocks(res: Results, baseline: str = BASELINE) -> list[tuple]:
     blocks.append(("table", header, rows))
     if (table["efficiency"] > 1).any():  # the probe is the yardstick: above 1 says the yardstick is wrong
         blocks.append(("p", "**Efficiency above 100 %:** a backend beat the GEMM probe, so the probe underestimates "
-                            "this device's peak for that dtype (for example bfloat16 emulated on a CPU without bfloat16 "
-                            "units, where a large GEMM is slower than the small ones an RNN step runs); read these "
-                            "efficiencies as relative to each other only."))
+                            "this device's peak for that dtype (for example bfloat16 emulated on a CPU without "
+                            "bfloat16 units, where a large GEMM is slower than the small ones an RNN step runs); "
+                            "read these efficiencies as relative to each other only."))
     return blocks
 
 
@@ -388,8 +391,8 @@ def cli(argv: list[str]) -> int:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     except OSError as error:  # a full disk: report.md and report.html are written whole or not at all
-        print(f"error: cannot write the report into {args.directory}: {one_line(error.strerror or error)}; "
-              f"the results are untouched: free the space and run `bench report {args.directory}` again", file=sys.stderr)
+        print(f"error: cannot write the report into {args.directory}: {one_line(error.strerror or error)}; the results "
+              f"are untouched: free the space and run `bench report {args.directory}` again", file=sys.stderr)
         return 2
     for warning in results.load(args.directory).warnings:
         print(f"warning: {warning}", file=sys.stderr)

