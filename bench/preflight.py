@@ -5,7 +5,7 @@
     check_baseline(name, backends)  --baseline names a backend the plan runs
     check_resources(config, device) the largest run fits the device's memory; more threads than cores
 
-Each refusal is one line (UsageError, exit 2); warnings come back as lines for the terminal and env.json.
+Each refusal is one line (PreflightError, which `bench run` prints with exit 2); warnings come back as lines for the terminal and env.json.
 """
 from __future__ import annotations
 
@@ -17,11 +17,14 @@ import torch
 import impls
 from bench import config as config_mod
 from bench import estimate, validate
-from bench.cliargs import UsageError
 from bench.config import Config
 from bench.planning import plan, run_id
 from bench.schema import ENV_FILE, RUNS_FILE
 
+
+
+class PreflightError(ValueError):
+    """Why `bench run` refuses before anything loads, trains or is written: one line for the user."""
 
 def check_resume(out_dir: Path, saved: Config) -> None:
     """Refuses a directory whose files are damaged, or whose rows are not runs of the plan in its env.json:
@@ -29,9 +32,9 @@ def check_resume(out_dir: Path, saved: Config) -> None:
     try:
         validate.ensure_sound(out_dir, plan=True)
     except validate.DamagedResults as error:
-        raise UsageError(f"--resume: {error}") from None
+        raise PreflightError(f"--resume: {error}") from None
     if problems := run_id_problems(out_dir, saved):
-        raise UsageError(f"--resume: {validate.refusal(out_dir, problems)}")
+        raise PreflightError(f"--resume: {validate.refusal(out_dir, problems)}")
 
 
 def run_id_problems(out_dir: Path, saved: Config) -> list[validate.Problem]:
@@ -56,7 +59,7 @@ def saved_env(out_dir: Path) -> dict:
     try:
         return storage.load_env(out_dir)
     except (OSError, ValueError) as error:
-        raise UsageError(f"--resume {out_dir}: {out_dir / ENV_FILE} cannot be read: {error}; "
+        raise PreflightError(f"--resume {out_dir}: {out_dir / ENV_FILE} cannot be read: {error}; "
                          f"`bench doctor {out_dir}` lists every problem") from None
 
 
@@ -64,7 +67,7 @@ def check_fresh(out_dir: Path) -> None:
     """A new run's --out must not hold a run already: env.json alone is a run killed before its first row."""
     for name in (RUNS_FILE, ENV_FILE):
         if (out_dir / name).exists():
-            raise UsageError(f"{out_dir} already holds results ({name}); use --resume {out_dir} or another --out")
+            raise PreflightError(f"{out_dir} already holds results ({name}); use --resume {out_dir} or another --out")
 
 
 def recheck_locked(out_dir: Path, resume: bool) -> None:
@@ -78,7 +81,7 @@ def recheck_locked(out_dir: Path, resume: bool) -> None:
 
 def check_baseline(baseline: str | None, backends) -> None:
     if baseline is not None and baseline not in backends:
-        raise UsageError(f"--baseline {baseline!r} is not a backend of this plan ({', '.join(backends)}); "
+        raise PreflightError(f"--baseline {baseline!r} is not a backend of this plan ({', '.join(backends)}); "
                          "the report's ratio columns would be empty")
 
 
@@ -130,6 +133,6 @@ def check_resources(config: Config, device: torch.device, *, force: bool = False
     if need.total > have:
         line = f"the largest run ({which}) needs {need.describe()}; {where}"
         if not force:
-            raise UsageError(f"{line}: use a smaller model or batch, or --force to run it anyway")
+            raise PreflightError(f"{line}: use a smaller model or batch, or --force to run it anyway")
         warnings.append(f"--force: {line}")
     return warnings

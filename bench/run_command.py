@@ -193,7 +193,7 @@ def run_with(executor, args: argparse.Namespace, config: Config, out_dir: Path, 
     with held:  # closing the file releases the lock
         try:  # again, now that no other run can write here: one may have finished while the data loaded
             preflight.recheck_locked(out_dir, resume=bool(args.resume))
-        except UsageError as error:
+        except preflight.PreflightError as error:
             print(f"error: {one_line(error)}", file=sys.stderr)
             return 2
         try:

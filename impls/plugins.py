@@ -327,6 +327,6 @@ def from_environment() -> list[str]:
 
 
 def _one_line(error: BaseException) -> str:
-    """impls must not import bench (bench.errors.one_line says the same): 'TypeName: first line'."""
+    """'TypeName: first line', as bench.errors.one_line says it (impls never depends on the harness)."""
     text = f"{type(error).__name__}: {error}".strip()
     return text.splitlines()[0][:500] if text else type(error).__name__
