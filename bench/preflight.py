@@ -5,7 +5,8 @@
     check_baseline(name, backends)  --baseline names a backend the plan runs
     check_resources(config, device) the largest run fits the device's memory; more threads than cores
 
-Each refusal is one line (PreflightError, which `bench run` prints with exit 2); warnings come back as lines for the terminal and env.json.
+Each refusal is one line (PreflightError: `bench run` prints it and exits 2);
+warnings come back as lines for the terminal and env.json.
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from bench import estimate, validate
 from bench.config import Config
 from bench.planning import plan, run_id
 from bench.schema import ENV_FILE, RUNS_FILE
-
 
 
 class PreflightError(ValueError):
