@@ -44,7 +44,7 @@ REGISTRY: dict[str, Backend] = {
     "loop":   Backend("impls.loop:LoopLSTM", "lstm", "torch", "PyTorch cell loop, one step at a time, gate by gate",
                       supports=SURFACE, color="#ff7f0e"),
     "triton": Backend("impls.triton_lstm:TritonLSTM", "lstm", "triton",
-                      "one persistent Triton kernel per layer and pass: all T steps in one launch, W_hh resident",
+                      "one persistent Triton kernel per layer and pass: all T steps in one launch, W_hh read once",
                       color="#2ca02c"),  # no SURFACE option yet: lengths and directions in the kernel are to come
     "triton-step": Backend("impls.triton_step:TritonStepLSTM", "lstm", "triton",
                            "per step: cuBLAS h@W_hh + one fused Triton gate kernel (two launches a step)",
