@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from bench import config, metrics
-from bench.analysis import render, stats
+from bench.analysis import machine, render, stats
 from bench.analysis.results import Results, ResultsError, at_point, backend_order, load, metric_table, ok_runs, \
     sweep_axes
 from bench.brief import one_line
@@ -55,7 +55,7 @@ from bench.constants import TEST_IMAGES
 
 ALPHA = 0.05
 MIN_SEEDS = 4
-IGNORED_ENV = ("timestamp",)  # always differs; shown, but not as a difference
+IGNORED_ENV = ("timestamp", "wall_time")  # always differ; shown, but not as a difference
 MANN_WHITNEY, WELCH, Z_TEST, CONSTANT, NO_TEST = (
     "Mann-Whitney U", "Welch's t-test", "two-proportion z-test", "no spread", "no test")
 MCNEMAR = "McNemar exact"
@@ -301,7 +301,8 @@ def build_blocks(a: Results, b: Results, rows: pd.DataFrame, status: pd.DataFram
         f"{MIN_SEEDS} seeds a side, Welch's t-test with 2 or 3, with a bootstrap 95% CI of B/A in the row's note "
         f"from 3 seeds a side; accuracy by McNemar's exact test on per-image correctness (paired, seeds pooled), "
         f"or a two-proportion z-test where a side has no predictions files.",
-        f"**{regressions} regression(s) flagged.**" if regressions else "No regression flagged."])]
+        f"**{regressions} regression(s) flagged.**" if regressions else "No regression flagged.",
+        *(f"**Contended:** {w}." for w in machine.compare_warnings(a, b))])]
     blocks.append(("h2", "Differences in config and environment"))
     if diffs:
         if any(d[0].startswith("config.") for d in diffs):
@@ -376,6 +377,8 @@ def cli(argv: list[str]) -> int:
         print("Config/environment differences (A -> B): " + "; ".join(f"{k}: {va} -> {vb}" for k, va, vb in diffs))
     if hardware := hardware_differences(diffs):
         print(f"warning: A and B ran on different machines ({', '.join(hardware)}): speed changes compare machines too")
+    for warning in machine.compare_warnings(*(load(d) for d in (args.dir_a, args.dir_b))):
+        print(f"warning: {warning}")
     for _, r in status.iterrows():
         print(f"{r['backend']}: {r['a']} in A, {r['b']} in B" + (f" ({r['reason']})" if r["reason"] else "")
               + (" REGRESSION" if r["regression"] else ""))

@@ -11,7 +11,11 @@ import pandas as pd
 
 from bench import metrics
 from bench.analysis import render
-from bench.analysis.results import Results, ok_runs, point_label
+from bench.analysis.results import Results, ok_runs
+
+
+def point_label(values: dict) -> str:
+    return ", ".join(f"{axis}={render.fmt_axis(value)}" for axis, value in values.items())
 
 
 def contended_runs(runs: pd.DataFrame) -> pd.DataFrame:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import config, metrics
-from bench.analysis import headline, not_measured, render, results
+from bench.analysis import headline, machine, not_measured, render, results
 from bench.brief import one_line
 from bench.cliargs import OneLineParser, parse
 from bench.analysis.results import Results, ResultsError
@@ -107,6 +107,8 @@ def headline_blocks(res: Results, baseline: str = BASELINE) -> list[tuple]:
         return blocks + [("p", "No backend finished a run, so there is no answer yet: see the runs not measured below.")]
     metric = metrics.by_name("step_ms_median")
     blocks.append(("ul", [point_sentence(p, metric) for p in points]))
+    if busy := machine.contention_sentence(res):
+        blocks.append(("p", busy))
     blocks.append(("p", "How this is decided: fastest = lowest median training step time (every timed step of "
                         "all seeds pooled); speed-up = the baseline's median / the fastest's; *within noise* = a "
                         "median no higher than the fastest backend's own 90th percentile (the difference is smaller "
@@ -206,6 +208,7 @@ def build_blocks(res: Results, plot_files: dict[str, tuple[str, Path]], baseline
             blocks.append(("p", unmeasured_note(table, axes)))
 
     blocks += efficiency_blocks(res, baseline) + numerics_blocks(res, baseline) + what_ran_blocks(res)
+    blocks += machine.memory_blocks(res) + machine.contention_blocks(res) + machine.time_blocks(res)
 
     if plot_files:
         blocks.append(("h2", "Plots"))
