@@ -95,10 +95,25 @@ METRICS: list[Metric] = [
            report=True, plot=True, words=SPEED,
            note="Forward only, no gradients, on the test set in batches of `eval_batch_size` (see the config;"
                 " it does not follow a batch_size sweep), first batch left out as warm-up. Mean and std over seeds."),
-    Metric("peak_memory_bytes", "Peak memory", "MiB", scale=1 / 2**20, fmt="{:,.1f}", higher_is_better=False,
-           report=True, plot=True, method_column="memory_method",
-           note="Mean over seeds in MiB (2^20 bytes). 'measured as' is the runner's memory_method: "
-                "numbers measured differently (e.g. CUDA allocator vs process RSS) are not comparable."),
+    Metric("peak_tensor_bytes", "Peak tensor memory in training", "MiB", scale=1 / 2**20, fmt="{:,.2f}",
+           higher_is_better=False, report=True, plot=True, method_column="memory_method",
+           note="The most tensor bytes live at once during a steady-state training step: parameters, optimizer "
+                "state, gradients, activations and temporaries (bench.memory; the datasets are inputs and left "
+                "out). CUDA: the caching allocator's count; CPU: every allocation and free of PyTorch's CPU "
+                "allocator, whatever the C library does with the pages. Mean over seeds in MiB (2^20 bytes)."),
+    Metric("saved_for_backward_bytes", "Saved for backward", "MiB", scale=1 / 2**20, fmt="{:,.2f}",
+           higher_is_better=False, report=True,
+           note="What autograd keeps from one training step's forward for its backward (saved-tensor hooks; each "
+                "storage once, parameters and the batch left out): a per-step loop keeps every step's gates, a "
+                "fused kernel keeps what its backward needs. Mean over seeds in MiB."),
+    Metric("param_bytes", "Parameter memory", "MiB", scale=1 / 2**20, fmt="{:,.2f}", higher_is_better=False,
+           note="Parameters and buffers; part of peak_tensor_bytes."),
+    Metric("optimizer_bytes", "Optimizer state", "MiB", scale=1 / 2**20, fmt="{:,.2f}", higher_is_better=False,
+           note="Adam's moments and step counters; part of peak_tensor_bytes."),
+    Metric("rss_growth_bytes", "RSS growth (secondary)", "MiB", scale=1 / 2**20, fmt="{:,.1f}",
+           higher_is_better=False,
+           note="CPU: growth of the process's resident set over the run (kernel high-water mark); it shows how "
+                "the C allocator reuses freed pages, not what a backend needs: use peak_tensor_bytes. Empty on CUDA."),
     Metric("first_step_s", "First step time", "s", higher_is_better=False, report=True, words=SPEED,
            note="The first training step timed alone: compilation and autotuning show up here. Mean over seeds."),
     Metric("fwd_ms_median", "Forward time", "ms", fmt=SIGNIFICANT, higher_is_better=False, words=SPEED,
@@ -112,8 +127,9 @@ METRICS: list[Metric] = [
     Metric("achieved_gflops", "Achieved GFLOP/s", "GFLOP/s", fmt="{:.2f}", higher_is_better=True, words=SPEED,
            note="step_gflop ÷ the median steady-state step time."),
     Metric("efficiency", "Efficiency", "%", scale=100, fmt="{:.2f} %", higher_is_better=True,
-           note="achieved_gflops ÷ the device's peak GFLOP/s for the run's dtype, measured once per results "
-                "directory by a large square GEMM (env.json: peak)."),
+           note="achieved_gflops ÷ the device's peak GFLOP/s for the run's dtype: the best of several timed "
+                "repetitions of a large square GEMM, measured once per machine and reused (bench.peakcache; "
+                "env.json: peak says whether measured now or reused, and when)."),
     Metric("out_rel_err", "Output error vs float64", fmt="{:.2e}", higher_is_better=False,
            note="‖logits − logits_ref‖ ÷ ‖logits_ref‖ on the first 256 test images, initial weights, against "
                 "the same model in float64 on the CPU with nn.LSTM / nn.GRU (bench.numerics)."),
@@ -135,9 +151,29 @@ METRICS: list[Metric] = [
     Metric("peak_reserved_bytes", "Peak reserved memory", "MiB", scale=1 / 2**20, fmt="{:,.1f}",
            higher_is_better=False,
            note="CUDA: growth of the caching allocator's pool at its peak (max_memory_reserved); empty on CPU."),
+    Metric("cpu_share", "CPU share", "%", scale=100, fmt="{:.0f} %", higher_is_better=True,
+           note="Of the CPU time the run's threads were ready to use during training, the share they got "
+                "(bench.contention; a quiet machine gives about 100 %). Below 80 % the row is contended."),
+    Metric("others_cores", "Other work", "cores", fmt="{:.2f}", higher_is_better=False,
+           note="Cores' worth of CPU other processes used during training (steal included); above 0.5 the row "
+                "is contended."),
+    Metric("load_start", "Load average before", fmt="{:.2f}", note="os.getloadavg()[0] before training."),
+    Metric("load_end", "Load average after", fmt="{:.2f}", note="os.getloadavg()[0] after training."),
+    Metric("quiet_wait_s", "Waited for a quiet machine", "s", fmt="{:.1f}",
+           note="bench run --quiet-machine: seconds waited before this run; empty when not asked."),
+    Metric("startup_s", "Startup", "s", fmt="{:.2f}", higher_is_better=False,
+           note="From the runner handing the run to its executor to the run's first line of work: the worker's "
+                "start (and, for the first run, the rest of the worker server's imports)."),
+    Metric("numerics_s", "Numerics check time", "s", fmt="{:.2f}", higher_is_better=False,
+           note="The float64 comparison before training (out_rel_err, grad_rel_err)."),
+    Metric("memory_s", "Memory probe time", "s", fmt="{:.2f}", higher_is_better=False,
+           note="The steps after evaluation that measure peak_tensor_bytes and saved_for_backward_bytes."),
+    Metric("profile_s", "Profiling time", "s", fmt="{:.2f}", higher_is_better=False,
+           note="The profiled steps after evaluation (kernels_per_step, top_kernels)."),
     Metric("data_time_s", "Data time", "s", higher_is_better=False),
     Metric("eval_time_s", "Evaluation time", "s", higher_is_better=False),
-    Metric("wall_time_s", "Wall time", "s", higher_is_better=False),
+    Metric("wall_time_s", "Wall time", "s", higher_is_better=False,
+           note="The run in its worker, from its first line of work to its last: startup_s is before it."),
 ]
 
 

@@ -38,6 +38,7 @@ def measured_columns(result: RunResult, cell: Cell, peaks: dict) -> dict:
     cell's dtype, and the profiler's rnn_engine as impl_detail where it says something: always for the
     baseline (including "not cuDNN"), for other backends only when an RNN op or kernel showed up."""
     columns = dict(result.metrics) | dict(result.where)
+    columns.pop("started_unix", None)  # when the worker began: not a column (the driver's startup_s needs it)
     engine = columns.pop("rnn_engine", None)
     if engine and (cell.backend == BASELINE or not engine.startswith("not cuDNN")):
         columns["impl_detail"] = engine

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 import impls
-from bench import atomic, envinfo, metrics, predictions, storage
+from bench import atomic, contention, envinfo, metrics, predictions, storage
 from bench.config import Config
 from bench.errors import one_line
 from bench.executors import Cell, Failed, LocalExecutor
@@ -152,4 +152,5 @@ def summary_line(row: dict, number: int, total: int) -> str:
     step_ms = metrics.by_name("step_ms_median").format(row["step_ms_median"])
     return (f"{head}  acc {row['test_accuracy']:.4f}  train {row['train_samples_per_s']:,.0f} samples/s  "
             f"step {step_ms} ms  infer {row['infer_samples_per_s']:,.0f} samples/s  "
-            f"mem {row['peak_memory_bytes'] / 2**20:.1f} MiB  first step {row['first_step_s']:.2f} s")
+            f"mem {metrics.by_name('peak_tensor_bytes').format(row.get('peak_tensor_bytes'))} MiB  "
+            f"first step {row['first_step_s']:.2f} s" + contention.summary_note(row))

@@ -19,7 +19,10 @@ RUN_INFO_COLUMNS = [
     "device",               # what ran it: cpu, cuda:0, ... (config.device may say auto)
     "impl_detail",          # what really ran, e.g. "cuDNN 91002" or "ATen native kernel on cpu"
     "threads",              # torch.get_num_threads() during the run (config.threads may be unset)
-    "memory_method",        # how peak_memory_bytes was measured
+    "memory_method",        # how peak_tensor_bytes was measured (bench.memory)
+    "contended",            # true: the run shared the machine (bench.contention); empty in older results
+    "gpu_shared",           # CUDA: another process held the GPU; empty where unknown or on CPU
+    "cpu_share_method",     # how cpu_share was measured
     "host",                 # the machine the cell ran on (socket.gethostname() in the worker)
     "device_name",          # the GPU's name, or the CPU model
     "device_uuid",          # the GPU's UUID (torch.cuda.get_device_properties(i).uuid); empty on CPU
@@ -42,7 +45,9 @@ def run_columns() -> list[str]:
 KEY_COLUMNS = key_columns()
 RUN_COLUMNS = run_columns()
 REQUIRED_RUN_COLUMNS = [*KEY_COLUMNS, "status", "error"]  # older results lack later columns; never these
-TEXT_RUN_COLUMNS = ("error", "impl_detail", "memory_method", "host", "device_name", "device_uuid")
+TEXT_RUN_COLUMNS = ("error", "impl_detail", "memory_method", "host", "device_name", "device_uuid", "cpu_share_method")
+BOOL_RUN_COLUMNS = ("contended", "gpu_shared")  # true / false; empty where not known
+RETIRED_RUN_COLUMNS = ("peak_memory_bytes",)  # written by older versions; storage.load_runs maps them to today's
 
 CURVE_COLUMNS = ["run_id", "backend", "seed", "step", "epoch", "loss", "elapsed_s"]
 

@@ -20,6 +20,7 @@ import pandas as pd
 from bench import metrics
 from bench.atomic import atomic_write_text
 from bench.schema import (
+    BOOL_RUN_COLUMNS,
     CURVE_COLUMNS,
     CURVES_FILE,
     ENV_FILE,
@@ -132,8 +133,9 @@ def load_runs(directory: str | Path) -> pd.DataFrame:
     # nan (a run with nothing to time) is a missing number, not a string that breaks arithmetic.
     measured = {m.name for m in metrics.METRICS}
     na = {column: ["", "nan", "NaN", "-nan"] if column in measured else [""] for column in RUN_COLUMNS}
-    frame = read_complete_csv(path, keep_default_na=False, na_values=na, dtype=dict.fromkeys(TEXT_RUN_COLUMNS, str))
-    frame = _fill_new_config_columns(frame)
+    frame = read_complete_csv(path, keep_default_na=False, na_values=na,
+                              dtype=dict.fromkeys(TEXT_RUN_COLUMNS + BOOL_RUN_COLUMNS, str))
+    frame = _memory_columns_of_older_results(_fill_new_config_columns(frame))
     missing = [c for c in REQUIRED_RUN_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {', '.join(missing)}")
@@ -142,7 +144,27 @@ def load_runs(directory: str | Path) -> pd.DataFrame:
             frame[column] = "" if column in TEXT_RUN_COLUMNS else float("nan")
     for column in TEXT_RUN_COLUMNS:
         frame[column] = frame[column].fillna("")
+    for column in BOOL_RUN_COLUMNS:  # True / False, None where not known
+        frame[column] = frame[column].map({"True": True, "False": False, True: True, False: False}).astype(object)
+        frame[column] = frame[column].where(frame[column].notna(), None)
     return frame
+
+
+OLD_MEMORY_COLUMN = "peak_memory_bytes"  # before peak_tensor_bytes: CUDA's allocator peak, or RSS growth on CPU
+
+
+def _memory_columns_of_older_results(frame: pd.DataFrame) -> pd.DataFrame:
+    """Results written before bench.memory held one memory column, measured per device: on CUDA the allocator's
+    peak (what peak_tensor_bytes is), on CPU the process's RSS growth (what rss_growth_bytes is). Each value
+    goes to the column that means the same; an older CPU row has no peak_tensor_bytes."""
+    if OLD_MEMORY_COLUMN not in frame.columns or "peak_tensor_bytes" in frame.columns:
+        return frame
+    method = frame.get("memory_method", pd.Series("", index=frame.index)).fillna("").astype(str)
+    cuda, value = method.str.startswith("cuda"), pd.to_numeric(frame[OLD_MEMORY_COLUMN], errors="coerce")
+    frame["peak_tensor_bytes"] = value.where(cuda)
+    frame["rss_growth_bytes"] = value.where(~cuda & method.str.contains("RSS"))
+    frame.loc[~cuda & (method != ""), "memory_method"] = "older results: RSS growth only (rss_growth_bytes)"
+    return frame.drop(columns=OLD_MEMORY_COLUMN)
 
 
 def _fill_new_config_columns(frame: pd.DataFrame) -> pd.DataFrame:

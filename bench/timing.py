@@ -108,7 +108,9 @@ def reset_high_water_mark() -> bool:
 
 
 class MemoryMeter:
-    """Peak memory of one run: `with meter: ...`, then `meter.peak_bytes` and `meter.method`.
+    """The process's memory growth over a run, a secondary figure: `with meter: ...`, then `meter.peak_bytes`
+    (runs.csv's rss_growth_bytes on CPU) and `meter.peak_reserved_bytes` (CUDA's pool). The primary memory
+    column, peak_tensor_bytes, counts live tensors instead (bench.memory).
 
     CUDA: torch.cuda.max_memory_allocated after a reset (tensors only); `peak_reserved_bytes` beside
     it is max_memory_reserved, the caching allocator's pool, which is what the device must have.

@@ -15,7 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 import impls
-from bench import flops, numerics, profiling
+from bench import contention, flops, memory, numerics, profiling
 from bench.config import Config
 from bench.constants import NUMERICS_IMAGES, PROFILED_STEPS
 from bench.data import BatchLoader, Mnist, pixel_order
@@ -68,7 +68,8 @@ class StepLog:
 
 
 def train_and_measure(config: Config, backend: str, seed: int, data: Mnist, device: torch.device) -> RunResult:
-    run_started = time.perf_counter()
+    run_started, started_unix = time.perf_counter(), time.time()
+    device = torch.device(str(device))  # the driver plans with bench.planning.Device, not torch
     dtype = DTYPES[config.dtype]
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -82,32 +83,40 @@ def train_and_measure(config: Config, backend: str, seed: int, data: Mnist, devi
                          limit=config.train_limit, pixel_order=order)
     test_loader = BatchLoader(data.test_images, data.test_labels, batch_size=config.eval_batch_size,
                               seq_len=config.seq_len, device=device, dtype=dtype, shuffle=False, pixel_order=order)
-    errors = check_numerics(config, backend, seed, test_loader, device)  # leaves the RNG as seeded
-    meter = MemoryMeter(device)  # the datasets are inputs, not the model's cost: they stay outside
+    errors = timed("numerics_s", check_numerics, config, backend, seed, test_loader, device)  # keeps the RNG as seeded
+    meter = MemoryMeter(device)  # RSS growth (CPU) and the allocator pool (CUDA); the datasets stay outside
     with meter:
         model = build_model(config, backend, device)
-        log = train_steps(model, loader, config, device, desc=f"{backend} seed {seed}")
+        with contention.Watch(device.type, device.index, torch.get_num_threads()) as watch:
+            log = train_steps(model, loader, config, device, desc=f"{backend} seed {seed}")
         eval_started = time.perf_counter()
         accuracy, infer_samples_per_s, correct = evaluate(model, test_loader, device)
         eval_time = time.perf_counter() - eval_started
     compiled = {k: v - compiled_before[k] for k, v in compile_stats().items()}
-    what_ran = profile_training(model, loader, config, device)  # untimed; its extra steps change the weights
+    pools = {"rss_growth_bytes": None if device.type == "cuda" else meter.peak_bytes,  # read before the memory
+             "peak_reserved_bytes": meter.peak_reserved_bytes}                         # probe resets CUDA's peaks
+    used = timed("memory_s", measure_memory, model, loader, config, device)  # untimed, as profiling, and
+    what_ran = timed("profile_s", profile_training, model, loader, config, device)  # their steps change the weights
 
-    metrics = {
+    metrics = pools | {
         "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "test_accuracy": accuracy,
         "infer_samples_per_s": infer_samples_per_s,
-        "peak_memory_bytes": meter.peak_bytes,
-        "peak_reserved_bytes": meter.peak_reserved_bytes,
-        "memory_method": meter.method,
         "eval_time_s": eval_time,
         "matmul_precision": torch.get_float32_matmul_precision(),
-    } | step_metrics(log, config.curve_every) | errors | compiled | what_ran
+        "started_unix": started_unix,  # not a column: the runner's startup_s ends here
+    } | step_metrics(log, config.curve_every) | errors | compiled | used | what_ran | watch.columns()
     metrics |= work_metrics(config, backend, metrics["step_ms_median"])
     metrics["wall_time_s"] = time.perf_counter() - run_started
     curve = loss_curve(log, config.curve_every, len(loader))
     steps = [{"step": i, "step_ms": log.step_ms[i]} for i in log.steady]
     return RunResult(metrics, curve, steps, correct)
+
+
+def timed(column: str, measure, *args) -> dict:
+    """measure(*args), a dict of row columns, with the seconds it took as `column` (where a run's time goes)."""
+    started = time.perf_counter()
+    return measure(*args) | {column: time.perf_counter() - started}
 
 
 def apply_tf32(enabled: bool) -> None:
@@ -149,6 +158,25 @@ def profile_training(model: nn.Module, loader: BatchLoader, config: Config, devi
                                     PROFILED_STEPS, device)
     return {"kernels_per_step": found["kernels_per_step"], "top_kernels": found["top_kernels"],
             "rnn_engine": found["rnn_engine"]}  # not a column: the runner folds it into impl_detail
+
+
+def measure_memory(model: nn.Module, loader: BatchLoader, config: Config, device: torch.device) -> dict:
+    """peak_tensor_bytes, saved_for_backward_bytes, param_bytes, optimizer_bytes and memory_method (bench.memory),
+    from steady-state steps of the timed step's kind on the first training batch, with a fresh Adam. After
+    evaluation, like profiling: its steps change the weights, but no measured figure."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    loss_fn = nn.CrossEntropyLoss()
+    images, labels = next(iter(loader))
+
+    def step():
+        loss = loss_fn(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+
+    return memory.training_memory(model, optimizer, step, device, batch=(images, labels))
 
 
 def work_metrics(config: Config, backend: str, step_ms: float) -> dict:

@@ -30,6 +30,7 @@ from bench.schema import (
     CURVES_FILE,
     ENV_FILE,
     REQUIRED_RUN_COLUMNS,
+    RETIRED_RUN_COLUMNS,
     RUNS_FILE,
     STEP_COLUMNS,
     STEPS_FILE,
@@ -67,6 +68,7 @@ class Table:
     required: list[str]        # an older file may lack the others, never these
     key: tuple[str, ...]       # what identifies a row: two rows with one key are one run counted twice
     kinds: dict[str, str]      # column -> int | number | status | nonempty (others: any text)
+    retired: tuple[str, ...] = ()  # what older versions wrote and reading still understands
 
 
 def _run_kinds(columns: list[str]) -> dict[str, str]:
@@ -87,7 +89,7 @@ def tables() -> list[Table]:
     filled = {name for name, f in config.fields().items()
               if f.metadata["column"] is True and not callable(f.default_factory)}
     required = [c for c in REQUIRED_RUN_COLUMNS if c not in filled]
-    return [Table(RUNS_FILE, columns, required, ("run_id",), _run_kinds(columns)),
+    return [Table(RUNS_FILE, columns, required, ("run_id",), _run_kinds(columns), RETIRED_RUN_COLUMNS),
             Table(CURVES_FILE, CURVE_COLUMNS, CURVE_COLUMNS, ("run_id", "step"),
                   per_step | {"epoch": "int", "loss": "number", "elapsed_s": "number"}),
             Table(STEPS_FILE, STEP_COLUMNS, STEP_COLUMNS, ("run_id", "step"), per_step | {"step_ms": "number"})]
@@ -257,7 +259,7 @@ def _read_rows(path: Path, text: str, table: Table):
 
 
 def _header_problem(header: list[str], table: Table) -> str | None:
-    unknown = [c for c in header if c not in table.columns]
+    unknown = [c for c in header if c not in table.columns and c not in table.retired]
     if unknown:
         return (f"unknown column {brief(unknown[0], 60)}"
                 + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")

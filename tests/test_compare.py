@@ -95,9 +95,9 @@ def test_header_names_only_the_tests_used_and_html_is_written(tmp_path):
     b = make_compare_fixture(tmp_path / "b", rng_seed=2, seeds=(0,))
     path, rows, _, _ = compare.write_compare(a, b, 0.05)
     # One seed a side: the run is the unit, so nothing but accuracy (z-test, no predictions files) is testable.
-    assert dict(rows["test"].value_counts()) == {"no test": 10, "two-proportion z-test": 2}
+    assert dict(rows["test"].value_counts()) == {"no test": 12, "two-proportion z-test": 2}
     header = path.read_text().split("## Differences")[0]
-    for used in ("no test (10 rows)", "two-proportion z-test (2 rows)"):
+    for used in ("no test (12 rows)", "two-proportion z-test (2 rows)"):
         assert used in header
     assert "Welch's t-test (" not in header
     html = path.with_suffix(".html").read_text()
@@ -109,9 +109,9 @@ def test_judge_needs_both_threshold_and_significance():
     a, b = rng.normal(10, 5, 6), rng.normal(11, 5, 6)  # 10 % apart on average but buried in noise
     result, p, note, test = compare.judge("first_step_s", 10.0, 11.0, a, b, 0.05)
     assert result == "unchanged" and p > 0.05 and "not significant" in note and test == "Mann-Whitney U"
-    assert compare.judge("peak_memory_bytes", 100, 120, [100] * 4, [120] * 4, 0.05)[0] == "worse"
+    assert compare.judge("peak_tensor_bytes", 100, 120, [100] * 4, [120] * 4, 0.05)[0] == "worse"
     assert compare.judge("test_accuracy", 0.9, 0.99, [0.9], [0.99], 0.05)[0] == "better"
-    assert compare.judge("peak_memory_bytes", 100, 100, [100] * 2, [100] * 2, 0.05)[0] == "unchanged"
+    assert compare.judge("peak_tensor_bytes", 100, 100, [100] * 2, [100] * 2, 0.05)[0] == "unchanged"
 
 
 def test_config_differences_are_stated(base, tmp_path, capsys):

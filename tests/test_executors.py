@@ -49,7 +49,7 @@ def test_ray_cells_give_the_rows_local_cells_give(tmp_path, data, ray_executor):
     local, remote = storage.load_runs(tmp_path / "local"), storage.load_runs(tmp_path / "ray")
     assert list(remote.columns) == list(local.columns) == RUN_COLUMNS
     assert (remote.status == "ok").all() and remote.test_accuracy.between(0, 1).all()
-    assert (remote.train_samples_per_s > 0).all() and (remote.peak_memory_bytes > 0).all()
+    assert (remote.train_samples_per_s > 0).all() and (remote.peak_tensor_bytes > 0).all()
     assert (remote.host == socket.gethostname()).all() and (remote.device_name == envinfo._cpu_model()).all()
     assert (local.host == socket.gethostname()).all() and (remote.device_uuid == "").all()
     # same seed, same model, same thread count: the same training, wherever it ran

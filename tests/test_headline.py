@@ -57,7 +57,7 @@ def noisy_fixture(directory, loop_accuracy=0.98, grad_rel_err=None):
     for backend, ms in steps.items():
         extra = {} if grad_rel_err is None else {"grad_rel_err": grad_rel_err[backend]}
         write_run(directory, run_row(backend, 0, test_accuracy=accuracy[backend], train_samples_per_s=1000,
-                                     infer_samples_per_s=1000, peak_memory_bytes=2**20, first_step_s=0.1,
+                                     infer_samples_per_s=1000, peak_tensor_bytes=2**20, first_step_s=0.1,
                                      **extra), step_ms=ms)
     return directory
 

@@ -10,7 +10,7 @@ import pytest
 
 from bench.analysis import report, results
 from bench.analysis.plots import backend_colors
-from tests.fixtures.results_factory import make_no_baseline_fixture, make_report_fixture
+from tests.fixtures.results_factory import MEMORY_METHOD, make_no_baseline_fixture, make_report_fixture
 
 
 @pytest.fixture(scope="module")
@@ -81,12 +81,12 @@ def test_step_time_pools_every_step(sweep_dir):
 
 def test_memory_table_says_how_it_was_measured(sweep_dir):
     res = results.load(sweep_dir)
-    table = res.summary("peak_memory_bytes")
+    table = res.summary("peak_tensor_bytes")
     loop = rows_of(table, backend="loop", batch_size=32)
     assert loop["mean"] == 150 * 2**20 and loop["ratio"] == pytest.approx(1.5)
-    assert loop["method"] == "cpu peak RSS growth"
+    assert loop["method"] == MEMORY_METHOD
     text = (sweep_dir / "report.md").read_text()
-    assert "| loop | 32 | 3 | 150.0 | 0.0 | cpu peak RSS growth | 1.50× |" in text
+    assert f"| loop | 32 | 3 | 150.00 | 0.00 | {MEMORY_METHOD} | 1.50× |" in text
 
 
 def test_markdown_tables_hold_formatted_numbers(sweep_dir):

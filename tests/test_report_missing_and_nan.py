@@ -13,10 +13,10 @@ def nan_fixture(directory: Path) -> Path:
     """What `--train-limit 10` used to write: an ok row with one step, so no steady-state time."""
     write_env(directory, backends=("cudnn", "loop"))
     write_run(directory, run_row("cudnn", 0, test_accuracy=0.5, train_samples_per_s=math.nan, infer_samples_per_s=3000,
-                                 peak_memory_bytes=2**20, first_step_s=0.3, step_ms_median=math.nan,
+                                 peak_tensor_bytes=2**20, first_step_s=0.3, step_ms_median=math.nan,
                                  step_ms_p10=math.nan, step_ms_p90=math.nan))
     write_run(directory, run_row("loop", 0, test_accuracy=0.5, train_samples_per_s=100, infer_samples_per_s=3000,
-                                 peak_memory_bytes=2**20, first_step_s=0.3), step_ms=[5.0, 6.0, 7.0])
+                                 peak_tensor_bytes=2**20, first_step_s=0.3), step_ms=[5.0, 6.0, 7.0])
     return directory
 
 
@@ -36,7 +36,7 @@ def interrupted(directory: Path) -> Path:
     """Three planned cells (cudnn, loop x seeds 0; gru), one row: a run killed or still running."""
     write_env(directory, backends=("cudnn", "loop", "gru"), seeds=(0,))
     write_run(directory, run_row("cudnn", 0, test_accuracy=0.9, train_samples_per_s=100, infer_samples_per_s=3000,
-                                 peak_memory_bytes=2**20, first_step_s=0.3), step_ms=[5.0, 6.0, 7.0])
+                                 peak_tensor_bytes=2**20, first_step_s=0.3), step_ms=[5.0, 6.0, 7.0])
     return directory
 
 

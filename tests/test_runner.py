@@ -43,7 +43,17 @@ def test_execute_writes_every_column_with_plausible_values(tmp_path, tiny, synth
         assert (ok[column] > 0).all(), column
     assert (ok.step_ms_p10 <= ok.step_ms_median).all() and (ok.step_ms_median <= ok.step_ms_p90).all()
     assert (ok.wall_time_s >= ok.train_time_s).all()
-    assert (ok.peak_memory_bytes >= 0).all() and ok.memory_method.str.startswith("cpu: peak RSS").all()
+    # Memory: parameters and Adam's two moments are exact; the peak holds them, gradients and activations.
+    assert (ok.param_bytes == 4 * ok.params).all() and (ok.optimizer_bytes >= 2 * ok.param_bytes).all()
+    assert (ok.peak_tensor_bytes > 2 * ok.param_bytes + ok.optimizer_bytes + ok.saved_for_backward_bytes).all()
+    assert (ok.saved_for_backward_bytes > 0).all() and (ok.rss_growth_bytes >= 0).all()
+    assert ok.memory_method.str.startswith("cpu: CPU allocator").all()
+    # Contention and where the time went: recorded for every run, whatever the machine was doing.
+    assert ok.cpu_share.between(0, 1, inclusive="right").all() and (ok.others_cores >= 0).all()
+    assert ok.contended.isin([True, False]).all() and ok.gpu_shared.isna().all()
+    assert ((ok.contended == True) == ((ok.cpu_share < 0.8) | (ok.others_cores > 0.5))).all()  # noqa: E712
+    assert (ok.numerics_s > 0).all() and (ok.memory_s > 0).all() and (ok.profile_s > 0).all()
+    assert ok.quiet_wait_s.isna().all()
     # cudnn and loop are the same model; the GRU has 3 gates instead of 4.
     lstm_params = 4 * (8 * 28 + 8 * 8 + 16) + 4 * (8 * 8 + 8 * 8 + 16) + 8 * 10 + 10
     assert by_backend.loc["cudnn", "params"] == by_backend.loc["loop", "params"] == lstm_params
@@ -118,7 +128,7 @@ def test_isolated_runs_match_in_process_runs(tmp_path, tiny, synthetic_data):
     runner.execute(config.replace(isolate=True), tmp_path / "worker", torch.device("cpu"), synthetic_data,
                    log=lambda _: None)
     here, worker = storage.load_runs(tmp_path / "here"), storage.load_runs(tmp_path / "worker")
-    assert worker.status.item() == "ok" and worker.peak_memory_bytes.item() > 0
+    assert worker.status.item() == "ok" and worker.peak_tensor_bytes.item() > 0
     assert here.test_accuracy.item() == worker.test_accuracy.item()
     assert (storage.load_curves(tmp_path / "here").loss.tolist()
             == storage.load_curves(tmp_path / "worker").loss.tolist())

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from bench import config, metrics
-from bench.analysis import render, stats
+from bench.analysis import machine, render, stats
 from bench.analysis.differences import differences, hardware_differences
 from bench.analysis.results import (
     Results,
@@ -275,7 +275,8 @@ def build_blocks(a: Results, b: Results, rows: pd.DataFrame, status: pd.DataFram
         f"{MIN_SEEDS} seeds a side, Welch's t-test with 2 or 3, with a bootstrap 95% CI of B/A in the row's note "
         f"from 3 seeds a side; accuracy by McNemar's exact test on per-image correctness (paired, seeds pooled), "
         f"or a two-proportion z-test where a side has no predictions files.",
-        f"**{regressions} regression(s) flagged.**" if regressions else "No regression flagged."])]
+        f"**{regressions} regression(s) flagged.**" if regressions else "No regression flagged.",
+        *(f"**Contended:** {w}." for w in machine.compare_warnings(a, b))])]
     blocks.append(("h2", "Differences in config and environment"))
     if diffs:
         if any(d[0].startswith("config.") for d in diffs):
@@ -352,6 +353,8 @@ def cli(argv: list[str]) -> int:
         print("Config/environment differences (A -> B): " + "; ".join(f"{k}: {va} -> {vb}" for k, va, vb in diffs))
     if hardware := hardware_differences(diffs):
         print(f"warning: A and B ran on different machines ({', '.join(hardware)}): speed changes compare machines too")
+    for warning in machine.compare_warnings(*(load(d) for d in (args.dir_a, args.dir_b))):
+        print(f"warning: {warning}")
     for _, r in status.iterrows():
         print(f"{r['backend']}: {r['a']} in A, {r['b']} in B" + (f" ({r['reason']})" if r["reason"] else "")
               + (" REGRESSION" if r["regression"] else ""))

@@ -12,7 +12,7 @@ from bench import metrics
 from bench.analysis import render
 
 STEP = metrics.by_name("step_ms_median")
-ACCURACY, MEMORY = metrics.by_name("test_accuracy"), metrics.by_name("peak_memory_bytes")
+ACCURACY, MEMORY = metrics.by_name("test_accuracy"), metrics.by_name("peak_tensor_bytes")
 FINDINGS = ("regression", "improvement")
 
 

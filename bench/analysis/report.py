@@ -1,12 +1,8 @@
 """`python -m bench report DIR [--baseline BACKEND]`: tables, Markdown, HTML and plots for one results directory.
 
-Reads the results through bench.analysis.results (never the backends or torch), so a report can be written anywhere the
-CSVs can be copied to. The report opens with the answer (bench.analysis.headline: per sweep point the fastest backend,
-its speed-up, what is within noise of it, the accuracy spread, anything numerically off), then the tables and plots,
-and ends with the configuration and environment. Rows are grouped by backend and, when the results hold a sweep, by the
-sweep axis values. Every metric table (one per reported metric of bench.metrics) has a ratio column against the
-baseline backend (--baseline, default cudnn) at the same sweep point. Skipped and failed runs are listed with their
-reasons instead of being dropped. The document is a list of blocks, rendered by bench.analysis.render.
+Reads results through bench.analysis.results (never the backends or torch). Opens with the answer (headline: per
+sweep point the fastest backend, its speed-up, ties within noise, anything numerically off), then one table per metric
+(rows by backend and sweep point, a ratio to --baseline) and the plots; skipped and failed runs keep their reasons.
 """
 from __future__ import annotations
 
@@ -17,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import config, metrics
-from bench.analysis import headline, not_measured, render, results
+from bench.analysis import headline, machine, not_measured, render, results
 from bench.analysis.results import Results, ResultsError
 from bench.atomic import atomic_write_text
 from bench.brief import one_line
@@ -107,6 +103,8 @@ def headline_blocks(res: Results, baseline: str = BASELINE) -> list[tuple]:
                                 "see the runs not measured below.")]
     metric = metrics.by_name("step_ms_median")
     blocks.append(("ul", [point_sentence(p, metric) for p in points]))
+    if busy := machine.contention_sentence(res):
+        blocks.append(("p", busy))
     blocks.append(("p", "How this is decided: fastest = lowest median training step time (every timed step of "
                         "all seeds pooled); speed-up = the baseline's median / the fastest's; *within noise* = a "
                         "median no higher than the fastest backend's own 90th percentile (the difference is smaller "
@@ -206,6 +204,7 @@ def build_blocks(res: Results, plot_files: dict[str, tuple[str, Path]], baseline
             blocks.append(("p", unmeasured_note(table, axes)))
 
     blocks += efficiency_blocks(res, baseline) + numerics_blocks(res, baseline) + what_ran_blocks(res)
+    blocks += machine.memory_blocks(res) + machine.contention_blocks(res) + machine.time_blocks(res)
 
     if plot_files:
         blocks.append(("h2", "Plots"))
