@@ -129,7 +129,7 @@ class CpuAllocations:
                          if e.name() == "[memory]" and e.device_type() == cpu), key=lambda e: e.start_ns())
         running = peak = 0
         for event in events:
-            running += event.nbytes()  # type: ignore[union-attr]  # in the C++ event, not torch's stubs
+            running += event.nbytes()  # type: ignore[attr-defined]  # in the C++ event, not in torch's stubs
             peak = max(peak, running)
         self.peak_bytes, self.end_bytes, self.events = peak, running, len(events)
 
