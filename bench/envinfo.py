@@ -7,8 +7,6 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-import torch
-
 
 def _cpu_model() -> str:
     try:
@@ -52,6 +50,7 @@ def _triton_version() -> str | None:
 
 
 def collect() -> dict:
+    import torch  # here, not above: the driver reads the CPU model (_cpu_model) without importing torch
     cuda = torch.cuda.is_available()
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
     commit, repo = git_state()

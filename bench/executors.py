@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
-import torch
-
 from bench import envinfo
 from bench.config import Config
 from bench.errors import one_line
@@ -39,7 +37,10 @@ from bench.isolate import WorkerDied, WorkerError, WorkerTimedOut, call_in_subpr
 from impls import plugins
 
 if TYPE_CHECKING:
-    from bench.train import RunResult  # workers import bench.train; the driver need not
+    import torch
+
+    from bench.planning import Device
+    from bench.train import RunResult  # workers import bench.train; the driver need not (nor torch)
 
 TRAIN = "bench.train:train_and_measure"  # "module:function", resolved in the worker
 NAMES = ("local", "ray")
@@ -74,9 +75,10 @@ def resolve(train: str | Callable) -> Callable:
     return getattr(importlib.import_module(module), name)
 
 
-def identity(device: torch.device) -> dict:
+def identity(device: Device | torch.device) -> dict:
     """Where a cell ran: the row's `host`, `device_name`, `device_uuid` (empty on CPU) and the CPU `threads`
     torch used (config.threads, or what the worker was given)."""
+    import torch
     where = {"host": socket.gethostname(), "threads": torch.get_num_threads()}
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device.index if device.index is not None else 0)
@@ -84,7 +86,7 @@ def identity(device: torch.device) -> dict:
     return where | {"device_name": envinfo._cpu_model(), "device_uuid": ""}
 
 
-def run_cell(train, config: Config, backend: str, seed: int, data, device: torch.device):
+def run_cell(train, config: Config, backend: str, seed: int, data, device: Device | torch.device):
     # A worker starts with the built-in table only: it loads the run's plugins itself (a no-op in the driver's
     # process); one that fails to import here raises, and the cell becomes a failed row saying why.
     plugins.ensure(backend, config.plugins)
@@ -113,14 +115,14 @@ class LocalExecutor:
     def __exit__(self, *exc) -> None:
         pass
 
-    def describe(self, device: torch.device | None = None) -> dict:
+    def describe(self, device: Device | None = None) -> dict:
         return {"name": self.name, "host": socket.gethostname(), "retries": self.retries, "timeout_s": self.timeout_s}
 
-    def run(self, cells: Iterable[Cell], data, device: torch.device) -> Iterator[tuple[Cell, Outcome]]:
+    def run(self, cells: Iterable[Cell], data, device: Device) -> Iterator[tuple[Cell, Outcome]]:
         for cell in cells:
             yield cell, self._one(cell, data, device)
 
-    def _one(self, cell: Cell, data, device: torch.device) -> Outcome:
+    def _one(self, cell: Cell, data, device: Device) -> Outcome:
         args = (self.train, cell.config, cell.backend, cell.seed, data, device)
         try:
             for attempt in range(self.retries + 1):
@@ -139,23 +141,24 @@ class LocalExecutor:
                     traceback.print_exc(file=sys.stderr)
                     return Failed(one_line(error))
         finally:
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            if device.type == "cuda" and "torch" in sys.modules:  # a run in this process may have left a pool
+                sys.modules["torch"].cuda.empty_cache()
         raise AssertionError("unreachable")
 
 
 # --- ray --------------------------------------------------------------------------------------------
 
-def _ray_cell(train, config: Config, backend: str, seed: int, data, device: torch.device, cpus: int,
+def _ray_cell(train, config: Config, backend: str, seed: int, data, device: Device, cpus: int,
               timeout_s: float | None = None):
     """One Ray task: the worker side of a cell, on whatever node Ray chose, within the run's --timeout."""
+    import torch
+
     from bench.ray_cluster import time_limit
     if config.threads is None:
         torch.set_num_threads(cpus)  # the CPUs this task asked for, no more, no fewer
-    if device.type == "cuda":
-        device = torch.device("cuda", 0)  # Ray sets CUDA_VISIBLE_DEVICES to the one GPU it granted
-    with time_limit(timeout_s):
-        return run_cell(train, config, backend, seed, data, device)
+    granted = torch.device("cuda", 0) if device.type == "cuda" else device  # Ray sets CUDA_VISIBLE_DEVICES
+    with time_limit(timeout_s):                                                # to the one GPU it granted
+        return run_cell(train, config, backend, seed, data, granted)
 
 
 class RayExecutor:
@@ -203,7 +206,7 @@ class RayExecutor:
             self._ray.shutdown()  # stops a cluster started here; leaves a joined one running
             self._ray = None
 
-    def resources(self, device: torch.device) -> tuple[int, int]:
+    def resources(self, device: Device) -> tuple[int, int]:
         """(CPUs, GPUs) one cell asks for."""
         if device.type == "cuda":
             return self.cell_cpus or 1, 1
@@ -212,8 +215,9 @@ class RayExecutor:
         cpus = [n["cpus"] for n in self.nodes if n["cpus"]]
         return (min(cpus) if cpus else 1), 0
 
-    def describe(self, device: torch.device | None = None) -> dict:
-        cpus, gpus = self.resources(device or torch.device("cpu"))
+    def describe(self, device: Device | None = None) -> dict:
+        from bench.planning import Device
+        cpus, gpus = self.resources(device or Device("cpu"))
         shared = (any(n["cpus"] >= 2 * cpus for n in self.nodes) if gpus == 0
                   else any(n["gpus"] >= 2 for n in self.nodes))
         return {"name": self.name, "address": self.address or "a private local cluster started for the run",
@@ -221,7 +225,7 @@ class RayExecutor:
                 "nodes": self.nodes, "cell_cpus": cpus, "cell_gpus": gpus, "cells_may_share_node": shared,
                 "retries": self.retries, "data": "loaded and verified by the driver, shipped via ray.put"}
 
-    def run(self, cells: Iterable[Cell], data, device: torch.device) -> Iterator[tuple[Cell, Outcome]]:
+    def run(self, cells: Iterable[Cell], data, device: Device) -> Iterator[tuple[Cell, Outcome]]:
         ray = self._ray
         if ray is None:
             raise ExecutorError("RayExecutor.run outside `with executor:`")

@@ -7,11 +7,12 @@ reuses what earlier runs freed, and later runs show no growth at all.
 
 Workers are forked from a pre-warmed server (multiprocessing's forkserver) that has imported torch,
 the harness, and the parts of torch that a first optimizer step pulls in (torch._dynamo: ~900
-modules, seconds per process), so a worker is ready in a fraction of a second instead of paying a
-fresh interpreter and those imports on every run. The server only imports: it starts no thread,
-runs no op and touches no device, so a fork of it is as safe as a fresh process, and its heap holds
-nothing any run allocated, so every worker starts from the same clean baseline. It is not the
-runner that is forked: the runner's memory (the data, earlier results) never reaches a worker.
+modules, seconds per process), plus Inductor's compiler when the plan compiles (set_preload), so a
+worker is ready in a fraction of a second instead of paying a fresh interpreter and those imports on
+every run. Starting the server imports no torch here: the runner need not have it. The server only
+imports: it starts no thread, runs no op and touches no device, so a fork of it is as safe as a fresh
+process, and its heap holds nothing any run allocated, so every worker starts from the same clean
+baseline. It is not the runner that is forked: the runner's memory (the data, earlier results) never reaches a worker.
 """
 from __future__ import annotations
 
@@ -24,15 +25,25 @@ import sys
 import threading
 import traceback
 
-import torch.multiprocessing as mp  # registers tensor pickling through shared memory
-
 from bench.errors import one_line
 
 # What the server imports before it forks anyone. Import only: a thread or a CUDA context in the
-# server would be copied, broken, into every worker.
-PRELOAD = ("torch", "torch.multiprocessing", "torch._dynamo", "torch._inductor", "bench.train")
+# server would be copied, broken, into every worker. torch._dynamo is here for every backend: torch.optim
+# imports it (with part of torch._inductor) the first time an optimizer takes its parameters
+# (Optimizer.add_param_group is wrapped in torch._compile._disable_dynamo), seconds in every worker.
+PRELOAD = ("torch", "torch.multiprocessing", "torch._dynamo", "bench.train")
+# What torch.compile adds on its first call (~600 modules, seconds): preloaded only for a plan that compiles.
+COMPILE_PRELOAD = ("torch._inductor.compile_fx", "impls.compiled")
 
 _server: tuple | None = None  # (preload, env) the running server was started with
+_preload: tuple[str, ...] = PRELOAD  # what the next server imports (set_preload)
+
+
+def set_preload(modules: tuple[str, ...]) -> None:
+    """What the worker server imports from now on (a running server with other imports is restarted when next
+    used). The runner sets it from the plan: COMPILE_PRELOAD only when a backend compiles."""
+    global _preload
+    _preload = tuple(modules)
 
 
 class WorkerError(RuntimeError):
@@ -97,16 +108,18 @@ def _environment(env: dict[str, str]):
                 os.environ[key] = value
 
 
-def start_server(env: dict[str, str] | None = None, preload: tuple[str, ...] = PRELOAD) -> None:
+def start_server(env: dict[str, str] | None = None, preload: tuple[str, ...] | None = None) -> None:
     """Starts the fork server with `env` in its environment, or restarts it if it runs with another
     (variables such as glibc's MALLOC_* are read once, at process start). Returns at once: the
-    server imports in the background, so calling this early overlaps that with the caller's work."""
+    server imports in the background, so calling this early overlaps that with the caller's work.
+    `preload`: what it imports (default: set_preload's, else PRELOAD)."""
     global _server
+    preload = _preload if preload is None else preload
     wanted = (tuple(preload), tuple(sorted((env or {}).items())))
     server = multiprocessing.forkserver._forkserver
     if _server is not None and _server != wanted:
         server._stop()  # type: ignore[attr-defined]  # private, but the only way to start the next one with a new environment
-    mp.get_context("forkserver").set_forkserver_preload(list(preload))
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(preload))  # no torch needed here
     with _environment(env or {}):
         server.ensure_running()  # also relaunches a server that died, with the same environment
     _server = wanted
@@ -118,6 +131,7 @@ def call_in_subprocess(function, *args, env: dict[str, str] | None = None, timeo
     shared memory, but the result should be plain data, since tensors made in the worker vanish with
     it. `env` holds variables the worker starts with (the server is restarted if it ran with others).
     `timeout_s`: a worker still running after that long is killed (WorkerTimedOut)."""
+    import torch.multiprocessing as mp  # registers tensor pickling through shared memory for the arguments
     env = env or {}
     start_server(env)
     context = mp.get_context("forkserver")

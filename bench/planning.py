@@ -6,13 +6,11 @@ line (bench.run_command) turns it into exit 2.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 import impls
 from bench import config as config_mod
-from bench import storage
 from bench.config import Config
 from bench.constants import TRAIN_IMAGES
 from bench.schema import RUNS_FILE
@@ -25,17 +23,43 @@ class PlanError(ValueError):
     """A config or device this machine cannot run as asked; the message is one line for the user."""
 
 
-def resolve_device(requested: str, *, must_exist: bool = True) -> torch.device:
+@dataclass(frozen=True)
+class Device:
+    """What torch.device says (type, index, str "cuda:1"), for the driver, which plans and checks a run without
+    importing torch (seconds); a worker makes it a torch.device (torch.device(str(device)))."""
+    type: str
+    index: int | None = None
+
+    def __str__(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+
+# Files a GPU driver creates (NVIDIA's, AMD ROCm's): without any of them "auto" is the CPU, and torch need not be
+# imported to ask.
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd")
+DEVICE_TYPES = ("cpu", "cuda")
+
+
+def parse_device(text: str) -> Device:
+    kind, colon, index = text.strip().partition(":")
+    if kind not in DEVICE_TYPES or (colon and not index.isdigit()):
+        raise PlanError(f"device {text!r}: expected auto, cpu, cuda or cuda:N")
+    return Device(kind, int(index) if colon else None)
+
+
+def resolve_device(requested: str, *, must_exist: bool = True) -> Device:
     """"auto" (CUDA when there is a GPU, else the CPU) or the device named. must_exist=False allows a device
-    this machine lacks (`bench list --device cuda` asks what would run there); a malformed name is a PlanError."""
+    this machine lacks (`bench list --device cuda` asks what would run there); a malformed name is a PlanError.
+    torch is imported only when a GPU may be there."""
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError as error:
-        raise PlanError(f"device {requested!r}: {error}") from None
-    if not must_exist:
+        if not any(Path(path).exists() for path in GPU_DEVICE_FILES):
+            return Device("cpu")
+        import torch
+        return Device("cuda" if torch.cuda.is_available() else "cpu")
+    device = parse_device(requested)
+    if not must_exist or device.type == "cpu":
         return device
+    import torch
     if device.type == "cuda" and not torch.cuda.is_available():
         raise PlanError(f"device {requested!r} is not available (torch.cuda.is_available() is False); use cpu or auto")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
@@ -59,7 +83,7 @@ def too_short(point: Config) -> str | None:
     return f"{head}: use a smaller --batch-size or fewer --warmup-steps"
 
 
-def check_config(config: Config, device: torch.device) -> None:
+def check_config(config: Config, device: Device) -> None:
     for point in config_mod.sweep_points(config.sweep):
         if problem := too_short(config.replace(sweep={}, **point)):
             raise PlanError(problem)
@@ -76,15 +100,17 @@ def check_config(config: Config, device: torch.device) -> None:
             raise PlanError(reason)
 
 
-def dtype_unsupported(dtype: str, device: torch.device) -> str:
+def dtype_unsupported(dtype: str, device: Device) -> str:
     """Why `device` cannot train in `dtype` ("" when it can). bfloat16 runs on any CPU (natively with
     AVX512-BF16/AMX, else emulated, slowly) and on CUDA from compute capability 8.0; float16 only on CUDA
     (PyTorch's CPU float16 paths are reference code, not something worth timing)."""
     if dtype == "float16" and device.type != "cuda":
         return f"dtype float16 needs a CUDA device; on {device.type} use float32 or bfloat16"
-    if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
-        return (f"dtype bfloat16 needs CUDA compute capability 8.0 or newer; "
-                f"{torch.cuda.get_device_name(device)} has not")
+    if dtype == "bfloat16" and device.type == "cuda":
+        import torch
+        if not torch.cuda.is_bf16_supported(including_emulation=False):
+            return (f"dtype bfloat16 needs CUDA compute capability 8.0 or newer; "
+                    f"{torch.cuda.get_device_name(device.index or 0)} has not")
     return ""
 
 
@@ -105,10 +131,13 @@ def run_id(backend: str, seed: int, config: Config) -> str:
     return name
 
 
-def plan_text(config: Config, out_dir: Path, device: torch.device) -> str:
+def plan_text(config: Config, out_dir: Path, device: Device) -> str:
     """What `bench run` would do, one line per run, in the order it would do them."""
     cells = plan(config)
-    done = set(storage.load_runs(out_dir)["run_id"]) if (out_dir / RUNS_FILE).exists() else set()
+    done = set()
+    if (out_dir / RUNS_FILE).exists():  # a resume: pandas, only when there is a runs.csv to read
+        from bench import storage
+        done = set(storage.load_runs(out_dir)["run_id"])
     lines = [f"plan: {len(cells)} run(s) on {device} into {out_dir} (dry run: nothing written, no data fetched)"]
     for number, (backend, seed, point) in enumerate(cells, 1):
         available = impls.availability(backend, device)

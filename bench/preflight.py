@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 import impls
 from bench import config as config_mod
@@ -21,6 +20,9 @@ from bench import estimate, validate
 from bench.config import Config
 from bench.planning import plan, run_id
 from bench.schema import ENV_FILE, RUNS_FILE
+
+if TYPE_CHECKING:
+    from bench.planning import Device
 
 
 class PreflightError(ValueError):
@@ -93,9 +95,10 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def device_memory(device: torch.device) -> tuple[int, str]:
+def device_memory(device: Device) -> tuple[int, str]:
     """(bytes a run may use, what they are) on `device`."""
     if device.type == "cuda":
+        import torch
         index = device.index if device.index is not None else torch.cuda.current_device()
         properties = torch.cuda.get_device_properties(index)
         return properties.total_memory, f"{device} ({properties.name}) has {estimate.gib(properties.total_memory)}"
@@ -122,7 +125,7 @@ def largest_run(config: Config) -> tuple[estimate.Estimate, str]:
     return best
 
 
-def check_resources(config: Config, device: torch.device, *, force: bool = False) -> list[str]:
+def check_resources(config: Config, device: Device, *, force: bool = False) -> list[str]:
     """Refuses a plan whose largest run cannot fit the device's memory (unless `force`); returns warning lines."""
     warnings = []
     if config.threads and config.threads > cores():

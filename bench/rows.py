@@ -10,35 +10,42 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-import torch
-
 from bench import config as config_mod
 from bench import flops
 from bench.constants import BASELINE
 
 if TYPE_CHECKING:
     from bench.executors import Cell
+    from bench.planning import Device
     from bench.train import RunResult
 
 
-def run_row(cell: Cell, device: torch.device, *, status: str, error: str = "", detail: str = "",
-            result: RunResult | None = None, peaks: dict | None = None) -> dict:
+def run_row(cell: Cell, device: Device, *, status: str, error: str = "", detail: str = "",
+            result: RunResult | None = None, peaks: dict | None = None, handed: dict | None = None) -> dict:
     """The row of `cell`: status ok (with `result`), skipped or failed (with `error`, one line). `detail` is the
-    registry's word on what runs (impls.availability); the profiler's verdict replaces it where it says more."""
+    registry's word on what runs (impls.availability); the profiler's verdict replaces it where it says more.
+    `handed`: the runner's note of the cell's hand-off (bench.contention.paced): its "columns" (quiet_wait_s)
+    and "at", when it went to the executor, from which startup_s is counted. `threads` is the worker's; a row
+    that never ran holds the config's (empty: torch's default)."""
+    handed = handed or {}
     row = {"run_id": cell.run_id, **config_mod.row_values(cell.config, backend=cell.backend, seed=cell.seed),
-           "device": str(device), "threads": torch.get_num_threads(), "status": status, "error": error,
-           "impl_detail": detail}
+           "device": str(device), "threads": cell.config.threads, "status": status, "error": error,
+           "impl_detail": detail} | handed.get("columns", {})
     if result is not None:
-        row |= measured_columns(result, cell, peaks or {})
+        row |= measured_columns(result, cell, peaks or {}, handed.get("at"))
     return row
 
 
-def measured_columns(result: RunResult, cell: Cell, peaks: dict) -> dict:
-    """The worker's metrics and whereabouts as row columns: efficiency against the directory's peak for the
-    cell's dtype, and the profiler's rnn_engine as impl_detail where it says something: always for the
-    baseline (including "not cuDNN"), for other backends only when an RNN op or kernel showed up."""
+def measured_columns(result: RunResult, cell: Cell, peaks: dict, handed_at: float | None = None) -> dict:
+    """The worker's metrics and whereabouts as row columns: startup_s from the hand-off (`handed_at`, Unix time)
+    to the worker's first line of work, efficiency against the directory's peak for the cell's dtype (NaN
+    until bench.peakcache measures a missing one), and the profiler's rnn_engine as impl_detail where it says
+    something: always for the baseline (including "not cuDNN"), for other backends only when an RNN op or
+    kernel showed up."""
     columns = dict(result.metrics) | dict(result.where)
-    columns.pop("started_unix", None)  # when the worker began: not a column (the driver's startup_s needs it)
+    started = columns.pop("started_unix", None)  # when the worker began: not a column
+    if started is not None and handed_at is not None:
+        columns["startup_s"] = max(0.0, started - handed_at)
     engine = columns.pop("rnn_engine", None)
     if engine and (cell.backend == BASELINE or not engine.startswith("not cuDNN")):
         columns["impl_detail"] = engine

@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import impls
 from bench import config as config_mod
-from bench import executors, plugin_flags, preflight, runner, storage
+from bench import contention, executors, isolate, peakcache, plugin_flags, preflight, runner, walltime
 from bench.brief import one_line
 from bench.cliargs import OneLineParser, UsageError, parse
 from bench.config import Config
 from bench.constants import BASELINE
-from bench.planning import check_config, plan_text, resolve_device
+from bench.planning import Device, check_config, plan_text, resolve_device
 from bench.rundir import ResultsDirError, check_writable, lock, new_results_dir, point_latest
 from bench.schema import ENV_FILE, RUNS_FILE
 
@@ -65,6 +62,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace | int:
                         help="ray, CPU device: CPUs per cell (default: all of a node's, so cells never share one)")
     parser.add_argument("--retries", type=int, default=0,
                         help="re-run a cell whose worker or node died, up to N times (default 0; recorded)")
+    parser.add_argument("--quiet-machine", nargs="?", type=float, const=contention.QUIET_LIMIT_S, metavar="SECONDS",
+                        dest="quiet_machine", help="before each run, wait until other processes use under "
+                        f"{contention.QUIET_OTHERS:g} cores (and none holds the GPU), up to SECONDS "
+                        f"(default {contention.QUIET_LIMIT_S:g}); each row records the wait")
+    parser.add_argument("--remeasure-peak", action="store_true", dest="remeasure_peak",
+                        help="measure the GEMM peak again instead of reusing this machine's cached figure")
     return parse(parser, argv)  # --help returns 0, bad input returns 2 after one line
 
 
@@ -122,11 +125,15 @@ def resumed_config(args: argparse.Namespace, saved: dict, out_dir: Path) -> Conf
     return config
 
 
-def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device, dict]:
+def prepare(args: argparse.Namespace) -> tuple[Config, Path, Device, dict]:
     """Checks every input; writes nothing. Returns the config, the directory, the device and what the
     directory's env.json holds ({} when none): the one read of env.json before the run starts."""
     if args.retry_failed and not args.resume:
         raise UsageError("--retry-failed needs --resume DIR (the directory whose failed runs to run again)")
+    quiet = args.quiet_machine
+    if quiet is not None and (not 0 < quiet < float("inf") or args.executor != "local"):
+        raise UsageError("--quiet-machine expects a positive number of seconds and the local executor (it waits "
+                         f"on this machine before each run), got {quiet:g} with --executor {args.executor}")
     if args.resume:
         out_dir = Path(args.resume)
     else:
@@ -138,9 +145,9 @@ def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device, dict]
         preflight.check_resume(out_dir, planned)  # sound files, rows of this plan: before any run
         preflight.check_baseline(args.baseline, planned.backends)
     else:
-        saved = storage.load_env(out_dir)
         config = build_config(args)
-        preflight.check_fresh(out_dir)
+        preflight.check_fresh(out_dir)  # no env.json there, so nothing saved to read
+        saved = {}
         preflight.check_baseline(args.baseline, config.backends)
     check_writable(out_dir)
     device = resolve_device(config.device)
@@ -152,6 +159,7 @@ def prepare(args: argparse.Namespace) -> tuple[Config, Path, torch.device, dict]
 
 
 def cli(argv: list[str]) -> int:
+    started = walltime.invocation_started()
     args = parse_args(argv)
     if isinstance(args, int):  # --help (0) or a bad flag (2, its line already printed)
         return args
@@ -169,17 +177,19 @@ def cli(argv: list[str]) -> int:
     if args.dry_run:
         print(plan_text(config, out_dir, device))
         return 0
+    isolate.set_preload(runner.worker_preload(config))
     try:
         with executor:  # local: the worker server imports torch while the data loads; ray: join or start a cluster
-            return run_with(executor, args, config, out_dir, device, saved, warnings)
+            return run_with(executor, args, config, out_dir, device, saved, warnings, walltime.Clock(started))
     except executors.ExecutorError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
 
 
-def run_with(executor, args: argparse.Namespace, config: Config, out_dir: Path, device: torch.device,
-             saved: dict, warnings: list[str]) -> int:
-    from bench.data import DataError, load_mnist
+def run_with(executor, args: argparse.Namespace, config: Config, out_dir: Path, device: Device,
+             saved: dict, warnings: list[str], clock: walltime.Clock | None = None) -> int:
+    from bench import storage
+    from bench.data import DataError, load_mnist  # imports torch: the worker server is importing it meanwhile
     try:
         data = load_mnist(config.data_root, quiet=False)
     except DataError as error:  # nothing to train on: no directory is written
@@ -197,20 +207,14 @@ def run_with(executor, args: argparse.Namespace, config: Config, out_dir: Path, 
             print(f"error: {one_line(error)}", file=sys.stderr)
             return 2
         try:
-            started = time.perf_counter()
-            env = runner.start_env(out_dir, saved, config, device, executor, experiment=args.experiment,
-                                   warnings=warnings)
+            runner.start_env(out_dir, saved, config, device, executor, experiment=args.experiment, warnings=warnings)
             if not (args.out or args.resume):  # a directory we named: RESULTS_ROOT/latest follows it
                 point_latest(out_dir)
             if args.retry_failed:
                 print(f"retrying {storage.drop_failed(out_dir, config.backends)} failed run(s)")
             print(f"results: {out_dir}  device: {device}  data: {data.source}  executor: {executor.name}"
                   + (f" on {executor.cluster}" if getattr(executor, "cluster", "") else ""))
-            for dtype, peak in env["peak"].items():
-                print(f"peak {dtype} GEMM on {device}: {peak['gflops']:,.1f} GFLOP/s"
-                      + (f" ({peak['error']})" if "error" in peak else f" ({peak['shape']})"))
-            runner.execute(config, out_dir, device, data, peaks=env["peak"], executor=executor)
-            print(f"done in {time.perf_counter() - started:.1f} s: {out_dir / RUNS_FILE}")
+            run_cells(executor, args, config, out_dir, device, data, clock or walltime.Clock())
         except OSError as error:  # a full disk, a vanished mount: rows already written stay as they are
             finished = len(storage.load_runs(out_dir)) if (out_dir / RUNS_FILE).exists() else 0
             print(f"error: cannot write to {out_dir}: {error.strerror or error}; its {finished} finished run(s) are "
@@ -219,6 +223,25 @@ def run_with(executor, args: argparse.Namespace, config: Config, out_dir: Path, 
         if args.report and not report_after_run(out_dir, args.baseline):
             return 1
     return exit_status(out_dir, args.allow_failures)
+
+
+def run_cells(executor, args: argparse.Namespace, config: Config, out_dir: Path, device: Device, data,
+              clock: walltime.Clock) -> None:
+    """The cells, with the GEMM peaks looked up before them and, where this machine has none cached, measured
+    after them (bench.peakcache: the probe is not on the first cell's path), then where the invocation's wall
+    time went (bench.walltime, into env.json and one line). The report, if asked, comes after and is not counted."""
+    handed: dict[str, dict] = {}
+    peaks = peakcache.before_cells(out_dir, config, device, args.remeasure_peak)
+    clock.mark("cells_start")
+    rows = runner.execute(config, out_dir, device, data, peaks=peaks, executor=executor,
+                          quiet_limit_s=args.quiet_machine, handed=handed)
+    clock.mark("cells_end")
+    print(f"done in {clock.marks['cells_end'] - clock.marks['cells_start']:.1f} s: {out_dir / RUNS_FILE}")
+    peakcache.after_cells(out_dir, config, device)
+    clock.mark("end")
+    wall = walltime.summary(clock.marks, handed, rows)
+    walltime.record(out_dir, wall, args.quiet_machine, handed)
+    print(walltime.line(wall))
 
 
 def report_after_run(out_dir: Path, baseline: str | None) -> bool:
@@ -237,6 +260,7 @@ def report_after_run(out_dir: Path, baseline: str | None) -> bool:
 
 def exit_status(out_dir: Path, allow_failures: bool) -> int:
     """0 when every run in the directory is ok or skipped; 1 when any failed (unless allowed), saying how many."""
+    from bench import storage
     if not (out_dir / RUNS_FILE).exists():
         return 0
     runs = storage.load_runs(out_dir)

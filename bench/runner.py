@@ -1,11 +1,14 @@
 """Many runs: backends x seeds x sweep points handed to an executor. Failures become rows; finished rows
 survive a kill.
 
-    env = start_env(out_dir, saved, config, device, executor)   # env.json, written once at the start
-    execute(config, out_dir, device, data, peaks=env["peak"], executor=executor)
+    start_env(out_dir, saved, config, device, executor)        # env.json, written once at the start
+    peaks = peakcache.before_cells(out_dir, config, device)    # this machine's cached GEMM peaks, if any
+    execute(config, out_dir, device, data, peaks=peaks, executor=executor)
+    peakcache.after_cells(out_dir, config, device)             # the peaks not cached, and the rows' efficiency
 
 This is the only module that joins backends to the harness (the plan: bench.planning; one row:
-bench.rows; results directories: bench.rundir; the command line: bench.run_command).
+bench.rows; results directories: bench.rundir; the command line: bench.run_command). Importing it imports
+neither torch nor pandas: `bench run` starts the worker server first, which imports torch meanwhile.
 """
 from __future__ import annotations
 
@@ -14,15 +17,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 import impls
-from bench import atomic, contention, envinfo, metrics, predictions, storage
+from bench import atomic, contention, envinfo, isolate, metrics
 from bench.config import Config
-from bench.errors import one_line
 from bench.executors import Cell, Failed, LocalExecutor
-from bench.planning import dtype_unsupported, plan, run_id
+from bench.planning import Device, dtype_unsupported, plan, run_id
 from bench.rows import run_row
 from bench.schema import ENV_FILE, RUNS_FILE
 from impls import plugins
@@ -38,6 +39,12 @@ def worker_env() -> dict[str, str]:
     return {key: os.environ.get(key, value) for key, value in WORKER_ENV.items()}
 
 
+def worker_preload(config: Config) -> tuple[str, ...]:
+    """What the worker server imports: Inductor's compiler only when a planned backend compiles."""
+    compiles = any(impls.spec(name).compiles for name in config.backends if name in impls.names())
+    return isolate.PRELOAD + (isolate.COMPILE_PRELOAD if compiles else ())
+
+
 def say(line: str) -> None:
     """Prints a line above the progress bars instead of through them."""
     tqdm.write(line)
@@ -49,10 +56,14 @@ def planned_cells(config: Config, done: set[str]) -> list[Cell]:
     return [cell for cell in cells if cell.run_id not in done]
 
 
-def execute(config: Config, out_dir: Path, device: torch.device, data, *, peaks: dict | None = None, log=say,
-            executor=None) -> list[dict]:
+def execute(config: Config, out_dir: Path, device: Device, data, *, peaks: dict | None = None, log=say,
+            executor=None, quiet_limit_s: float | None = None, handed: dict | None = None) -> list[dict]:
     """Runs what runs.csv in out_dir does not hold yet, on `executor` (default: local); returns the rows
-    written now, in the order the cells finished. `peaks` (env.json's "peak") gives the efficiency column."""
+    written now, in the order the cells finished. `peaks` (env.json's "peak") gives the efficiency column (a
+    dtype without one is filled in later: bench.peakcache). quiet_limit_s: before each cell, wait up to that
+    long for a quiet machine (bench.contention), recorded as the row's quiet_wait_s. `handed` (filled when
+    given): run id -> when its cell went to the executor ("at") and when the worker began it ("started")."""
+    from bench import predictions, storage  # pandas: imported when needed, not before the worker server starts
     done = set(storage.load_runs(out_dir)["run_id"]) if (out_dir / RUNS_FILE).exists() else set()
     storage.drop_unfinished(out_dir, done)
     executor = executor or LocalExecutor(env=worker_env(), timeout_s=config.timeout or None)
@@ -78,48 +89,32 @@ def execute(config: Config, out_dir: Path, device: torch.device, data, *, peaks:
         else:
             write(run_row(cell, device, status="skipped", error=no_dtype or available.reason,
                           detail=details[cell.run_id]))
-    for cell, outcome in executor.run(runnable, data, device):  # in the order they finish
+    handed = {} if handed is None else handed
+    gpu_index = (device.index or 0) if device.type == "cuda" else None
+    paced = contention.paced(runnable, handed, quiet_limit_s, log, gpu_index)  # waits for quiet if asked
+    for cell, outcome in executor.run(paced, data, device):  # in the order they finish
+        entry = handed.setdefault(cell.run_id, {})
         if isinstance(outcome, Failed):  # one backend's failure must not end the others' runs
-            write(run_row(cell, device, status="failed", error=outcome.reason, detail=details[cell.run_id]))
+            write(run_row(cell, device, status="failed", error=outcome.reason, detail=details[cell.run_id],
+                          handed=entry))
             continue
         if outcome.correct is not None:  # before the row: a run is done only once runs.csv holds it
             predictions.save_correctness(out_dir, cell.run_id, outcome.correct)
-        write(run_row(cell, device, status="ok", detail=details[cell.run_id], result=outcome, peaks=peaks), outcome)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        entry["started"] = outcome.metrics.get("started_unix")
+        write(run_row(cell, device, status="ok", detail=details[cell.run_id], result=outcome, peaks=peaks,
+                      handed=entry), outcome)
+        if device.type == "cuda" and "torch" in sys.modules:  # an in-process run may have left a pool
+            sys.modules["torch"].cuda.empty_cache()
     bar.close()
     return written
 
 
-def measure_peaks(config: Config, device: torch.device, have: dict, measure=None) -> dict:
-    """bench.peak.measure_peak(...) of every dtype the plan runs that `have` lacks, with the config's threads
-    and tf32 (so a resume keeps the saved figures: one measurement per results directory)."""
-    from bench.peak import measure_peak
-    from bench.train import DTYPES, apply_tf32
-    measure = measure or measure_peak
-    missing = sorted({point.dtype for _, _, point in plan(config)} - set(have))
-    peaks, threads = {}, torch.get_num_threads()
-    try:
-        if config.threads and missing:
-            torch.set_num_threads(config.threads)
-        if missing:
-            apply_tf32(config.tf32)
-        for dtype in missing:
-            try:
-                peaks[dtype] = measure(device, DTYPES[dtype])
-            except Exception as error:  # no peak: efficiency stays empty, the runs still run
-                peaks[dtype] = {"gflops": float("nan"), "error": one_line(error)}
-    finally:
-        torch.set_num_threads(threads)
-    return peaks
-
-
-def start_env(out_dir: Path, saved: dict, config: Config, device: torch.device, executor, *,
-              experiment: str | None = None, warnings: Sequence[str] = (), measure=None) -> dict:
+def start_env(out_dir: Path, saved: dict, config: Config, device: Device, executor, *,
+              experiment: str | None = None, warnings: Sequence[str] = ()) -> dict:
     """env.json at the start of `bench run`, written once. `saved` is what the directory held ({} for a new one;
     read once, by the caller). Versions, hardware, the config in force and the preset it started from (a
-    resume keeps the first start's and adds what finished the run); this start's executor; the peak GEMM of
-    every dtype the plan runs, measured once per directory (bench.peak)."""
+    resume keeps the first start's and adds what finished the run); this start's executor. The GEMM peaks
+    ("peak") are bench.peakcache's: looked up before the cells, measured after them when not cached."""
     allocator = worker_env() if config.isolate else {k: os.environ.get(k, "glibc default") for k in WORKER_ENV}
     now = envinfo.collect() | {"device": str(device), "config": config.to_dict(), "allocator_env": allocator}
     if experiment:
@@ -134,10 +129,6 @@ def start_env(out_dir: Path, saved: dict, config: Config, device: torch.device, 
                        if k in now}
         env["resumed"] = [*env.get("resumed", []), finished_by]
     env["executors"] = [*env.get("executors", []), executor.describe(device)]  # a resume may use another
-    new_peaks = measure_peaks(config, device, env.get("peak", {}), measure)
-    if new_peaks:
-        env["peak"] = env.get("peak", {}) | new_peaks
-        env["float32_matmul_precision"] = torch.get_float32_matmul_precision()
     atomic.write_json(out_dir / ENV_FILE, env)
     return env
 

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 from impls.registry import BASELINE, PACKINGS, REGISTRY, SURFACE, Backend, default_plan, missing_options, names, spec
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
 __all__ = ["BASELINE", "PACKINGS", "REGISTRY", "SURFACE", "Availability", "Backend", "availability", "build",
@@ -40,34 +39,33 @@ class Availability:
     reason: str  # why not, when not ok; what will run, when ok
 
 
-def availability(name: str, device: torch.device | str = "cpu", *, purpose: str = "bench",
+def availability(name: str, device: object = "cpu", *, purpose: str = "bench",
                  bidirectional: bool = False, proj_size: int = 0, packing: str = "none") -> Availability:
     """Whether backend `name` can run on `device` for `purpose` ("bench" or "test") with these options
-    (packing: one of PACKINGS), and why (not). A missing option is reported before any device reason."""
-    import torch
-
+    (packing: one of PACKINGS), and why (not). A missing option is reported before any device reason.
+    `device`: a torch.device, "cuda:1" or anything whose str() reads so; torch is imported only for CUDA, so
+    `bench run`'s driver plans a CPU run without it."""
     missing = missing_options(name, bidirectional=bidirectional, proj_size=proj_size, packing=packing)
     if missing:
         return Availability(False, missing)
-    backend, device = spec(name), torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        return Availability(False, "CUDA was asked for but torch.cuda.is_available() is False")
-    if backend.cuda_only and device.type != "cuda":
+    backend, device_type = spec(name), str(device).split(":")[0]
+    if device_type == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            return Availability(False, "CUDA was asked for but torch.cuda.is_available() is False")
+    if backend.cuda_only and device_type != "cuda":
         return Availability(False, backend.cuda_only)
     if backend.needs == "inductor":
-        return _inductor_availability(device)
+        return _inductor_availability(device_type)
     if backend.needs == "torch":
         if name == "cudnn":
-            from impls.cudnn import cudnn_used
-            detail = (f"cuDNN {torch.backends.cudnn.version()}" if cudnn_used(device)
-                      else f"ATen native kernel on {device.type}")
-            return Availability(True, detail)
+            return Availability(True, _cudnn_detail(device_type))
         if name == "aten":
-            return Availability(True, f"ATen's native LSTM kernels on {device.type}, cuDNN disabled")
-        return Availability(True, f"PyTorch on {device.type}")
+            return Availability(True, f"ATen's native LSTM kernels on {device_type}, cuDNN disabled")
+        return Availability(True, f"PyTorch on {device_type}")
     if importlib.util.find_spec("triton") is None:
         return Availability(False, "Triton is not installed (pip install triton; Linux only)")
-    if device.type == "cuda":
+    if device_type == "cuda":
         return Availability(True, "Triton kernels compiled for CUDA")
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     if purpose == "test" and interpreted:
@@ -76,16 +74,26 @@ def availability(name: str, device: torch.device | str = "cpu", *, purpose: str 
                                "(TRITON_INTERPRET=1), which is for tests and far too slow to benchmark")
 
 
-def _inductor_availability(device: torch.device) -> Availability:
-    if device.type == "cuda":
+def _cudnn_detail(device_type: str) -> str:
+    if device_type == "cuda":
+        import torch
+
+        from impls.cudnn import cudnn_used
+        if cudnn_used(device_type):
+            return f"cuDNN {torch.backends.cudnn.version()}"
+    return f"ATen native kernel on {device_type}"
+
+
+def _inductor_availability(device_type: str) -> Availability:
+    if device_type == "cuda":
         if importlib.util.find_spec("triton") is None:
             return Availability(False, "torch.compile on CUDA needs Triton, which is not installed")
         return Availability(True, "torch.compile: Inductor's Triton kernels for CUDA")
-    if device.type == "cpu":
+    if device_type == "cpu":
         if not any(shutil.which(cc) for cc in ("g++", "c++", "clang++")):
             return Availability(False, "torch.compile on CPU needs a C++ compiler (g++ or clang++) on the PATH")
         return Availability(True, "torch.compile: Inductor's C++ kernels for CPU")
-    return Availability(False, f"torch.compile is not set up for {device.type} here")
+    return Availability(False, f"torch.compile is not set up for {device_type} here")
 
 
 def build(name: str, input_size: int, hidden_size: int, num_layers: int = 1, *,

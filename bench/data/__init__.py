@@ -7,11 +7,31 @@
     loader.py   Mnist (the dataset as CPU tensors), load_mnist, BatchLoader (device batches)
     command.py  `bench data` (the command line; not re-exported here)
 """
+from typing import TYPE_CHECKING
+
 from bench.data.fetch import ENV_ROOT, ensure_mnist, resolve_root, root_problem
 from bench.data.idx import raw_dir
-from bench.data.loader import BatchLoader, Mnist, load_mnist
 from bench.data.sources import DataError, SourceUnavailable
-from bench.data.tasks import TASKS, pixel_order
+
+# loader.py and tasks.py import torch: they load when first asked for, so checking a data root (`bench run`'s
+# driver, before the worker server starts) does not import torch.
+_TORCH_SIDE = {"BatchLoader": "loader", "Mnist": "loader", "load_mnist": "loader", "TASKS": "tasks",
+               "pixel_order": "tasks"}
+
+
+if TYPE_CHECKING:  # what __getattr__ hands out, for the type checker
+    from bench.data.loader import BatchLoader, Mnist, load_mnist
+    from bench.data.tasks import TASKS, pixel_order
+
+
+def __getattr__(name: str):
+    if name in _TORCH_SIDE:
+        import importlib
+        value = getattr(importlib.import_module(f"bench.data.{_TORCH_SIDE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'bench.data' has no attribute {name!r}")
+
 
 __all__ = ["BatchLoader", "DataError", "ENV_ROOT", "Mnist", "SourceUnavailable", "TASKS", "ensure_mnist",
            "load_mnist", "pixel_order", "raw_dir", "resolve_root", "root_problem"]
