@@ -28,3 +28,16 @@ def fake_mnist(monkeypatch, synthetic_data):
     """`bench run` loads synthetic_data instead of MNIST: the CLI end to end, offline and in seconds."""
     monkeypatch.setattr("bench.data.load_mnist", lambda *args, **kwargs: synthetic_data)
     return synthetic_data
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _peak_cache_of_the_session(tmp_path_factory):
+    """`bench run` caches the GEMM peak under $XDG_CACHE_HOME (bench.peakcache): tests use a cache of their own,
+    never the user's, shared by the session so the probe runs once (unless the machine was busy meanwhile)."""
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = saved

@@ -144,3 +144,48 @@ def test_the_same_run_alone_is_not_contended(data):
         pytest.skip(f"the machine is busy without us (other work {alone['others_cores']} cores, load "
                     f"{alone['load_start']}): the quiet case cannot be checked here")
     assert alone["contended"] is False and alone["cpu_share"] >= contention.CONTENDED_SHARE, alone
+
+
+# ------------------------------------------------------------------ bench run --quiet-machine
+
+class _Instant:
+    """An executor whose cells finish at once with a made-up result (no training): the runner's bookkeeping alone."""
+
+    name = "instant"
+
+    def run(self, cells, data, device):
+        from bench.train import RunResult
+        for cell in cells:
+            metrics = {"test_accuracy": 0.5, "train_samples_per_s": 1.0, "step_ms_median": 1.0,
+                       "infer_samples_per_s": 1.0, "first_step_s": 0.1, "achieved_gflops": 2.0,
+                       "started_unix": time.time() + 0.25}  # the worker began a quarter second after the hand-off
+            yield cell, RunResult(metrics, [], [], None, {"host": "here", "threads": 1})
+
+
+def test_quiet_machine_wait_and_startup_are_recorded_per_row(tmp_path, monkeypatch):
+    from bench import runner
+    from bench.planning import Device
+    looks = iter([contention.Look(1.5, [("other pid 1", 1.0)])] + [contention.Look(0.0, [])] * 10)
+    monkeypatch.setattr(contention, "look", lambda **_: next(looks))
+    config = from_dict(dict(backends=("cudnn", "loop"), device="cpu", isolate=False))
+    said, handed = [], {}
+    rows = runner.execute(config, tmp_path, Device("cpu"), None, peaks={"float32": {"gflops": 8.0}}, log=said.append,
+                          executor=_Instant(), quiet_limit_s=30, handed=handed)
+    assert [r["status"] for r in rows] == ["ok", "ok"] and all(r["quiet_wait_s"] >= 0 for r in rows)
+    assert any("waiting (up to 30 s) before cudnn-s0" in line for line in said)
+    assert any(line.startswith("quiet-machine: quiet after") for line in said)
+    assert all(0.2 <= r["startup_s"] <= 0.3 for r in rows) and all(r["efficiency"] == 0.25 for r in rows)
+    assert handed[rows[0]["run_id"]]["quiet"] is True and handed[rows[0]["run_id"]]["started"] is not None
+    plain = runner.execute(config, tmp_path / "plain", Device("cpu"), None, log=said.append, executor=_Instant())
+    assert all(r.get("quiet_wait_s") is None for r in plain)  # not asked: empty, not zero
+
+
+def test_quiet_machine_needs_the_local_executor_and_a_positive_limit(tmp_path, capsys):
+    from bench import run_command
+    base = ["--dry-run", "--device", "cpu", "--out", str(tmp_path / "r")]
+    assert run_command.cli([*base, "--quiet-machine", "--executor", "ray"]) == 2
+    assert "--quiet-machine expects a positive number of seconds and the local executor" in capsys.readouterr().err
+    for limit in ("0", "-5", "inf", "nan"):
+        assert run_command.cli([*base, "--quiet-machine", limit]) == 2, limit
+    assert run_command.cli([*base, "--quiet-machine"]) == 0
+    assert run_command.cli([*base, "--quiet-machine", "12.5"]) == 0

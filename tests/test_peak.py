@@ -1,4 +1,5 @@
-"""bench.peak: the GEMM probe gives a real figure, and a real training step sits below it."""
+"""bench.peak: the GEMM probe gives a real figure at a fixed size, with its spread and CPU share, and a real
+training step sits below it."""
 import math
 import time
 
@@ -17,23 +18,26 @@ PROBE = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def peak_float32():
-    return measure_peak("cpu", torch.float32, min_run_time=0.5)
+    return measure_peak("cpu", torch.float32, repetitions=4, block_s=0.1)
 
 
 @PROBE
 def test_probe_reports_what_it_measured(peak_float32):
     assert math.isfinite(peak_float32["gflops"]) and peak_float32["gflops"] > 0
-    assert peak_float32["gflops"] >= peak_float32["gflops_median"]  # the fastest block, by definition
-    n = int(peak_float32["shape"].split("x")[0])
-    assert peak_float32["shape"] == f"{n}x{n}x{n}" and 256 <= n <= 2048
+    # the best block, by definition, then the median and the worst; spread = 1 - worst / best
+    assert peak_float32["gflops"] >= peak_float32["gflops_median"] >= peak_float32["gflops_worst"] > 0
+    assert peak_float32["spread"] == pytest.approx(1 - peak_float32["gflops_worst"] / peak_float32["gflops"])
+    assert peak_float32["repetitions"] == 4 and peak_float32["shape"] == "1024x1024x1024"  # the same on any load
     assert peak_float32["dtype"] == "float32" and peak_float32["threads"] == torch.get_num_threads()
-    assert "torch.utils.benchmark" in peak_float32["method"]
+    assert 0 < peak_float32["cpu_share"] <= 1 and peak_float32["contended"] in (True, False)
+    assert "best of 4 blocks" in peak_float32["method"]
 
 
 @PROBE
 def test_bfloat16_probe_runs_on_cpu():
-    result = measure_peak("cpu", torch.bfloat16, min_run_time=0.2)
+    result = measure_peak("cpu", torch.bfloat16, repetitions=2, block_s=0.05)
     assert result["dtype"] == "bfloat16" and math.isfinite(result["gflops"]) and result["gflops"] > 0
+    assert result["shape"] == "512x512x512"
 
 
 @PROBE

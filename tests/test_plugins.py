@@ -24,6 +24,7 @@ from bench.analysis.figures import backend_colors
 from bench.atomic import write_json
 from bench.config import Config, from_dict
 from bench.executors import Cell, LocalExecutor, run_cell
+from bench.planning import Device
 from impls import plugins
 
 FIXTURES = Path(__file__).parent / "fixtures" / "plugins"
@@ -252,14 +253,13 @@ class _Executor:
 def test_env_json_records_each_plugins_origin_version_and_colour(tmp_path):
     plugins.load([str(FINE)], entry_points=False)
     config = from_dict(dict(backends=("cudnn", "file-loop"), plugins=(str(FINE),)))
-    env = runner.start_env(tmp_path, {}, config, torch.device("cpu"), _Executor(), measure=lambda *a: {"gflops": 1.0})
+    env = runner.start_env(tmp_path, {}, config, Device("cpu"), _Executor())
     saved = json.loads((tmp_path / "env.json").read_text())
     assert saved["plugins"] == env["plugins"] == {"file-loop": {
         "kind": "file", "source": str(FINE.resolve()), "version": plugins.LOADED["file-loop"].version,
         "family": "lstm", "summary": "the loop backend, loaded from a file", "color": ""}}
     assert saved["config"]["plugins"] == [str(FINE.resolve())]
-    runner.start_env(tmp_path, {}, from_dict(dict(backends=("cudnn",))), torch.device("cpu"), _Executor(),
-                     measure=lambda *a: {"gflops": 1.0})
+    runner.start_env(tmp_path, {}, from_dict(dict(backends=("cudnn",))), Device("cpu"), _Executor())
     assert "plugins" not in json.loads((tmp_path / "env.json").read_text())  # only plugins the plan uses
 
 

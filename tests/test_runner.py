@@ -6,7 +6,7 @@ import torch
 
 import bench.train
 import impls
-from bench import planning, predictions, run_command, rundir, runner, storage
+from bench import peakcache, planning, predictions, run_command, rundir, runner, storage
 from bench.config import from_dict
 from bench.executors import LocalExecutor
 from bench.peak import measure_peak
@@ -23,13 +23,18 @@ def tiny():
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_execute_writes_every_column_with_plausible_values(tmp_path, tiny, synthetic_data):
-    env = runner.start_env(tmp_path, {}, tiny, torch.device("cpu"), LocalExecutor(),
-                           measure=lambda device, dtype: measure_peak(device, dtype, min_run_time=0.2))
-    peaks = env["peak"]
-    assert peaks["float32"]["gflops"] > 0 and storage.load_env(tmp_path)["peak"] == peaks
+def test_execute_writes_every_column_with_plausible_values(tmp_path, tiny, synthetic_data, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no cached peak: measured after the cells
+    device = planning.Device("cpu")  # what the driver plans with
+    env = runner.start_env(tmp_path, {}, tiny, device, LocalExecutor())
     assert env["config"] == tiny.to_dict() and [e["name"] for e in env["executors"]] == ["local"]
-    rows = runner.execute(tiny, tmp_path, torch.device("cpu"), synthetic_data, peaks=peaks, log=lambda _: None)
+    assert peakcache.before_cells(tmp_path, tiny, device, log=lambda _: None) == {}
+    rows = runner.execute(tiny, tmp_path, device, synthetic_data, log=lambda _: None)
+    assert all(math.isnan(row.get("efficiency", math.nan)) for row in rows)  # no peak yet
+    probe = lambda device, dtype: measure_peak(device, dtype, repetitions=3, block_s=0.05)  # noqa: E731
+    peaks = peakcache.after_cells(tmp_path, tiny, device, log=lambda _: None, measure=probe)
+    assert peaks["float32"]["gflops"] > 0 and storage.load_env(tmp_path)["peak"] == peaks
+    assert peaks["float32"]["source"] == peakcache.MEASURED
     runs = storage.load_runs(tmp_path)
     assert list(runs.columns) == RUN_COLUMNS and len(rows) == len(runs) == 4
     by_backend = runs.set_index("backend")
@@ -53,7 +58,7 @@ def test_execute_writes_every_column_with_plausible_values(tmp_path, tiny, synth
     assert ok.contended.isin([True, False]).all() and ok.gpu_shared.isna().all()
     assert ((ok.contended == True) == ((ok.cpu_share < 0.8) | (ok.others_cores > 0.5))).all()  # noqa: E712
     assert (ok.numerics_s > 0).all() and (ok.memory_s > 0).all() and (ok.profile_s > 0).all()
-    assert ok.quiet_wait_s.isna().all()
+    assert ok.startup_s.notna().all() and ok.quiet_wait_s.isna().all()
     # cudnn and loop are the same model; the GRU has 3 gates instead of 4.
     lstm_params = 4 * (8 * 28 + 8 * 8 + 16) + 4 * (8 * 8 + 8 * 8 + 16) + 8 * 10 + 10
     assert by_backend.loc["cudnn", "params"] == by_backend.loc["loop", "params"] == lstm_params

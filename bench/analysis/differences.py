@@ -6,7 +6,7 @@ from __future__ import annotations
 from bench.analysis import render
 from bench.analysis.results import Results, ok_runs
 
-IGNORED_ENV = ("timestamp",)  # always differs; shown, but not as a difference
+IGNORED_ENV = ("timestamp", "wall_time")  # always differ; not shown as a difference
 
 
 def _flatten(prefix: str, value, out: dict) -> dict:

@@ -282,7 +282,8 @@ def efficiency_blocks(res: Results, baseline: str = BASELINE) -> list[tuple]:
     peaks = res.env.get("peak", {})
     peak_text = "; ".join(f"{dtype}: {p.get('gflops', float('nan')):,.1f} GFLOP/s"
                           + (f" ({p['shape']} on {p.get('device', '?')}, {p.get('threads', '?')} threads, "
-                             f"{p['method']})"
+                             f"{p['method']}" + (f"; {p['source']} {p.get('measured_at', '')}" if "source" in p else "")
+                             + ")"
                              if "shape" in p else f" (not measured: {p.get('error', 'unknown')})")
                           for dtype, p in peaks.items()) or "not measured (no peak in env.json)"
     blocks: list[tuple] = [
@@ -291,8 +292,8 @@ def efficiency_blocks(res: Results, baseline: str = BASELINE) -> list[tuple]:
               "steady-state step time, and step GFLOP counts the matmul FLOPs of one full-batch training "
               "step (2·M·N·K per matmul; forward = every layer's input projection and recurrent products "
               "plus the head, backward = 2 × forward; bench.flops). Gate nonlinearities, the loss and the "
-              "optimizer are not counted. Peak = the fastest large square GEMM on this device and dtype, "
-              f"measured once per results directory: {peak_text}."),
+              "optimizer are not counted. Peak = the best of several timed repetitions of a large square "
+              f"GEMM on this device and dtype, cached per machine (bench.peakcache): {peak_text}."),
         ("p", precision_note(res))]
     rows = [[str(r["backend"]), *(render.fmt_axis(r[a]) for a in res.axes), str(int(r["n"])),
              metrics.by_name("step_gflop").format(r["step_gflop"]),
