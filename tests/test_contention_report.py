@@ -49,3 +49,29 @@ def test_compare_warns_about_the_side_that_was_contended(tmp_path, capsys):
     compare.cli([str(a), str(b)])
     assert "warning: B: 3 of 6 run(s) were contended (other work ran: loop seed 0, loop seed 1, loop seed 2)" in \
         capsys.readouterr().out
+
+
+def test_report_shows_where_the_wall_time_went_and_compare_does_not_call_it_a_difference(tmp_path):
+    import json
+
+    from bench import walltime
+    a = make_compare_fixture(tmp_path / "a", rng_seed=1)
+    b = make_compare_fixture(tmp_path / "b", rng_seed=2)
+    for directory, total in ((a, 20.0), (b, 30.0)):
+        path = directory / "runs.csv"
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        for row in rows:
+            row.update(startup_s="0.4", numerics_s="0.2", memory_s="0.1", profile_s="0.3")
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        marks = {"process_start": 1000.0, "cells_start": 1002.0, "cells_end": 1000.0 + total - 1, "end": 1000.0 + total}
+        wall = walltime.summary(marks, {"x": {"at": 1002.0, "started": 1002.5}}, [])
+        env = json.loads((directory / "env.json").read_text())
+        (directory / "env.json").write_text(json.dumps(env | {"wall_time": [wall]}))
+    text = "\n".join(str(block) for block in report.build_blocks(results.load(b), {}))
+    assert "Where the wall time goes" in text and "30.0 s in all" in text and "to the first run 2.5 s" in text
+    assert "the GEMM peak probe 1.0 s" in text
+    assert not any(name.startswith("wall_time") for name, *_ in compare.differences(results.load(a), results.load(b)))
