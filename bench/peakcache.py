@@ -59,6 +59,11 @@ def _read(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def usable(peak: dict | None) -> bool:
+    """A figure efficiency can divide by (not an error entry of a probe that failed)."""
+    return isinstance(peak, dict) and peak.get("gflops", 0) > 0
+
+
 def lookup(print_: dict, directory: Path | None = None) -> dict | None:
     """The cached peak for this fingerprint, marked reused; None when absent or measured under contention."""
     entry = _read((directory or cache_dir()) / CACHE_NAME).get(_key(print_))
@@ -82,9 +87,11 @@ def store(print_: dict, peak: dict, directory: Path | None = None) -> dict:
     return entry | {"source": MEASURED}
 
 
-def fill_efficiency(out_dir: Path, peaks: dict) -> int:
+def fill_efficiency(out_dir: Path, peaks: dict, recompute: tuple[str, ...] | list[str] = ()) -> int:
     """Sets `efficiency` = achieved_gflops ÷ peak on the ok rows that have none yet (written before their dtype's
-    peak was known), in one atomic rewrite of runs.csv; returns how many rows changed."""
+    peak was known), and on every ok row of a dtype in `recompute` (its peak measured again: rows of an earlier
+    invocation divided by the figure it replaced), in one atomic rewrite of runs.csv; returns how many rows
+    changed."""
     path = Path(out_dir) / RUNS_FILE
     if not path.exists():
         return 0
@@ -96,7 +103,8 @@ def fill_efficiency(out_dir: Path, peaks: dict) -> int:
     changed = 0
     for row in rows:
         gflops = peaks.get(row.get("dtype"), {}).get("gflops", math.nan)
-        if row["status"] == "ok" and row["efficiency"] in ("", "nan") and gflops > 0:
+        stale = row["efficiency"] in ("", "nan") or row.get("dtype") in recompute
+        if row["status"] == "ok" and stale and gflops > 0:
             try:
                 row["efficiency"] = repr(float(row["achieved_gflops"]) / gflops)
             except (TypeError, ValueError):
@@ -148,13 +156,13 @@ def before_cells(out_dir: Path, config: Config, device: Device, remeasure: bool 
     if remeasure:
         for dtype in dtypes:
             peaks.pop(dtype, None)
-    else:
-        for dtype, print_ in _fingerprints(config, device, [d for d in dtypes if d not in peaks]).items():
+    else:  # a directory's own figure stands (a resume keeps it); one that failed is looked up or measured again
+        for dtype, print_ in _fingerprints(config, device, [d for d in dtypes if not usable(peaks.get(d))]).items():
             if (hit := lookup(print_)) is not None:
                 peaks[dtype] = hit
+    why = "re-measured" if remeasure else "not cached here"
     for dtype in dtypes:
-        why = "re-measured" if remeasure else "not cached here"
-        log(describe(dtype, device, peaks[dtype]) if dtype in peaks else
+        log(describe(dtype, device, peaks[dtype]) if usable(peaks.get(dtype)) else
             f"peak {dtype} GEMM on {device}: {why}; measured after the runs")
     write_json(Path(out_dir) / ENV_FILE, env)
     return peaks
@@ -172,7 +180,7 @@ def after_cells(out_dir: Path, config: Config, device: Device, log=print, measur
         from bench.peak import measure_peak as measure
     env = storage.load_env(out_dir)
     peaks = env.setdefault("peak", {})
-    missing = [d for d in _plan_dtypes(config) if d not in peaks]
+    missing = [d for d in _plan_dtypes(config) if not usable(peaks.get(d))]
     if not missing:  # rows a killed invocation wrote before its probe get their efficiency on the resume
         fill_efficiency(out_dir, peaks)
         return peaks
@@ -191,5 +199,5 @@ def after_cells(out_dir: Path, config: Config, device: Device, log=print, measur
         torch.set_num_threads(threads)
     env["float32_matmul_precision"] = torch.get_float32_matmul_precision()
     write_json(Path(out_dir) / ENV_FILE, env)
-    fill_efficiency(out_dir, peaks)
+    fill_efficiency(out_dir, peaks, recompute=missing)
     return peaks

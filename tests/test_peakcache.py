@@ -141,3 +141,21 @@ def test_bench_run_probes_after_its_cells_then_reuses_and_remeasures_on_request(
     assert wall[0]["training_and_evaluation_s"] > 0 and wall[0]["in_runs"]["numerics_s"] > 0
     out = capsys.readouterr().out
     assert "measured after the runs" in out and "reused from cache" in out and "wall time" in out
+
+
+def test_a_failed_probe_is_retried_and_a_remeasured_peak_recomputes_every_row(tmp_path, monkeypatch, plan):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    append_run(out, row("a", "float32", 20.0) | {"efficiency": 0.5}, [], [])  # divided by an older peak of 40
+    (out / "env.json").write_text(json.dumps({"peak": {"float32": {"gflops": float("nan"), "error": "boom"}}}))
+
+    def measure(device, dtype):
+        return dict(PEAK)
+
+    said = []
+    assert peakcache.before_cells(out, plan, Device("cpu"), log=said.append)["float32"]["error"] == "boom"
+    assert said == ["peak float32 GEMM on cpu: not cached here; measured after the runs"]
+    peaks = peakcache.after_cells(out, plan, Device("cpu"), log=said.append, measure=measure)
+    assert peaks["float32"]["gflops"] == 100.0 and load_env(out)["peak"]["float32"]["source"] == peakcache.MEASURED
+    assert load_runs(out).set_index("run_id").loc["a", "efficiency"] == pytest.approx(0.2)  # against today's peak
+    assert peakcache.fill_efficiency(out, {"float32": {"gflops": 50.0}}) == 0  # a row with a figure is left alone
