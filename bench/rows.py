@@ -29,19 +29,22 @@ def run_row(cell: Cell, device: torch.device, *, status: str, error: str = "", d
            "device": str(device), "threads": torch.get_num_threads(), "status": status, "error": error,
            "impl_detail": detail}
     if result is not None:
-        row |= measured_columns(result, cell, peaks or {})
+        row |= measured_columns(result, cell, peaks or {}, detail)
     return row
 
 
-def measured_columns(result: RunResult, cell: Cell, peaks: dict) -> dict:
+def measured_columns(result: RunResult, cell: Cell, peaks: dict, detail: str = "") -> dict:
     """The worker's metrics and whereabouts as row columns: efficiency against the directory's peak for the
     cell's dtype, and the profiler's rnn_engine as impl_detail where it says something: always for the
-    baseline (including "not cuDNN"), for other backends only when an RNN op or kernel showed up."""
+    baseline (including "not cuDNN"), for other backends only when an RNN op or kernel showed up; and any slower
+    launch configuration the device forced on a Triton kernel (impls.triton_common.launch_notes)."""
     columns = dict(result.metrics) | dict(result.where)
     columns.pop("started_unix", None)  # when the worker began: not a column (the driver's startup_s needs it)
     engine = columns.pop("rnn_engine", None)
     if engine and (cell.backend == BASELINE or not engine.startswith("not cuDNN")):
-        columns["impl_detail"] = engine
+        detail = engine
+    # a slower kernel configuration the device forced is part of what ran, so it is said beside it
+    columns["impl_detail"] = "; ".join(filter(None, [detail, columns.pop("launch_notes", "")]))
     peak = peaks.get(cell.config.dtype, {}).get("gflops", math.nan)
     columns["efficiency"] = flops.efficiency(columns.get("achieved_gflops", math.nan), peak)
     return columns
