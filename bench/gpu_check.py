@@ -44,10 +44,10 @@ from bench.cliargs import OneLineParser, UsageError, parse
 from bench.constants import BASELINE
 from bench.errors import one_line
 from impls import plugins
+from impls.checks import TOLERANCES
 
 OUT_DIR = Path("results") / "gpu-check"  # relative: under the directory the command runs in
 MAX_COMPILED_STEPS = 28  # torch.compile unrolls the time loop: compiling backends run short sequences only
-TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 6e-2}
 # (B, T, D, H, L, batch_first, with_state): odd sizes exercise the kernel masks; H 100 and 128 take
 # the persistent kernel's streaming path.
 PARITY_SHAPES = [
@@ -98,6 +98,11 @@ def parity_ok(errors: dict[str, float], tolerance: float) -> bool:
     return bool(errors) and all(math.isfinite(e) and e <= tolerance for e in errors.values())
 
 
+def tolerance(dtype: torch.dtype) -> float:
+    """The CUDA parity bound `bench check` uses too (impls.checks): one table for both commands."""
+    return TOLERANCES["cuda", dtype]
+
+
 def never() -> bool:
     return False
 
@@ -121,12 +126,12 @@ def parity_row(name: str, shape: tuple, dtype: torch.dtype, device: str, expired
                                         device=device)
     except Exception as error:  # one broken combination must not hide the others' results
         errors = {f"error: {one_line(error, 160)}": float("nan")}
-    ok = None if NOT_RUN in errors else parity_ok(errors, TOLERANCE[dtype])
+    ok = None if NOT_RUN in errors else parity_ok(errors, tolerance(dtype))
     # The worst error, with NaN ranked worst of all so the row names it.
     worst = max(errors, key=lambda k: errors[k] if math.isfinite(errors[k]) else math.inf) \
         if errors else "nothing compared"
     return {"backend": name, "dtype": dtype_name(dtype), "shape": label, "max_rel_error": errors.get(worst, math.nan),
-            "worst": worst, "tolerance": TOLERANCE[dtype], "ok": ok}
+            "worst": worst, "tolerance": tolerance(dtype), "ok": ok}
 
 
 def run_parity(names: list[str], device: str = "cuda", expired=never, saved=lambda rows: None) -> list[dict]:

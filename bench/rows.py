@@ -32,23 +32,27 @@ def run_row(cell: Cell, device: Device, *, status: str, error: str = "", detail:
            "device": str(device), "threads": cell.config.threads, "status": status, "error": error,
            "impl_detail": detail} | handed.get("columns", {})
     if result is not None:
-        row |= measured_columns(result, cell, peaks or {}, handed.get("at"))
+        row |= measured_columns(result, cell, peaks or {}, detail, handed.get("at"))
     return row
 
 
-def measured_columns(result: RunResult, cell: Cell, peaks: dict, handed_at: float | None = None) -> dict:
+def measured_columns(result: RunResult, cell: Cell, peaks: dict, detail: str = "",
+                     handed_at: float | None = None) -> dict:
     """The worker's metrics and whereabouts as row columns: startup_s from the hand-off (`handed_at`, Unix time)
-    to the worker's first line of work, efficiency against the directory's peak for the cell's dtype (NaN
-    until bench.peakcache measures a missing one), and the profiler's rnn_engine as impl_detail where it says
+    to the worker's first line of work; efficiency against the directory's peak for the cell's dtype (NaN
+    until bench.peakcache measures a missing one); the profiler's rnn_engine as impl_detail where it says
     something: always for the baseline (including "not cuDNN"), for other backends only when an RNN op or
-    kernel showed up."""
+    kernel showed up; and any slower launch configuration the device forced on a Triton kernel
+    (impls.triton_common.launch_notes)."""
     columns = dict(result.metrics) | dict(result.where)
     started = columns.pop("started_unix", None)  # when the worker began: not a column
     if started is not None and handed_at is not None:
         columns["startup_s"] = max(0.0, started - handed_at)
     engine = columns.pop("rnn_engine", None)
     if engine and (cell.backend == BASELINE or not engine.startswith("not cuDNN")):
-        columns["impl_detail"] = engine
+        detail = engine
+    # a slower kernel configuration the device forced is part of what ran, so it is said beside it
+    columns["impl_detail"] = "; ".join(filter(None, [detail, columns.pop("launch_notes", "")]))
     peak = peaks.get(cell.config.dtype, {}).get("gflops", math.nan)
     columns["efficiency"] = flops.efficiency(columns.get("achieved_gflops", math.nan), peak)
     return columns

@@ -156,8 +156,11 @@ def profile_training(model: nn.Module, loader: BatchLoader, config: Config, devi
     images, labels = next(iter(loader))
     found = profiling.profile_steps(lambda: training_step(model, optimizer, loss_fn, images, labels, config.grad_clip),
                                     PROFILED_STEPS, device)
+    # a slower kernel configuration the GPU forced on a Triton backend (impls.triton_common.launch_notes)
+    notes: list[str] = getattr(getattr(model, "rnn", None), "launch_notes", lambda: [])()
     return {"kernels_per_step": found["kernels_per_step"], "top_kernels": found["top_kernels"],
-            "rnn_engine": found["rnn_engine"]}  # not a column: the runner folds it into impl_detail
+            "rnn_engine": found["rnn_engine"],  # not columns: the runner folds both into impl_detail
+            "launch_notes": "; ".join(notes)}
 
 
 def measure_memory(model: nn.Module, loader: BatchLoader, config: Config, device: torch.device) -> dict:
