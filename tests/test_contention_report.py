@@ -71,7 +71,7 @@ def test_report_shows_where_the_wall_time_went_and_compare_does_not_call_it_a_di
         wall = walltime.summary(marks, {"x": {"at": 1002.0, "started": 1002.5}}, [])
         env = json.loads((directory / "env.json").read_text())
         (directory / "env.json").write_text(json.dumps(env | {"wall_time": [wall]}))
-    text = "\n".join(str(block) for block in report.build_blocks(results.load(b), {}))
+    text = "\n".join(str(block) for block in machine.time_blocks(results.load(b)))  # the report's section
     assert "Where the wall time goes" in text and "30.0 s in all" in text and "to the first run 2.5 s" in text
     assert "the GEMM peak probe 1.0 s" in text
     assert not any(name.startswith("wall_time") for name, *_ in compare.differences(results.load(a), results.load(b)))
