@@ -124,15 +124,16 @@ def blocks(res: Results) -> list[tuple]:
         return []
     others, table = cost_table(res)
     ms = metrics.by_name("step_ms_median")
-    header = ["backend", *others, "padded full (ms)", "packed trimmed (ms)", "packed ÷ padded", "lengths trimmed (ms)",
-              "steps per image: padded / packed"]
+    with_lengths = bool(table["lengths trimmed"].notna().any())  # packing=lengths: a column only where it ran
+    header = ["backend", *others, "padded full (ms)", "packed trimmed (ms)", "packed ÷ padded",
+              *(["lengths trimmed (ms)"] if with_lengths else []), "steps per image: padded / packed"]
     rows = [[str(r["backend"]), *(render.fmt_axis(r[a]) for a in others), ms.format(r["padded full"]),
-             ms.format(r["packed trimmed"]), render.fmt_ratio(r["packed ÷ padded"]), ms.format(r["lengths trimmed"]),
+             ms.format(r["packed trimmed"]), render.fmt_ratio(r["packed ÷ padded"]),
+             *([ms.format(r["lengths trimmed"])] if with_lengths else []),
              f"{_steps(r['padded full steps'])} / {_steps(r['packed trimmed steps'])}"]
             for _, r in table.iterrows()]
-    skipped = _skipped(res)
-    rows += [[backend, *("—" for _ in others), f"skipped: {why}", "—", "—", "—", "—"]
-             for backend, why in skipped.items()]
+    rows += [[backend, *("—" for _ in others), f"skipped: {why}", *("—" for _ in header[len(others) + 2:])]
+             for backend, why in _skipped(res).items()]
     said = [text for _, r in table.iterrows() if (text := sentence(str(r["backend"]), r))]
     out: list[tuple] = [("h2", "What packing costs"),
                         ("p", "Median training step time (every timed step of all seeds pooled) with padded full input "
