@@ -49,7 +49,7 @@ def step_flops(family: str, batch: int, seq_len: int, input_size: int, hidden: i
     if isinstance(row_steps, bool) or not isinstance(row_steps, (int, float)) or not 0 < row_steps <= batch * seq_len:
         raise ValueError(f"step_flops: steps must be in (0, batch*seq_len = {batch * seq_len}], got {steps!r}")
     gates, out, directions = GATES[family] * hidden, proj_size or hidden, 2 if bidirectional else 1
-    forward = 0
+    forward: float = 0
     for layer in range(layers):
         width = input_size if layer == 0 else directions * out
         per_direction = 2 * row_steps * gates * width        # input projection, all steps at once

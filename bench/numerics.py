@@ -18,6 +18,8 @@ same random stream with or without this check.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -39,9 +41,9 @@ def reference_model(model: RowClassifier, family: str) -> RowClassifier:
     if family not in REFERENCE:
         raise ValueError(f"numerics: family must be one of {', '.join(REFERENCE)}; got {family!r}")
     rnn = model.rnn
-    options = {"bidirectional": bool(getattr(rnn, "bidirectional", False))}
+    options: dict[str, Any] = {"bidirectional": bool(getattr(rnn, "bidirectional", False))}
     if getattr(rnn, "proj_size", 0):  # nn.GRU refuses even proj_size=0
-        options["proj_size"] = rnn.proj_size
+        options["proj_size"] = int(rnn.proj_size)
     twin = REFERENCE[family](rnn.input_size, rnn.hidden_size, rnn.num_layers, batch_first=rnn.batch_first,
                              bias=getattr(rnn, "bias", True), **options)
     # nn.LSTM has no lengths=: the reference reads the same lengths from a PackedSequence (the same meaning)
@@ -52,7 +54,7 @@ def reference_model(model: RowClassifier, family: str) -> RowClassifier:
     return reference
 
 
-def _logits_and_grads(model: nn.Module, images: torch.Tensor, labels: torch.Tensor):
+def _logits_and_grads(model: nn.Module, images: torch.Tensor | Rows, labels: torch.Tensor):
     params = dict((name, p) for name, p in model.named_parameters() if p.requires_grad)
     logits = model(images)
     loss = nn.functional.cross_entropy(logits, labels)  # at the model's dtype, as in training

@@ -20,7 +20,7 @@ from bench.config import Config
 from bench.constants import NUMERICS_IMAGES, PROFILED_STEPS
 from bench.data import BatchLoader, Mnist, pixel_order, trimmed
 from bench.metrics import percentile
-from bench.model import RowClassifier, head_width, input_tensors
+from bench.model import RowClassifier, Rows, head_width, input_tensors
 from bench.timing import MemoryMeter, SplitTimer, sync
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -82,12 +82,13 @@ def train_and_measure(config: Config, backend: str, seed: int, data: Mnist, devi
     compiled_before = compile_stats()
     torch.manual_seed(seed)
     order = pixel_order(config.task, config.permutation_seed)  # one order for training and test images
-    shape = dict(seq_len=config.seq_len, device=device, dtype=dtype, pixel_order=order, trim=trimmed(config.task),
-                 packing=config.packing)
-    loader = BatchLoader(data.train_images, data.train_labels, batch_size=config.batch_size, shuffle=True, seed=seed,
-                         limit=config.train_limit, **shape)
-    test_loader = BatchLoader(data.test_images, data.test_labels, batch_size=config.eval_batch_size, shuffle=False,
-                              **shape)
+    trim = trimmed(config.task)  # rows-trimmed: each image's own length, fed as config.packing says
+    loader = BatchLoader(data.train_images, data.train_labels, batch_size=config.batch_size,
+                         seq_len=config.seq_len, device=device, dtype=dtype, shuffle=True, seed=seed,
+                         limit=config.train_limit, pixel_order=order, trim=trim, packing=config.packing)
+    test_loader = BatchLoader(data.test_images, data.test_labels, batch_size=config.eval_batch_size,
+                              seq_len=config.seq_len, device=device, dtype=dtype, shuffle=False, pixel_order=order,
+                              trim=trim, packing=config.packing)
     errors = timed("numerics_s", check_numerics, config, backend, seed, test_loader, device)  # keeps the RNG as seeded
     meter = MemoryMeter(device)  # RSS growth (CPU) and the allocator pool (CUDA); the datasets stay outside
     with meter:
@@ -214,8 +215,8 @@ class _Untimed:
 _UNTIMED = _Untimed()  # stateless, so one shared instance serves every untimed step
 
 
-def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, images: torch.Tensor,
-                  labels: torch.Tensor, grad_clip: float | None,
+def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
+                  images: torch.Tensor | Rows, labels: torch.Tensor, grad_clip: float | None,
                   timer: SplitTimer | _Untimed = _UNTIMED) -> torch.Tensor:
     """One optimizer step, the one every figure is of: forward and loss, then zeroing, backward, clipping
     (config.grad_clip; part of the step for every backend alike, no host sync) and the update. `timer`

@@ -129,7 +129,8 @@ class BatchLoader:
             images, lengths, on_device = self.images[index], self.lengths[index], self._lengths_on_device[index]
         else:
             images = self.images.index_select(0, index)
-            lengths, on_device = self.lengths.index_select(0, index_cpu), self._lengths_on_device.index_select(0, index)
+            on_cpu = index.cpu() if index_cpu is None else index_cpu  # given by the caller: no device sync
+            lengths, on_device = self.lengths.index_select(0, on_cpu), self._lengths_on_device.index_select(0, index)
         if self.packing == "none":
             return images
         return Rows(images[:, :int(lengths.max())], lengths, on_device)  # the CPU lengths: no device sync
