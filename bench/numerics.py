@@ -41,9 +41,10 @@ def reference_model(model: RowClassifier, family: str) -> RowClassifier:
     if family not in REFERENCE:
         raise ValueError(f"numerics: family must be one of {', '.join(REFERENCE)}; got {family!r}")
     rnn = model.rnn
+    proj_size: Any = getattr(rnn, "proj_size", 0)  # an attribute of nn.LSTM and LSTMBase; nn.GRU has none
     options: dict[str, Any] = {"bidirectional": bool(getattr(rnn, "bidirectional", False))}
-    if getattr(rnn, "proj_size", 0):  # nn.GRU refuses even proj_size=0
-        options["proj_size"] = int(rnn.proj_size)
+    if proj_size:  # nn.GRU refuses even proj_size=0
+        options["proj_size"] = int(proj_size)
     twin = REFERENCE[family](rnn.input_size, rnn.hidden_size, rnn.num_layers, batch_first=rnn.batch_first,
                              bias=getattr(rnn, "bias", True), **options)
     # nn.LSTM has no lengths=: the reference reads the same lengths from a PackedSequence (the same meaning)
