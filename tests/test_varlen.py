@@ -224,3 +224,17 @@ def test_varlen_preset_end_to_end_on_trimmed_images(tmp_path, fake_mnist):
     assert packed["grad_rel_err"] < 1e-4  # the packed model against nn.LSTM in float64 on the same lengths
     assert "What packing costs" in (out / "report.md").read_text()
     assert json.loads((out / "env.json").read_text())["experiment"] == "varlen"
+
+
+def test_a_bidirectional_axis_reads_true_and_false_in_the_headline(tmp_path):
+    from tests.fixtures.results_factory import run_row, write_env, write_run
+    write_env(tmp_path, backends=("cudnn",), sweep={"bidirectional": [False, True]})
+    for bidirectional, ms in ((False, 10.0), (True, 19.0)):
+        row = run_row("cudnn", 0, bidirectional=bidirectional, test_accuracy=0.9)
+        row["run_id"] += "-bi" if bidirectional else ""
+        write_run(tmp_path, row, step_ms=[ms, ms + 1, ms + 2])
+    res = results.load(tmp_path)
+    assert res.axes == ["bidirectional"] and res.runs["bidirectional"].tolist() == [False, True]
+    text = "\n".join(str(b) for b in report.build_blocks(res, {}))
+    assert "`bidirectional=false`: **cudnn** is fastest, 11.00 ms" in text
+    assert "`bidirectional=true`: **cudnn** is fastest, 20.00 ms" in text
