@@ -238,3 +238,14 @@ def test_a_bidirectional_axis_reads_true_and_false_in_the_headline(tmp_path):
     text = "\n".join(str(b) for b in report.build_blocks(res, {}))
     assert "`bidirectional=false`: **cudnn** is fastest, 11.00 ms" in text
     assert "`bidirectional=true`: **cudnn** is fastest, 20.00 ms" in text
+
+
+@pytest.mark.parametrize("family, bidirectional, proj_size", [
+    ("lstm", False, 0), ("lstm", True, 0), ("lstm", False, 3), ("lstm", True, 3), ("gru", True, 0)])
+def test_the_memory_estimate_counts_the_parameters_the_options_make(family, bidirectional, proj_size):
+    from bench import estimate
+    options = {"bidirectional": bidirectional} | ({"proj_size": proj_size} if proj_size else {})
+    rnn = (torch.nn.LSTM if family == "lstm" else torch.nn.GRU)(7, 5, 3, **options)
+    model = RowClassifier(rnn, head_width(5, bidirectional, proj_size), 4)
+    assert estimate.parameter_count(family, 7, 5, 3, 4, bidirectional=bidirectional, proj_size=proj_size) == \
+        sum(p.numel() for p in model.parameters())
