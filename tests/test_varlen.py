@@ -249,3 +249,21 @@ def test_the_memory_estimate_counts_the_parameters_the_options_make(family, bidi
     model = RowClassifier(rnn, head_width(5, bidirectional, proj_size), 4)
     assert estimate.parameter_count(family, 7, 5, 3, 4, bidirectional=bidirectional, proj_size=proj_size) == \
         sum(p.numel() for p in model.parameters())
+
+
+def test_a_backend_that_ran_only_padded_says_why_packed_did_not(tmp_path):
+    from tests.fixtures.results_factory import run_row, write_env, write_run
+    write_env(tmp_path, backends=("cudnn", "triton"), task="rows-trimmed", sweep={"packing": ["none", "packed"]})
+    for packing in ("none", "packed"):
+        for backend in ("cudnn", "triton"):
+            if backend == "triton" and packing == "packed":
+                row = run_row(backend, 0, "skipped", "triton does not support PackedSequence input yet",
+                              task="rows-trimmed", packing=packing)
+            else:
+                row = run_row(backend, 0, task="rows-trimmed", packing=packing, test_accuracy=0.9)
+            row["run_id"] += f"-{packing}"
+            write_run(tmp_path, row, step_ms=[5.0, 6.0, 7.0] if row["status"] == "ok" else [])
+    text = "\n".join(str(b) for b in varlen.blocks(results.load(tmp_path)))
+    assert ("**triton**: only padded full input ran, so there is no ratio; packed trimmed: skipped: triton does "
+            "not support PackedSequence input yet") in text
+    assert "**cudnn**: 6.000 ms a step with packed trimmed input against 6.000 ms" in text

@@ -87,12 +87,22 @@ def _skipped(res: Results) -> dict[str, str]:
     return {str(b): str(group["error"].iloc[0]) for b, group in bad.groupby("backend", sort=False) if b not in ran}
 
 
-def sentence(backend: str, row: pd.Series) -> str:
+def _why_not(res: Results, backend: str, packing: str) -> str:
+    """Why `backend` has no ok run with this packing: its first skipped or failed row's reason, or "not run"."""
+    bad = not_ok_table(res.runs)
+    if "packing" in bad:
+        bad = bad[(bad["backend"] == backend) & (bad["packing"] == packing)]
+    return f"{bad['status'].iloc[0]}: {bad['error'].iloc[0]}" if len(bad) else "not run"
+
+
+def sentence(backend: str, row: pd.Series, res: Results) -> str:
     ms = metrics.by_name("step_ms_median")
     padded, packed = row["padded full"], row["packed trimmed"]
     if math.isnan(padded) or math.isnan(packed):
-        have = "packed trimmed" if not math.isnan(packed) else "padded full" if not math.isnan(padded) else ""
-        return f"**{backend}**: only {have} input ran here, so there is no ratio" if have else ""
+        ran, missing, packing = (("padded full", "packed trimmed", "packed") if math.isnan(packed)
+                                 else ("packed trimmed", "padded full", "none"))
+        return (f"**{backend}**: only {ran} input ran, so there is no ratio; {missing}: "
+                f"{_why_not(res, backend, packing)}")
     verdict = "slower" if packed > padded else "faster"
     return (f"**{backend}**: {ms.format(packed)} ms a step with packed trimmed input against {ms.format(padded)} ms "
             f"with padded full input: {packed / padded:.2f}× ({verdict} packed)")
@@ -134,7 +144,7 @@ def blocks(res: Results) -> list[tuple]:
             for _, r in table.iterrows()]
     rows += [[backend, *("—" for _ in others), f"skipped: {why}", *("—" for _ in header[len(others) + 2:])]
              for backend, why in _skipped(res).items()]
-    said = [text for _, r in table.iterrows() if (text := sentence(str(r["backend"]), r))]
+    said = [sentence(str(r["backend"]), r, res) for _, r in table.iterrows()]
     out: list[tuple] = [("h2", "What packing costs"),
                         ("p", "Median training step time (every timed step of all seeds pooled) with padded full input "
                               "(packing none: all seq_len steps) and with packed trimmed input (task rows-trimmed, "
