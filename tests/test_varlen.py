@@ -174,15 +174,15 @@ def test_the_report_states_what_packing_costs_per_backend(tmp_path):
     assert rows.loc["loop", "packed ÷ padded"] == pytest.approx(0.8)
     assert rows.loc["loop", "padded full steps"] == 28
     assert rows.loc["loop", "packed trimmed steps"] == pytest.approx(24.8)
-    text = "\n".join(str(b) for b in report.build_blocks(res, {}))
+    blocks = report.build_blocks(res, {})
+    text = "\n".join(str(b) for b in blocks)
     assert "What packing costs" in text
     assert "**cudnn**: 12.24 ms a step with packed trimmed input against 10.20 ms with padded full input: 1.20× " \
            "(slower packed)" in text
     assert "**loop**: 16.32 ms a step with packed trimmed input against 20.40 ms with padded full input: 0.80×" in text
     assert "skipped: triton does not support PackedSequence input yet" in text
     assert "Lengths of the 10 training images" in text and "min 20, median 24, mean 24.80, max 28" in text
-    assert ["24", "4", "40.0 %"] in next(b for b in report.build_blocks(res, {}) if b[0] == "table"
-                                         and b[1][0] == "length (steps)")[2]
+    assert ["24", "4", "40.0 %"] in next(b for b in blocks if b[0] == "table" and b[1][0] == "length (steps)")[2]
     assert varlen.parse_length_counts(VARLEN_LENGTHS) == {20: 2, 24: 4, 28: 4}
     assert "`packing=packed`: **cudnn** is fastest" in text  # the headline takes packing as a sweep axis
 
