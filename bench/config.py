@@ -169,6 +169,12 @@ class Config:
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"config: seeds must differ: {brief(_twice(self.seeds))} is listed twice "
                              "(the same seed twice is the same run, not a second sample)")
+        self._check_sweep()
+        return self
+
+    def _check_sweep(self) -> None:
+        """Every axis is known and each of its values valid here; then every point, for axes that only clash
+        together (hidden_size and proj_size)."""
         for axis, values in self.sweep.items():
             if axis not in sweep_axes():
                 raise ValueError(f"config: unknown sweep axis {brief(axis)}; "
@@ -179,13 +185,12 @@ class Config:
                 self.replace(**{axis: value, "sweep": {}}).validate()
             if len(set(values)) != len(values):
                 raise ValueError(f"config: sweep.{axis} lists {brief(_twice(values))} twice; each point runs once")
-        for point in sweep_points(self.sweep) if len(self.sweep) > 1 else ():  # axes that only clash together,
-            try:                                                              # e.g. hidden_size and proj_size
+        for point in sweep_points(self.sweep) if len(self.sweep) > 1 else ():
+            try:
                 self.replace(**point, sweep={})
             except ValueError as error:
                 where = ", ".join(f"{axis}={value}" for axis, value in point.items())
                 raise ValueError(f"config: sweep point {where}: {str(error).removeprefix('config: ')}") from None
-        return self
 
     def replace(self, **overrides) -> Config:
         return from_dict(overrides, base=self)
