@@ -14,22 +14,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
 import math
 import re
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from bench.brief import brief, cut, one_line
+from bench.brief import brief
+from bench.config_file import MAX_FILE_BYTES, load_file  # noqa: F401  (config files: bench.config_file)
 from bench.constants import IMAGE_PIXELS, IMAGE_SIDE
-from impls.registry import default_plan
+from impls.registry import PACKINGS, default_plan
 
 INT64 = (-2**63, 2**63 - 1)      # what torch.manual_seed and a runs.csv column hold
-MAX_FILE_BYTES = 64 << 10        # a config file is a few lines; anything near this is not one
-TASKS = ("rows", "permuted")   # pixel orders: bench/data/tasks.py (kept equal there)
+TASKS = ("rows", "permuted", "rows-trimmed")   # pixel orders and lengths: bench/data/tasks.py (kept equal there)
 
 
 def knob(default, help: str, *, flag: str | None = None, type=None, column: bool | str = False,
@@ -70,6 +67,10 @@ class Config:
     batch_size: int = knob(50, "training batch (tutorial: 50)", flag="--batch-size", sweep=True)
     hidden_size: int = knob(64, "LSTM hidden size (tutorial: 64)", flag="--hidden", sweep=True)
     num_layers: int = knob(2, "stacked LSTM layers (tutorial: 2)", flag="--layers", sweep=True)
+    bidirectional: bool = knob(False, "both directions, nn.LSTM's bidirectional=True (tutorial: one); the head "
+                               "reads both directions' outputs (2*H wide)", flag="--bidirectional", sweep=True)
+    proj_size: int = knob(0, "nn.LSTM's proj_size: h projected to this width, below hidden_size (tutorial: 0, "
+                          "none); LSTM only, so gru is a skipped row", flag="--proj-size", sweep=True)
     lr: float = knob(1e-3, "Adam learning rate (tutorial: 1e-3)", flag="--lr", column=True)
     grad_clip: float | None = knob(None, "clip the gradients' total norm to this before each optimizer step "
                                    "(inside the timed step); unset = no clipping, as in the tutorial",
@@ -83,8 +84,13 @@ class Config:
                       "compute capability 8.0 or a CPU)", flag="--dtype", sweep=True)
     task: str = knob("rows", f"pixel order: rows (reading order, cut into seq_len steps; seq_len {IMAGE_PIXELS} is "
                      f"pixel MNIST) | permuted (the {IMAGE_PIXELS} pixels in one fixed random order from "
-                     "permutation_seed)",
+                     "permutation_seed) | rows-trimmed (reading order, each image ending at its last step with ink: "
+                     "its own length, used as `packing` says)",
                      flag="--task", sweep=True)
+    packing: str = knob("none", "how the batch reaches the backend: none (padded, every image seq_len steps, "
+                        "lengths ignored) | packed (a PackedSequence of each image's length) | lengths (padded to the "
+                        "batch's longest, with lengths=); a backend without it is a skipped row (tutorial: none)",
+                        flag="--packing", sweep=True)
     permutation_seed: int = knob(0, "seed of the permuted task's pixel order (the same for train, test and "
                                  "every backend)", flag="--permutation-seed", column=True, key=True)
     tf32: bool = knob(False, "allow TF32 for float32 matmuls in both cuBLAS and cuDNN (CUDA only; cuDNN's own "
@@ -122,8 +128,9 @@ class Config:
                 raise ValueError(f"config: {key} must be a positive integer or unset, got {brief(value)}")
         if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"config: warmup_steps must be a non-negative integer, got {brief(self.warmup_steps)}")
-        if not isinstance(self.tf32, bool):
-            raise ValueError(f"config: tf32 must be true or false, got {brief(self.tf32)}")
+        for key in ("tf32", "bidirectional"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"config: {key} must be true or false, got {brief(getattr(self, key))}")
         if self.timeout < 0:
             raise ValueError("config: timeout must be 0 (no limit) or a positive number of seconds, "
                              f"got {brief(self.timeout)}")
@@ -138,6 +145,12 @@ class Config:
             raise ValueError(f"config: dtype must be one of float32, float16, bfloat16; got {brief(self.dtype)}")
         if self.task not in TASKS:
             raise ValueError(f"config: task must be one of {', '.join(TASKS)}; got {brief(self.task)}")
+        if self.packing not in PACKINGS:
+            raise ValueError(f"config: packing must be one of {', '.join(PACKINGS)}; got {brief(self.packing)}")
+        proj = self.proj_size  # nn.LSTM refuses proj_size >= hidden_size: said here, before any run
+        if isinstance(proj, bool) or not isinstance(proj, int) or not 0 <= proj < self.hidden_size:
+            raise ValueError(f"config: proj_size must be 0 (no projection) or a positive integer below hidden_size "
+                             f"({self.hidden_size}), got {brief(proj)}")
         if isinstance(self.permutation_seed, bool) or not isinstance(self.permutation_seed, int) \
                 or not 0 <= self.permutation_seed < 2**32:
             raise ValueError("config: permutation_seed must be an integer in [0, 2**32), "
@@ -156,6 +169,12 @@ class Config:
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"config: seeds must differ: {brief(_twice(self.seeds))} is listed twice "
                              "(the same seed twice is the same run, not a second sample)")
+        self._check_sweep()
+        return self
+
+    def _check_sweep(self) -> None:
+        """Every axis is known and each of its values valid here; then every point, for axes that only clash
+        together (hidden_size and proj_size)."""
         for axis, values in self.sweep.items():
             if axis not in sweep_axes():
                 raise ValueError(f"config: unknown sweep axis {brief(axis)}; "
@@ -166,7 +185,12 @@ class Config:
                 self.replace(**{axis: value, "sweep": {}}).validate()
             if len(set(values)) != len(values):
                 raise ValueError(f"config: sweep.{axis} lists {brief(_twice(values))} twice; each point runs once")
-        return self
+        for point in sweep_points(self.sweep) if len(self.sweep) > 1 else ():
+            try:
+                self.replace(**point, sweep={})
+            except ValueError as error:
+                where = ", ".join(f"{axis}={value}" for axis, value in point.items())
+                raise ValueError(f"config: sweep point {where}: {str(error).removeprefix('config: ')}") from None
 
     def replace(self, **overrides) -> Config:
         return from_dict(overrides, base=self)
@@ -208,7 +232,17 @@ def sweep_axes() -> tuple[str, ...]:
 def axis_type(axis: str):
     """How a `--sweep AXIS=...` value is read: the type of the field's default (int, float), else str."""
     default = fields()[axis].default
+    if isinstance(default, bool):
+        return boolean
     return type(default) if type(default) in (int, float) else str
+
+
+def boolean(text: str) -> bool:
+    """A `--sweep bidirectional=false,true` value: true/false, yes/no or 1/0, any case."""
+    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    if text.strip().lower() not in words:
+        raise ValueError(f"expected true or false, got {text!r}")
+    return words[text.strip().lower()]
 
 
 def cli_keys() -> tuple[str, ...]:
@@ -332,69 +366,3 @@ def from_dict(overrides: dict, base: Config | None = None) -> Config:
         if not _has_type(value, hints[key]):
             raise ValueError(f"config: {key} must be {_type_words(hints[key])}, got {brief(overrides[key])}")
     return dataclasses.replace(base or Config(), **values).validate()
-
-
-def load_file(path: str | Path) -> dict:
-    """Keys from a TOML, YAML or JSON file (checked when applied with from_dict). Whatever the file holds
-    ends in one line: no traceback, no value shown unbounded, no YAML alias expanded (a few hundred bytes
-    of nested aliases expand to gigabytes), no file read past MAX_FILE_BYTES."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"config file {_file(path)} does not exist")
-    if path.suffix not in (".toml", ".yaml", ".yml", ".json"):
-        raise ValueError(f"config file must end in .toml, .yaml, .yml or .json; got {brief(path.name)}")
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise ValueError(f"config file {_file(path)} holds {path.stat().st_size:,} bytes; a config file is "
-                             f"a few lines (at most {MAX_FILE_BYTES:,} bytes)")
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"config file {_file(path)} cannot be read: {error}") from None
-    data = _parse(path, text)
-    if not isinstance(data, dict):
-        raise ValueError(f"config file {brief(path.name)} must hold a table of keys, got {type(data).__name__}")
-    return data
-
-
-def _parse(path: Path, text: str):
-    import yaml
-    kind = {".toml": "TOML", ".json": "JSON"}.get(path.suffix, "YAML")
-    try:
-        if kind == "TOML":
-            return tomllib.loads(text)
-        if kind == "JSON":
-            return json.loads(text)
-        return yaml.load(text, Loader=_no_alias_loader()) or {}
-    except tomllib.TOMLDecodeError as error:  # its message ends "(at line N, column M)"
-        why = str(error)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"config file {_file(path)}: not valid JSON at line {error.lineno}: {error.msg}") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ValueError(f"config file {_file(path)}: not valid YAML{where}: "
-                         f"{one_line(getattr(error, 'problem', None) or str(error), 200)}") from None
-    except RecursionError:
-        why = "nested too deeply"
-    except ValueError as error:  # e.g. an integer of more digits than Python converts
-        why = str(error)
-    raise ValueError(f"config file {_file(path)}: not valid {kind}: {one_line(why, 200)}")
-
-
-def _file(path: Path) -> str:
-    return cut(repr(str(path)), 240)
-
-
-def _no_alias_loader():
-    import yaml
-
-    class NoAliasLoader(yaml.SafeLoader):
-        """yaml.safe_load without aliases: `*name` is refused where it is met, before anything expands."""
-
-        def compose_node(self, parent, index):
-            if self.check_event(yaml.AliasEvent):
-                mark = self.peek_event().start_mark
-                raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a config file", mark)
-            return super().compose_node(parent, index)
-
-    return NoAliasLoader

@@ -7,12 +7,13 @@ layer it ran for many minutes while memory climbed, until a time limit or the OO
 Legend: B batch, T time steps, D input features, H hidden size, L layers, C classes, G = gates x H
 (bench.flops.GATES: LSTM 4, GRU 3). Counted, in the run's dtype:
 
-    parameters   per layer G * (D_l + H) + 2G (nn.LSTM's W_ih, W_hh, b_ih, b_hh; D_0 = D, D_l = H above)
-                 + head H * C + C
+    parameters   per layer and direction G * (D_l + H) + 2G (nn.LSTM's W_ih, W_hh, b_ih, b_hh; D_0 = D,
+                 D_l = dirs * H above) + head dirs * H * C + C; with proj_size P, H_out = P stands for H in
+                 W_hh, D_l and the head, plus W_hr (P x H)
     gradients    one per parameter
     optimizer    Adam's exp_avg and exp_avg_sq: two per parameter
-    activations  what backward keeps, per layer and step: the G gate values, c and tanh(c), h and the
-                 layer's input: B * T * (G + 3H + D_l)
+    activations  what backward keeps, per layer, direction and step: the G gate values, c and tanh(c), h
+                 and the layer's input: B * T * (G + 3H + D_l)
     data         the training images used and the 10,000 test images, held on the device as one tensor
                  each (bench.data.BatchLoader), 784 values an image
 
@@ -48,20 +49,27 @@ def gib(size: float) -> str:
     return f"{size / 2**30:,.1f} GiB" if size >= 2**28 else f"{size / 2**20:,.1f} MiB"
 
 
-def parameter_count(family: str, input_size: int, hidden: int, layers: int, classes: int) -> int:
-    gates = GATES[family] * hidden
-    first = gates * (input_size + hidden) + 2 * gates
-    rest = (layers - 1) * (gates * (hidden + hidden) + 2 * gates)
-    return first + rest + hidden * classes + classes
+def parameter_count(family: str, input_size: int, hidden: int, layers: int, classes: int, *,
+                    bidirectional: bool = False, proj_size: int = 0) -> int:
+    """nn.LSTM's (nn.GRU's) parameters and the head's; per direction, with proj_size P, W_hh is G x P and
+    W_hr P x H, and the layers above read dirs * P features."""
+    gates, out, directions = GATES[family] * hidden, proj_size or hidden, 2 if bidirectional else 1
+    first = gates * (input_size + out) + 2 * gates + proj_size * hidden
+    rest = (layers - 1) * (gates * (directions * out + out) + 2 * gates + proj_size * hidden)
+    return directions * (first + rest) + directions * out * classes + classes
 
 
 def run_memory(family: str, *, batch: int, seq_len: int, input_size: int, hidden: int, layers: int,
-               classes: int, dtype: str, train_images: int) -> Estimate:
+               classes: int, dtype: str, train_images: int, bidirectional: bool = False,
+               proj_size: int = 0) -> Estimate:
     """The least memory one training run of this shape holds at once (see the module docstring)."""
     size = DTYPE_BYTES[dtype]
-    params = parameter_count(family, input_size, hidden, layers, classes)
-    gates = GATES[family] * hidden
-    saved = batch * seq_len * ((gates + 3 * hidden + input_size) + (layers - 1) * (gates + 3 * hidden + hidden))
+    params = parameter_count(family, input_size, hidden, layers, classes, bidirectional=bidirectional,
+                             proj_size=proj_size)
+    gates, directions = GATES[family] * hidden, 2 if bidirectional else 1
+    above = directions * (proj_size or hidden)  # what the layers above the first read
+    saved = directions * batch * seq_len * ((gates + 3 * hidden + input_size)
+                                            + (layers - 1) * (gates + 3 * hidden + above))
     images = min(train_images, TRAIN_IMAGES) + TEST_IMAGES
     return Estimate(params, {"parameters": params * size, "gradients": params * size, "optimizer": 2 * params * size,
                              "activations": saved * size, "data": images * PIXELS * size})

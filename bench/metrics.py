@@ -123,7 +123,12 @@ METRICS: list[Metric] = [
                 "forward + backward = the whole step (shared marks)."),
     Metric("step_gflop", "Work per step", "GFLOP", fmt="{:.4f}",
            note="Matmul FLOPs of one full-batch training step (bench.flops): 2·M·N·K per matmul, forward = input "
-                "projections + recurrent products of every layer + head, backward = 2 × forward."),
+                "projections + recurrent products (+ projections with proj_size) of every layer and direction + "
+                "head, over the steps inside each image's length (mean_length), backward = 2 × forward."),
+    Metric("mean_length", "Steps per image", fmt="{:.2f}",
+           note="The mean number of time steps the backend was fed per training image: seq_len for padded input "
+                "(packing none), the images' own lengths with packing packed or lengths (task rows-trimmed). "
+                "step_gflop counts these steps."),
     Metric("achieved_gflops", "Achieved GFLOP/s", "GFLOP/s", fmt="{:.2f}", higher_is_better=True, words=SPEED,
            note="step_gflop ÷ the median steady-state step time."),
     Metric("efficiency", "Efficiency", "%", scale=100, fmt="{:.2f} %", higher_is_better=True,

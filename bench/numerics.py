@@ -18,11 +18,13 @@ same random stream with or without this check.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 import impls
-from bench.model import RowClassifier
+from bench.model import RowClassifier, Rows
 
 REFERENCE = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -39,15 +41,21 @@ def reference_model(model: RowClassifier, family: str) -> RowClassifier:
     if family not in REFERENCE:
         raise ValueError(f"numerics: family must be one of {', '.join(REFERENCE)}; got {family!r}")
     rnn = model.rnn
+    proj_size: Any = getattr(rnn, "proj_size", 0)  # an attribute of nn.LSTM and LSTMBase; nn.GRU has none
+    options: dict[str, Any] = {"bidirectional": bool(getattr(rnn, "bidirectional", False))}
+    if proj_size:  # nn.GRU refuses even proj_size=0
+        options["proj_size"] = int(proj_size)
     twin = REFERENCE[family](rnn.input_size, rnn.hidden_size, rnn.num_layers, batch_first=rnn.batch_first,
-                             bias=getattr(rnn, "bias", True))
-    reference = RowClassifier(twin, twin.hidden_size, model.head.out_features).double()
+                             bias=getattr(rnn, "bias", True), **options)
+    # nn.LSTM has no lengths=: the reference reads the same lengths from a PackedSequence (the same meaning)
+    packing = "packed" if model.packing == "lengths" else model.packing
+    reference = RowClassifier(twin, model.head.in_features, model.head.out_features, packing).double()
     state = {key: value.detach().to("cpu", torch.float64) for key, value in model.state_dict().items()}
     reference.load_state_dict(state)  # strict: a backend whose names differ is an error, not a silent skip
     return reference
 
 
-def _logits_and_grads(model: nn.Module, images: torch.Tensor, labels: torch.Tensor):
+def _logits_and_grads(model: nn.Module, images: torch.Tensor | Rows, labels: torch.Tensor):
     params = dict((name, p) for name, p in model.named_parameters() if p.requires_grad)
     logits = model(images)
     loss = nn.functional.cross_entropy(logits, labels)  # at the model's dtype, as in training
@@ -55,29 +63,31 @@ def _logits_and_grads(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     return logits, dict(zip(params, grads))
 
 
-def numerical_error(model: RowClassifier, images: torch.Tensor, labels: torch.Tensor, family: str) -> dict:
+def numerical_error(model: RowClassifier, images: torch.Tensor | Rows, labels: torch.Tensor, family: str) -> dict:
     """{"out_rel_err", "grad_rel_err", "grad_worst"} of `model` (any device and dtype) against float64.
 
-    images (B, T, D) and labels (B,) are moved to the model's device and dtype; see the module
-    docstring for the definitions.
+    images (B, T, D) or Rows (with packing) and labels (B,) are moved to the model's device and dtype; see
+    the module docstring for the definitions.
     """
     parameter = next(model.parameters())
     device, dtype = parameter.device, parameter.dtype
-    if images.dim() != 3 or labels.dim() != 1 or images.shape[0] != labels.shape[0]:
+    padded = images.padded if isinstance(images, Rows) else images
+    if padded.dim() != 3 or labels.dim() != 1 or padded.shape[0] != labels.shape[0]:
         raise ValueError(f"numerics: expected images (B, T, D) and labels (B,), got "
-                         f"{tuple(images.shape)} and {tuple(labels.shape)}")
+                         f"{tuple(padded.shape)} and {tuple(labels.shape)}")
     x = images.to(device=device, dtype=dtype)
     y = labels.to(device=device, dtype=torch.int64)
+    x_ref = x.to("cpu", torch.float64) if isinstance(x, Rows) else x.detach().cpu().double()
     forked = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=forked):  # building the twin draws its (discarded) initial weights
         reference = reference_model(model, family)
         logits, grads = _logits_and_grads(model, x, y)
-        logits_ref, grads_ref = _logits_and_grads(reference, x.detach().cpu().double(), y.cpu())
+        logits_ref, grads_ref = _logits_and_grads(reference, x_ref, y.cpu())
     errors = {name: _rel(grads[name], grads_ref[name]) for name in grads_ref}
     worst = max(errors, key=errors.__getitem__)
     return {"out_rel_err": _rel(logits, logits_ref), "grad_rel_err": errors[worst], "grad_worst": worst}
 
 
-def backend_error(backend: str, model: RowClassifier, images: torch.Tensor, labels: torch.Tensor) -> dict:
+def backend_error(backend: str, model: RowClassifier, images: torch.Tensor | Rows, labels: torch.Tensor) -> dict:
     """numerical_error for a registered backend name (its family from impls.REGISTRY)."""
     return numerical_error(model, images, labels, impls.spec(backend).family)

@@ -126,8 +126,16 @@ def run_id(backend: str, seed: int, config: Config) -> str:
     name = f"{backend}-s{seed}-b{config.batch_size}-h{config.hidden_size}-l{config.num_layers}-t{config.seq_len}"
     if config.dtype != "float32":
         name += f"-{config.dtype}"
-    if config.task != "rows":
+    if config.task == "permuted":
         name += f"-{config.task}{config.permutation_seed}"
+    elif config.task != "rows":  # no pixel order to seed
+        name += f"-{config.task}"
+    if config.bidirectional:
+        name += "-bi"
+    if config.proj_size:
+        name += f"-p{config.proj_size}"
+    if config.packing != "none":
+        name += f"-{config.packing}"
     return name
 
 
@@ -140,7 +148,8 @@ def plan_text(config: Config, out_dir: Path, device: Device) -> str:
         done = set(storage.load_runs(out_dir)["run_id"])
     lines = [f"plan: {len(cells)} run(s) on {device} into {out_dir} (dry run: nothing written, no data fetched)"]
     for number, (backend, seed, point) in enumerate(cells, 1):
-        available = impls.availability(backend, device)
+        available = impls.availability(backend, device, bidirectional=point.bidirectional,
+                                       proj_size=point.proj_size, packing=point.packing)
         why_not = available.reason if not available.ok else dtype_unsupported(point.dtype, device)
         note = "  (done)" if run_id(backend, seed, point) in done else \
             f"  (would be skipped: {why_not})" if why_not else ""

@@ -117,7 +117,9 @@ def largest_run(config: Config) -> tuple[estimate.Estimate, str]:
             need = estimate.run_memory(family if family in estimate.GATES else "lstm", batch=cell.batch_size,
                                        seq_len=cell.seq_len, input_size=cell.input_size, hidden=cell.hidden_size,
                                        layers=cell.num_layers, classes=cell.num_classes, dtype=cell.dtype,
-                                       train_images=cell.train_limit or estimate.TRAIN_IMAGES)
+                                       train_images=cell.train_limit or estimate.TRAIN_IMAGES,
+                                       bidirectional=cell.bidirectional,
+                                       proj_size=cell.proj_size if family == "lstm" else 0)
             if best is None or need.total > best[0].total:
                 best = need, (f"{family}, batch {cell.batch_size}, hidden {cell.hidden_size}, {cell.num_layers} "
                               f"layer(s), {cell.seq_len} steps, {cell.dtype}")

@@ -81,7 +81,9 @@ def execute(config: Config, out_dir: Path, device: Device, data, *, peaks: dict 
         bar.update()
 
     for cell in cells:
-        available = impls.availability(cell.backend, device)
+        point = cell.config  # an option the backend lacks (bidirectional, proj_size, packing) is a skipped row
+        available = impls.availability(cell.backend, device, bidirectional=point.bidirectional,
+                                       proj_size=point.proj_size, packing=point.packing)
         details[cell.run_id] = available.reason if available.ok else ""
         no_dtype = dtype_unsupported(cell.config.dtype, device)
         if available.ok and not no_dtype:
@@ -137,7 +139,9 @@ def summary_line(row: dict, number: int, total: int) -> str:
     head = (f"run {number} of {total}: {row['backend']:<7} seed {row['seed']} b{row['batch_size']} "
             f"h{row['hidden_size']} t{row['seq_len']}"
             + (f" {row['dtype']}" if row["dtype"] != "float32" else "")
-            + (f" {row['task']}" if row["task"] != "rows" else ""))
+            + (f" {row['task']}" if row["task"] != "rows" else "")
+            + (" bi" if row.get("bidirectional") else "") + (f" p{row['proj_size']}" if row.get("proj_size") else "")
+            + (f" {row['packing']}" if row.get("packing", "none") != "none" else ""))
     if row["status"] != "ok":
         return f"{head}  {row['status'].upper()}: {row['error']}"
     step_ms = metrics.by_name("step_ms_median").format(row["step_ms_median"])

@@ -28,6 +28,7 @@ RUN_INFO_COLUMNS = [
     "device_uuid",          # the GPU's UUID (torch.cuda.get_device_properties(i).uuid); empty on CPU
     "matmul_precision",     # torch.get_float32_matmul_precision() in the worker (with config.tf32)
     "top_kernels",          # the three ops/kernels taking the most time under torch.profiler, with shares
+    "length_counts",        # the training images' own lengths, "length:count ..." (all seq_len but for rows-trimmed)
 ]
 
 
@@ -45,7 +46,8 @@ def run_columns() -> list[str]:
 KEY_COLUMNS = key_columns()
 RUN_COLUMNS = run_columns()
 REQUIRED_RUN_COLUMNS = [*KEY_COLUMNS, "status", "error"]  # older results lack later columns; never these
-TEXT_RUN_COLUMNS = ("error", "impl_detail", "memory_method", "host", "device_name", "device_uuid", "cpu_share_method")
+TEXT_RUN_COLUMNS = ("error", "impl_detail", "memory_method", "host", "device_name", "device_uuid", "cpu_share_method",
+                    "length_counts")
 BOOL_RUN_COLUMNS = ("contended", "gpu_shared")  # true / false; empty where not known
 RETIRED_RUN_COLUMNS = ("peak_memory_bytes",)  # written by older versions; storage.load_runs maps them to today's
 

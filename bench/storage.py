@@ -169,12 +169,21 @@ def _memory_columns_of_older_results(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _fill_new_config_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """A file written before a knob existed ran with that knob's default (task=rows, no grad_clip):
-    reading it fills the knob's column with the default, so older results still load and report."""
+    reading it fills the knob's column with the default, so older results still load and report. A file
+    widened by a resume (storage._widen) holds the column, empty in the older rows: those are filled too
+    (a knob whose default is a value is always written, so an empty cell is a row from before it)."""
     from bench import config
     for name, field in config.fields().items():
-        column = field.metadata["column"]
-        if column is True and name not in frame.columns and field.default is not dataclasses.MISSING:
-            frame[name] = field.default
+        column, default = field.metadata["column"], field.default
+        if column is not True or default is dataclasses.MISSING:
+            continue
+        if name not in frame.columns:
+            frame[name] = default
+        elif default is not None and frame[name].isna().any():
+            frame[name] = frame[name].astype(object).where(frame[name].notna(), default)
+            if type(default) in (bool, int):  # "True"/"False" or 4.0 beside the empty cells: back to the knob's type
+                frame[name] = frame[name].map(lambda v: v if isinstance(v, bool) else
+                                              {"True": True, "False": False}.get(v, v)).astype(type(default))
     return frame
 
 

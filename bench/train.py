@@ -18,9 +18,9 @@ import impls
 from bench import contention, flops, memory, numerics, profiling
 from bench.config import Config
 from bench.constants import NUMERICS_IMAGES, PROFILED_STEPS
-from bench.data import BatchLoader, Mnist, pixel_order
+from bench.data import BatchLoader, Mnist, pixel_order, trimmed
 from bench.metrics import percentile
-from bench.model import RowClassifier
+from bench.model import RowClassifier, Rows, head_width, input_tensors
 from bench.timing import MemoryMeter, SplitTimer, sync
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -40,8 +40,12 @@ class RunResult:
 
 
 def build_model(config: Config, backend: str, device: torch.device) -> RowClassifier:
-    rnn = impls.build(backend, config.input_size, config.hidden_size, config.num_layers, batch_first=True)
-    model = RowClassifier(rnn, config.hidden_size, config.num_classes)
+    # Only the options in use are passed: a plugin backend may not know them.
+    options = {key: value for key, value in (("bidirectional", config.bidirectional),
+                                             ("proj_size", config.proj_size)) if value}
+    rnn = impls.build(backend, config.input_size, config.hidden_size, config.num_layers, batch_first=True, **options)
+    width = head_width(config.hidden_size, config.bidirectional, config.proj_size)
+    model = RowClassifier(rnn, width, config.num_classes, config.packing)
     return model.to(device=device, dtype=DTYPES[config.dtype])
 
 
@@ -78,11 +82,13 @@ def train_and_measure(config: Config, backend: str, seed: int, data: Mnist, devi
     compiled_before = compile_stats()
     torch.manual_seed(seed)
     order = pixel_order(config.task, config.permutation_seed)  # one order for training and test images
+    trim = trimmed(config.task)  # rows-trimmed: each image's own length, fed as config.packing says
     loader = BatchLoader(data.train_images, data.train_labels, batch_size=config.batch_size,
                          seq_len=config.seq_len, device=device, dtype=dtype, shuffle=True, seed=seed,
-                         limit=config.train_limit, pixel_order=order)
+                         limit=config.train_limit, pixel_order=order, trim=trim, packing=config.packing)
     test_loader = BatchLoader(data.test_images, data.test_labels, batch_size=config.eval_batch_size,
-                              seq_len=config.seq_len, device=device, dtype=dtype, shuffle=False, pixel_order=order)
+                              seq_len=config.seq_len, device=device, dtype=dtype, shuffle=False, pixel_order=order,
+                              trim=trim, packing=config.packing)
     errors = timed("numerics_s", check_numerics, config, backend, seed, test_loader, device)  # keeps the RNG as seeded
     meter = MemoryMeter(device)  # RSS growth (CPU) and the allocator pool (CUDA); the datasets stay outside
     with meter:
@@ -106,7 +112,8 @@ def train_and_measure(config: Config, backend: str, seed: int, data: Mnist, devi
         "matmul_precision": torch.get_float32_matmul_precision(),
         "started_unix": started_unix,  # not a column: the runner's startup_s ends here
     } | step_metrics(log, config.curve_every) | errors | compiled | used | what_ran | watch.columns()
-    metrics |= work_metrics(config, backend, metrics["step_ms_median"])
+    metrics |= work_metrics(config, backend, metrics["step_ms_median"], float(loader.fed_lengths.double().mean()))
+    metrics["length_counts"] = loader.length_counts()  # the training images' own lengths (task rows-trimmed)
     metrics["wall_time_s"] = time.perf_counter() - run_started
     curve = loss_curve(log, config.curve_every, len(loader))
     steps = [{"step": i, "step_ms": log.step_ms[i]} for i in log.steady]
@@ -138,7 +145,7 @@ def check_numerics(config: Config, backend: str, seed: int, test_loader: BatchLo
     NUMERICS_IMAGES test images. The model is built and dropped here, then the seed is set again, so training
     starts from the same weights and random stream as without this check; it runs outside the memory meter."""
     model = build_model(config, backend, device)
-    images, labels = test_loader.images[:NUMERICS_IMAGES], test_loader.labels[:NUMERICS_IMAGES]
+    images, labels = test_loader.head(NUMERICS_IMAGES)
     errors = numerics.backend_error(backend, model, images, labels)
     del model
     torch.manual_seed(seed)
@@ -179,15 +186,20 @@ def measure_memory(model: nn.Module, loader: BatchLoader, config: Config, device
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
 
-    return memory.training_memory(model, optimizer, step, device, batch=(images, labels))
+    return memory.training_memory(model, optimizer, step, device, batch=(*input_tensors(images), labels))
 
 
-def work_metrics(config: Config, backend: str, step_ms: float) -> dict:
-    """step_gflop (bench.flops: matmul FLOPs of one full-batch step) and achieved_gflops at the median step
-    time; efficiency needs the device's peak, which the runner holds (env.json)."""
+def work_metrics(config: Config, backend: str, step_ms: float, mean_length: float | None = None) -> dict:
+    """step_gflop (bench.flops: matmul FLOPs of one full-batch step, of mean_length steps per image: the mean
+    of what the loader feeds) and achieved_gflops at the median step time; efficiency needs the device's peak,
+    which the runner holds (env.json). mean_length is also a column."""
+    mean_length = config.seq_len if mean_length is None else mean_length
     work = flops.step_flops(impls.spec(backend).family, config.batch_size, config.seq_len, config.input_size,
-                            config.hidden_size, config.num_layers, config.num_classes)["total"]
-    return {"step_gflop": work / 1e9, "achieved_gflops": flops.achieved_gflops(work, step_ms)}
+                            config.hidden_size, config.num_layers, config.num_classes,
+                            bidirectional=config.bidirectional, proj_size=config.proj_size,
+                            steps=config.batch_size * mean_length)["total"]
+    return {"step_gflop": work / 1e9, "achieved_gflops": flops.achieved_gflops(work, step_ms),
+            "mean_length": mean_length}
 
 
 class _Untimed:
@@ -206,8 +218,8 @@ class _Untimed:
 _UNTIMED = _Untimed()  # stateless, so one shared instance serves every untimed step
 
 
-def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, images: torch.Tensor,
-                  labels: torch.Tensor, grad_clip: float | None,
+def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
+                  images: torch.Tensor | Rows, labels: torch.Tensor, grad_clip: float | None,
                   timer: SplitTimer | _Untimed = _UNTIMED) -> torch.Tensor:
     """One optimizer step, the one every figure is of: forward and loss, then zeroing, backward, clipping
     (config.grad_clip; part of the step for every backend alike, no host sync) and the update. `timer`

@@ -50,3 +50,50 @@ def test_bad_input_is_one_clear_line(kwargs, message):
     args = dict(family="lstm", batch=2, seq_len=3, input_size=4, hidden=5, layers=1, classes=10) | kwargs
     with pytest.raises(ValueError, match=message):
         step_flops(**args)
+
+
+def test_bidirectional_projection_and_packed_lengths_by_hand():
+    # B=2 T=4 D=3 H=5 P=2 L=2 C=4, bidirectional, lengths 3 and 1: S = 4 row-steps, not B*T = 8.
+    # G = 20, H_out = 2, layer 1 reads both directions' outputs: D_1 = 2 * 2 = 4.
+    layer0 = 2 * (2 * 4 * 20 * 3 + 2 * 4 * 20 * 2 + 2 * 4 * 5 * 2)   # two directions: 480 + 320 + 80 each
+    layer1 = 2 * (2 * 4 * 20 * 4 + 2 * 4 * 20 * 2 + 2 * 4 * 5 * 2)   # 640 + 320 + 80 each
+    head = 2 * 2 * 4 * (2 * 2)                                       # 2 * B * C * dirs * P
+    assert layer0 + layer1 + head == 3904
+    counts = step_flops("lstm", 2, 4, 3, 5, 2, 4, bidirectional=True, proj_size=2, steps=3 + 1)
+    assert counts == {"forward": 3904, "backward": 7808, "total": 11712}
+    # padded, the same model computes every one of the B*T = 8 row-steps: the recurrent layers' work doubles
+    assert step_flops("lstm", 2, 4, 3, 5, 2, 4, bidirectional=True, proj_size=2)["forward"] == 2 * (3904 - 64) + 64
+
+
+def test_gru_bidirectional_by_hand_and_no_projection():
+    # B=3 T=5 D=7 H=11 L=1 C=4, G = 33, both directions
+    forward = 2 * (2 * 15 * 33 * 7 + 2 * 15 * 33 * 11) + 2 * 3 * 4 * 22
+    assert step_flops("gru", 3, 5, 7, 11, 1, 4, bidirectional=True)["forward"] == forward
+    with pytest.raises(ValueError, match="proj_size is an LSTM option"):
+        step_flops("gru", 3, 5, 7, 11, 1, 4, proj_size=2)
+
+
+def test_the_count_matches_what_torch_counts_for_padded_input():
+    """torch's own FLOP counter on the loop backend (every matmul it runs) agrees with the formula: padded input,
+    where every row-step is computed, with both new options on."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import impls
+    from bench.model import RowClassifier, head_width
+    rnn = impls.build("loop", 3, 5, 2, batch_first=True, bidirectional=True, proj_size=2)
+    model = RowClassifier(rnn, head_width(5, True, 2), 4)
+    with FlopCounterMode(display=False) as counter:
+        model(torch.randn(2, 4, 3))
+    assert counter.get_total_flops() == step_flops("lstm", 2, 4, 3, 5, 2, 4, bidirectional=True, proj_size=2)["forward"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(proj_size=5), r"proj_size must be an int in \[0, hidden=5\)"),
+    (dict(steps=0), r"steps must be in \(0, batch\*seq_len = 6\]"),
+    (dict(steps=7), r"steps must be in \(0, batch\*seq_len = 6\]"),
+])
+def test_bad_options_are_one_clear_line(kwargs, message):
+    args = dict(family="lstm", batch=2, seq_len=3, input_size=4, hidden=5, layers=1, classes=10) | kwargs
+    with pytest.raises(ValueError, match=message):
+        step_flops(**args)

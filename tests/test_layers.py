@@ -29,11 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 ANALYSIS = "bench.analysis"
 # What the analysis side may read: the results format (schema, storage, the checks on its files, and the atomic
-# writes and per-image store under it), the config and metric tables, the shared constants, bounded error text,
-# its commands' parser, and the backend registry's table.
+# writes and per-image store under it), the config and metric tables (with the config's file reader), the shared
+# constants, bounded error text, its commands' parser, and the backend registry's table.
 ANALYSIS_MAY_IMPORT = {"bench", "bench.schema", "bench.storage", "bench.validate", "bench.atomic", "bench.predictions",
-                       "bench.config", "bench.metrics", "bench.constants", "bench.brief", "bench.cliargs",
-                       "impls.registry"}
+                       "bench.config", "bench.config_file", "bench.metrics", "bench.constants", "bench.brief",
+                       "bench.cliargs", "impls.registry"}
 NEVER_IN_ANALYSIS = {"torch", "triton"}
 PARSER = "bench.cliargs"
 

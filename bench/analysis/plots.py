@@ -314,8 +314,9 @@ def _scaling(ok, axis, others, order, colors, numeric=True, absent=None):
                           linestyles="none", legend=False, ax=ax)
             for value, why in absent.items():
                 slot_note(ax, values.index(value), why)
-        ax.set_yscale("log")
-        plain_log_ticks(ax.yaxis)
+        if (frame["y"] > 0).any():  # a metric no run measured (all NaN, e.g. one test batch) cannot be log-scaled
+            ax.set_yscale("log")
+            plain_log_ticks(ax.yaxis)
         kind = "log-log" if numeric else "log y"
         ax.set(title=f"{metric.title} against {axis} ({kind})", xlabel=axis, ylabel=f"{metric.unit} (log scale)")
         ax.title.set_fontsize(10)

