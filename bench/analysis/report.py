@@ -1,8 +1,8 @@
 """`python -m bench report DIR [--baseline BACKEND]`: tables, Markdown, HTML and plots for one results directory.
 
-Reads results through bench.analysis.results (never the backends or torch). Opens with the answer (headline: per
-sweep point the fastest backend, its speed-up, ties within noise, anything numerically off), then one table per metric
-(rows by backend and sweep point, a ratio to --baseline) and the plots; skipped and failed runs keep their reasons.
+Reads results through bench.analysis.results (never the backends or torch). Opens with the answer (the headline),
+then one table per metric (rows by backend and sweep point, a ratio to --baseline) and the plots; skipped and failed
+runs keep their reasons.
 """
 from __future__ import annotations
 
@@ -204,8 +204,8 @@ def build_blocks(res: Results, plot_files: dict[str, tuple[str, Path]], baseline
             blocks.append(("p", unmeasured_note(table, axes)))
 
     blocks += varlen.blocks(res) + efficiency_blocks(res, baseline) + numerics_blocks(res, baseline)
-    blocks += what_ran_blocks(res)
-    blocks += machine.memory_blocks(res) + machine.contention_blocks(res) + machine.time_blocks(res)
+    blocks += what_ran_blocks(res) + machine.memory_blocks(res) + machine.contention_blocks(res)
+    blocks += machine.time_blocks(res)
 
     if plot_files:
         blocks.append(("h2", "Plots"))
