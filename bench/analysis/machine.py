@@ -130,3 +130,8 @@ def invocation_sentence(wall: dict) -> str:
             f"{wall.get('harness_s', math.nan):.1f} s (to the first run "
             + (f"{first:.1f} s" if first is not None else "—")
             + f"; the GEMM peak probe {wall.get('peak_probe_s', math.nan):.1f} s).")
+
+
+def blocks(res: Results) -> list[tuple]:
+    """The report's sections on the machine: memory, contention, where the time went."""
+    return memory_blocks(res) + contention_blocks(res) + time_blocks(res)

@@ -204,8 +204,7 @@ def build_blocks(res: Results, plot_files: dict[str, tuple[str, Path]], baseline
             blocks.append(("p", unmeasured_note(table, axes)))
 
     blocks += varlen.blocks(res) + efficiency_blocks(res, baseline) + numerics_blocks(res, baseline)
-    blocks += what_ran_blocks(res) + machine.memory_blocks(res) + machine.contention_blocks(res)
-    blocks += machine.time_blocks(res)
+    blocks += what_ran_blocks(res) + machine.blocks(res)
 
     if plot_files:
         blocks.append(("h2", "Plots"))
