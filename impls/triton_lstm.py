@@ -52,12 +52,14 @@ from impls.triton_common import (
     INTERPRETING,
     Launch,
     TritonLSTMBase,
+    by_index,
     check,
     compute_dtype,
     device_scope,
     dot_precision,
     fit,
     pow2,
+    reverse_step_index,
     target_for,
     wide_dtype,
 )
@@ -197,10 +199,7 @@ def recurrent_weight_grad(dgates, hs, lengths):
     grads = [per_direction[:, 0].t() @ h_prev[0].reshape(steps * batch, hidden)]
     if directions == 2:
         # The reverse direction's step s read time L-1-s: its h_prev goes back to that time (past L, to s itself).
-        time = torch.arange(steps, device=hs.device)[:, None]
-        length = lengths.to(torch.long)[None, :]
-        index = torch.where(time < length, length - 1 - time, time)  # (T, B): its own inverse
-        h_prev_reverse = h_prev[1].gather(0, index[..., None].expand(steps, batch, hidden))
+        h_prev_reverse = by_index(h_prev[1], reverse_step_index(lengths, steps))
         grads.append(per_direction[:, 1].t() @ h_prev_reverse.reshape(steps * batch, hidden))
     return torch.stack(grads)
 
