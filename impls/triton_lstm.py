@@ -201,7 +201,7 @@ def recurrent_weight_grad(dgates, hs, lengths):
         # The reverse direction's step s read time L-1-s: its h_prev goes back to that time (past L, to s itself).
         h_prev_reverse = by_index(h_prev[1], reverse_step_index(lengths, steps))
         grads.append(per_direction[:, 1].t() @ h_prev_reverse.reshape(steps * batch, hidden))
-    return torch.stack(grads)
+    return torch.stack(grads) if directions == 2 else grads[0].unsqueeze(0)  # one direction: a view, no copy
 
 
 # ------------------------------------------------------------------- autograd.Function and module
