@@ -152,7 +152,7 @@ def lstm_seq_fwd(x_proj, h0, c0, w_hh, save_acts: bool, lengths=None):
         raise ValueError(f"h0 must be 3-D (dirs, B, H) and x_proj 3-D (T, B, dirs*G), got {h0.dim()}-D and "
                          f"{x_proj.dim()}-D")
     directions, hidden = h0.shape[0], h0.shape[-1]
-    steps, batch, gates = *x_proj.shape[:2], 4 * hidden
+    steps, batch, gates = x_proj.shape[0], x_proj.shape[1], 4 * hidden
     dtype, device = x_proj.dtype, x_proj.device
     check("x_proj", x_proj, (steps, batch, directions * gates), dtype, device)
     check("w_hh", w_hh, (directions, gates, hidden), dtype, device)
