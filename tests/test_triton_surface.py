@@ -118,6 +118,16 @@ def test_persistent_paths_with_many_batch_tiles_and_both_directions(monkeypatch,
         _assert_matches("triton", case)
 
 
+@pytest.mark.slow
+def test_persistent_streaming_path_over_several_tiles_with_lengths_and_both_directions():
+    """H=40 in float64 streams W_hh in 32 x 32 tiles: two column and two K tiles a step, the second masked, each
+    tile's rows inside or past their own length, both directions and an initial state."""
+    assert not triton_lstm.plan(5, 40, torch.float64).resident
+    case = Case(batch=5, steps=4, input_size=3, hidden=40, bidirectional=True, packing="packed",
+                lengths=(2, 4, 1, 3, 4), with_state=True, dtype=torch.float64)
+    _assert_matches("triton", case)
+
+
 # ------------------------------------------------------------------------------------------------ launches
 
 class WithLengths(nn.Module):
