@@ -366,8 +366,8 @@ class TritonLSTMBase(LSTMBase):
         # biases as large matmuls too.
         x_proj = input_projection(x, w_ih, b_ih, b_hh)
         steps, batch = x_proj.shape[:2]
-        full = torch.full((batch,), steps, dtype=torch.int32, device=x.device)
-        lengths32 = full if lengths is None else lengths.to(torch.int32)
+        lengths32 = torch.full((batch,), steps, dtype=torch.int32, device=x.device) if lengths is None \
+            else lengths.to(torch.int32)
         # The reverse direction as a forward run over each row's own steps reversed (one gather either side).
         order = reverse_step_index(lengths32, steps) if reverse else None
         if order is not None:

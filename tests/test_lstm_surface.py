@@ -186,6 +186,20 @@ def test_a_direct_construction_with_proj_size_is_refused_in_the_base(name):
         module_cls(5, 4, proj_size=2)
 
 
+def test_a_backend_without_the_options_refuses_them_in_the_base():
+    """LSTMBase itself refuses what a subclass's `supports` leaves out, before any recurrence runs."""
+    class Bare(LoopLSTM):
+        supports = frozenset()
+
+    with pytest.raises(ValueError, match=r"bidirectional=True is not supported by this backend"):
+        Bare(5, 4, bidirectional=True)
+    module = Bare(5, 4, batch_first=True)
+    with pytest.raises(ValueError, match=r"PackedSequence input is not supported by this backend"):
+        module(pack_sequence([torch.randn(3, 5), torch.randn(2, 5)]))
+    with pytest.raises(ValueError, match=r"lengths= is not supported by this backend"):
+        module(torch.randn(2, 3, 5), lengths=[3, 2])
+
+
 def test_the_registry_and_the_classes_declare_the_same_options():
     for name in impls.names():
         module_name, attribute = impls.spec(name).factory.split(":")
