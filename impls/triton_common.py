@@ -1,5 +1,7 @@
 """What the two Triton backends share: the gate math as @triton.jit helpers, how a launch is planned and fitted
-to the GPU it runs on, and the autograd.Function and module skeleton both are built on.
+to the GPU it runs on, the module skeleton both are built on (`triton` overrides its per-layer step to run both
+directions in one launch), the per-direction autograd.Function of `triton-step`, and the reverse-step index
+(a row's s-th reverse step reads time L - 1 - s) both use.
 
 Legend: B batch, T time steps, D input features, H hidden size, G = 4H gate pre-activations in nn.LSTM's order
 (i, f, g, o); "wide" is the dtype c and dc are kept in: float32, or float64 for float64 tensors.
