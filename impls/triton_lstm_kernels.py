@@ -42,11 +42,11 @@ from impls.triton_common import cell, cell_grad, dot, load4, store4
 
 
 @triton.jit
-def _time_of_step(s, length, direction):
-    """Per row: the time step s reads (t = s forward, L - 1 - s reverse), or s itself past the row's length
-    (an in-bounds padded slot, where out and dgates get their zeros), and whether the row is still inside."""
+def _time_of_step(s, length, first, sign):
+    """Per row: the time step s reads (t = first + sign s: s forward, L - 1 - s reverse), or s itself past the
+    row's length (an in-bounds padded slot, where out and dgates get their zeros), and whether it is inside."""
     inside = s < length
-    return tl.where(inside, s + direction * (length - 1 - 2 * s), s), inside
+    return tl.where(inside, first + sign * s, s), inside
 
 
 # ------------------------------------------------------------------------------------------ forward
@@ -63,6 +63,7 @@ def _resident_fwd(x_proj_ptr, w_hh_ptr, lengths_ptr, hs_ptr, cs_ptr, out_ptr, ac
     row_ok = rows < B
     mask = row_ok[:, None] & (cols[None, :] < H)
     length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
+    first, sign = direction * (length - 1), 1 - 2 * direction  # step s reads time first + sign s
     state = direction * (T + 1) * B * H + rows[:, None] * H + cols[None, :]
     gate = direction * T * B * 4 * H + rows[:, None] * (4 * H) + cols[None, :]
     x_row = rows[:, None] * (dirs * 4 * H) + direction * 4 * H + cols[None, :]   # in one time step of x_proj
@@ -76,7 +77,7 @@ def _resident_fwd(x_proj_ptr, w_hh_ptr, lengths_ptr, hs_ptr, cs_ptr, out_ptr, ac
     h = tl.load(hs_ptr + state, mask=mask, other=0.0).to(COMPUTE)
     c = tl.load(cs_ptr + state, mask=mask, other=0.0).to(COMPUTE)
     for s in range(T):
-        t, inside = _time_of_step(s, length, direction)
+        t, inside = _time_of_step(s, length, first, sign)
         live = mask & inside[:, None]
         x_i, x_f, x_g, x_o = load4(x_proj_ptr + t[:, None] * (B * dirs * 4 * H), x_row, H, live, COMPUTE)
         hw = h.to(w_ty)
@@ -105,13 +106,14 @@ def _streaming_fwd(x_proj_ptr, w_hh_ptr, lengths_ptr, hs_ptr, cs_ptr, out_ptr, a
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
     length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
+    first, sign = direction * (length - 1), 1 - 2 * direction  # step s reads time first + sign s
     hs_ptr += direction * (T + 1) * B * H
     cs_ptr += direction * (T + 1) * B * H
     w_hh_ptr += direction * 4 * H * H
     w_ty = w_hh_ptr.dtype.element_ty
     k = tl.arange(0, BLOCK_K)
     for s in range(T):
-        t, inside = _time_of_step(s, length, direction)
+        t, inside = _time_of_step(s, length, first, sign)
         # h_{s-1} and c_{s-1} were stored by other threads of this program in the previous step.
         tl.debug_barrier()
         for n0 in range(0, H, BLOCK_K):
@@ -181,6 +183,7 @@ def _resident_bwd(dout_ptr, acts_ptr, cs_ptr, w_hh_ptr, lengths_ptr, dgates_ptr,
     row_ok = rows < B
     mask = row_ok[:, None] & (cols[None, :] < H)
     length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
+    first, sign = direction * (length - 1), 1 - 2 * direction  # step s reads time first + sign s
     grad = direction * B * H + rows[:, None] * H + cols[None, :]
     state = direction * (T + 1) * B * H + rows[:, None] * H + cols[None, :]
     gate = direction * T * B * 4 * H + rows[:, None] * (4 * H) + cols[None, :]
@@ -196,7 +199,7 @@ def _resident_bwd(dout_ptr, acts_ptr, cs_ptr, w_hh_ptr, lengths_ptr, dgates_ptr,
     dc = tl.load(dc_ptr + grad, mask=mask, other=0.0).to(COMPUTE)
     for r in range(T):
         s = T - 1 - r
-        t, inside = _time_of_step(s, length, direction)
+        t, inside = _time_of_step(s, length, first, sign)
         live = mask & inside[:, None]
         # Past its length a row's loads are zeros, so its gate gradients are exactly zero.
         i, f, g, o = load4(acts_ptr + s * B * 4 * H, gate, H, live, COMPUTE)
@@ -224,6 +227,7 @@ def _streaming_bwd(dout_ptr, acts_ptr, cs_ptr, w_hh_ptr, lengths_ptr, dgates_ptr
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
     length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
+    first, sign = direction * (length - 1), 1 - 2 * direction  # step s reads time first + sign s
     acts_ptr += direction * T * B * 4 * H
     cs_ptr += direction * (T + 1) * B * H
     w_hh_ptr += direction * 4 * H * H
@@ -233,7 +237,7 @@ def _streaming_bwd(dout_ptr, acts_ptr, cs_ptr, w_hh_ptr, lengths_ptr, dgates_ptr
     k = tl.arange(0, BLOCK_K)
     for r in range(T):
         s = T - 1 - r
-        t, inside = _time_of_step(s, length, direction)
+        t, inside = _time_of_step(s, length, first, sign)
         dgates_row = dgates_ptr + t[:, None] * (B * dirs * 4 * H) + rows[:, None] * (dirs * 4 * H) + direction * 4 * H
         # dh_rec of this step was stored by other threads in the previous iteration.
         tl.debug_barrier()
