@@ -45,9 +45,10 @@ REGISTRY: dict[str, Backend] = {
                       supports=SURFACE, color="#ff7f0e"),
     "triton": Backend("impls.triton_lstm:TritonLSTM", "lstm", "triton",
                       "one persistent Triton kernel per layer and pass: all T steps in one launch, W_hh read once",
-                      color="#2ca02c"),  # no SURFACE option yet: lengths and directions in the kernel are to come
+                      supports=frozenset({"bidirectional", "packed", "lengths"}), color="#2ca02c"),  # no proj_size
     "triton-step": Backend("impls.triton_step:TritonStepLSTM", "lstm", "triton",
                            "per step: cuBLAS h@W_hh + one fused Triton gate kernel (two launches a step)",
+                           supports=frozenset({"bidirectional", "packed", "lengths"}),  # no proj_size
                            color="#6b6ecf"),
     "gru":    Backend("impls.gru:TorchGRU", "gru", "torch", "torch.nn.GRU, the baseline",
                       supports=frozenset({"bidirectional", "packed", "lengths"}), color="#9467bd"),  # no proj_size

@@ -1,5 +1,7 @@
 """What the two Triton backends share: the gate math as @triton.jit helpers, how a launch is planned and fitted
-to the GPU it runs on, and the autograd.Function and module skeleton both are built on.
+to the GPU it runs on, the module skeleton both are built on (`triton` overrides its per-layer step to run both
+directions in one launch), the per-direction autograd.Function of `triton-step`, and the reverse-step index
+(a row's s-th reverse step reads time L - 1 - s) both use.
 
 Legend: B batch, T time steps, D input features, H hidden size, G = 4H gate pre-activations in nn.LSTM's order
 (i, f, g, o); "wide" is the dtype c and dc are kept in: float32, or float64 for float64 tensors.
@@ -32,7 +34,7 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
-from impls.base import LSTMBase
+from impls.base import LSTMBase, step_mask
 from impls.cells import input_projection
 
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
@@ -306,56 +308,84 @@ def launch_notes(kernels: tuple) -> list[str]:
 
 # ----------------------------------------------------------------------- autograd.Function and module
 
+def reverse_step_index(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """lengths (B,) -> (T, B) int64: the time that a reverse direction's step s reads for each row, L - 1 - s,
+    and s itself past the row's length L. A permutation of each row's times, and its own inverse."""
+    time = torch.arange(steps, device=lengths.device)[:, None]
+    length = lengths.to(torch.long)[None, :]
+    return torch.where(time < length, length - 1 - time, time)
+
+
+def by_index(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x (T, B, F) with its rows of every b reordered in time by index (T, B): x[index[t, b], b]."""
+    return x.gather(0, index[..., None].expand_as(x))
+
+
 def recurrence_function(name: str, forward: Callable, backward: Callable, doc: str) -> type:
-    """The autograd.Function both backends share.
+    """The autograd.Function of a one-direction recurrence in step order (`triton-step`).
 
-    forward(x_proj (T, B, G), h0 (B, H), c0 (B, H), w_hh (G, H), save_acts) ->
-        hs (T+1, B, H), cs (T+1, B, H; wide), acts (T, B, G) or None; index 0 holds h0 and c0.
-    backward(dout (T, B, H), dc_n (B, H) or None, hs, cs, acts, w_hh) -> dgates (T, B, G), dh0, dc0 (B, H).
-    dW_hh is one (G, T*B) @ (T*B, H) matmul over every step at once; dx, dW_ih and the biases come from autograd
-    through the input projection."""
+    forward(x_proj (T, B, G), h0 (B, H), c0 (B, H), w_hh (G, H), save_acts, lengths (B,) int32) ->
+        hs (T+1, B, H), cs (T+1, B, H; wide), acts (T, B, G) or None; index 0 holds h0 and c0, and a row past
+        its length repeats its state, so out[-1] = hs[T] is the final state.
+    backward(dout (T, B, H), dc_n (B, H) or None, hs, cs, acts, w_hh, lengths) -> dgates (T, B, G), dh0, dc0.
+    dW_hh is one (G, T*B) @ (T*B, H) matmul over every step at once (dgates is zero where a row was past its
+    length); dx, dW_ih and the biases come from autograd through the input projection."""
 
-    def forward_(ctx, x_proj, h0, c0, w_hh):
-        hs, cs, acts = forward(x_proj.contiguous(), h0.contiguous(), c0.contiguous(), w_hh.contiguous(), True)
-        ctx.save_for_backward(hs, cs, acts, w_hh)
+    def forward_(ctx, x_proj, h0, c0, w_hh, lengths):
+        hs, cs, acts = forward(x_proj.contiguous(), h0.contiguous(), c0.contiguous(), w_hh.contiguous(), True,
+                               lengths)
+        ctx.save_for_backward(hs, cs, acts, w_hh, lengths)
         return hs[1:], cs[-1].to(x_proj.dtype)
 
     @torch.autograd.function.once_differentiable
     def backward_(ctx, dout, dc_n):
-        hs, cs, acts, w_hh = ctx.saved_tensors
+        hs, cs, acts, w_hh, lengths = ctx.saved_tensors
         steps, batch, gates = acts.shape
         dout = torch.zeros_like(hs[1:]) if dout is None else dout.contiguous()
-        dgates, dh0, dc0 = backward(dout, dc_n, hs, cs, acts, w_hh.contiguous())
+        dgates, dh0, dc0 = backward(dout, dc_n, hs, cs, acts, w_hh.contiguous(), lengths)
         d_w_hh = None
         if ctx.needs_input_grad[3]:
             d_w_hh = dgates.view(steps * batch, gates).t() @ hs[:-1].reshape(steps * batch, gates // 4)
         return (dgates if ctx.needs_input_grad[0] else None,
                 dh0.to(acts.dtype) if ctx.needs_input_grad[1] else None,
                 dc0.to(acts.dtype) if ctx.needs_input_grad[2] else None,
-                d_w_hh)
+                d_w_hh, None)
 
     return type(name, (torch.autograd.Function,),
                 {"forward": staticmethod(forward_), "backward": staticmethod(backward_), "__doc__": doc})
 
 
 class TritonLSTMBase(LSTMBase):
-    """Drop-in torch.nn.LSTM (same parameters and state_dict): per layer, one input-projection matmul for all T,
-    then the backend's recurrence. Subclasses name their autograd.Function, its forward and their kernels."""
+    """Drop-in torch.nn.LSTM (same parameters and state_dict): per layer and direction, one input-projection
+    matmul for all T, then the backend's recurrence in step order. Subclasses name their autograd.Function, its
+    forward and their kernels (or override `_run_layer` to run both directions at once, as `triton` does)."""
     function: ClassVar[type[torch.autograd.Function]]
     forward_only: ClassVar[Callable]   # the recurrence's forward, as staticmethod
     kernels: ClassVar[tuple] = ()
 
-    def _layer(self, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    def _layer(self, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, reverse=False):
         # x_proj does not depend on h: one matmul for all T; autograd turns dx_proj into dx, dW_ih and the
         # biases as large matmuls too.
         x_proj = input_projection(x, w_ih, b_ih, b_hh)
+        steps, batch = x_proj.shape[:2]
+        lengths32 = torch.full((batch,), steps, dtype=torch.int32, device=x.device) if lengths is None \
+            else lengths.to(torch.int32)
+        # The reverse direction as a forward run over each row's own steps reversed (one gather either side).
+        order = reverse_step_index(lengths32, steps) if reverse else None
+        if order is not None:
+            x_proj = by_index(x_proj, order)
         if torch.is_grad_enabled() and any(t.requires_grad for t in (x_proj, h0, c0, w_hh)):
-            out, c_n = self.function.apply(x_proj, h0, c0, w_hh)
+            out, c_n = self.function.apply(x_proj, h0, c0, w_hh, lengths32)
         else:  # inference: no graph, and no gate activations kept for a backward that never comes
             hs, cs, _ = self.forward_only(x_proj.contiguous(), h0.contiguous(), c0.contiguous(), w_hh.contiguous(),
-                                          False)
+                                          False, lengths32)
             out, c_n = hs[1:], cs[-1].to(x_proj.dtype)
-        return out, out[-1], c_n
+        h_n = out[-1]  # rows past their length carried their final state to the last step
+        if order is not None:
+            out = by_index(out, order)
+        if lengths is not None:  # past a row's length its output is zero, as pad_packed_sequence leaves it
+            out = out.masked_fill(~step_mask(lengths, steps), 0)
+        return out, h_n, c_n
 
     def launch_notes(self) -> list[str]:
         """Slower configurations the GPU's shared memory forced on this backend's kernels, for impl_detail."""

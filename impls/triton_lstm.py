@@ -1,23 +1,18 @@
-"""`triton`: one persistent Triton kernel per layer for the forward, one for the backward.
+"""`triton`: one persistent Triton kernel per layer for the forward, one for the backward, both directions at once.
 
-Legend: B batch, T time steps, D input features, H hidden size, G = 4H gate pre-activations in
-nn.LSTM's order (i, f, g, o); BLOCK_B rows of the batch per program, BLOCK_H = H padded to a power of two >= 16,
-BLOCK_K the streaming path's tile edge.
+Legend: B batch, T time steps, D input features, H hidden size, G = 4H gate pre-activations in nn.LSTM's order
+(i, f, g, o); dirs = 2 if bidirectional else 1; BLOCK_B rows of the batch per program, BLOCK_H = H padded to a power
+of two >= 16, BLOCK_K the streaming path's tile edge.
 
-Reference math (impls.triton_common has the cell and its gradient; the tests compare against torch.nn.LSTM):
+Reference math: impls/triton_lstm_kernels.py (the kernels, their step order and how a row's length stops it).
+Here, per layer:
 
-    x_proj = x W_ih^T + b_ih + b_hh                      (T, B, G)  one library matmul for all steps
-    for t in 0..T-1, inside ONE launch:                             the grid is over batch tiles only
-        gates = x_proj[t] + h_{t-1} W_hh^T               four (BLOCK_B x H) @ (H x H) tl.dot per step
-        i, f, o = sigmoid(.);  g = tanh(.);  c_t = f c_{t-1} + i g;  h_t = o tanh(c_t)
-
-Backward, in ONE reverse-time launch on the same grid, from dh_t = dout_t + dgates_{t+1} W_hh and dc_t:
-
-    do = dh_t tanh(c_t);  dc = dc_t + dh_t o (1 - tanh(c_t)^2);  dc_{t-1} = dc f
-    dgates = (dc g i(1-i), dc c_{t-1} f(1-f), dc i (1-g^2), do o(1-o))
-
-then dW_hh = dgates^T [h_{-1} .. h_{T-2}] is one matmul over all T*B rows, and dx, dW_ih and the biases
-come from autograd through the input projection's matmul. No launch per step anywhere.
+    x_proj = x [W_ih; W_ih_reverse]^T + biases            (T, B, dirs*G)  one library matmul, both directions
+    out, h_n, c_n = lstm_seq_fwd_kernel[(batch tiles, dirs)](x_proj, W_hh stacked (dirs, G, H), lengths, ...)
+    backward: dgates = lstm_seq_bwd_kernel[(batch tiles, dirs)](dout, dh_n, dc_n, ...) = dL/dx_proj;
+              dW_hh[d] = dgates_d^T h_prev_d, one matmul per direction over all T*B rows (h_prev of the reverse
+              direction put back in time order by one gather); dx, dW_ih and the biases from autograd through
+              the projection. No launch per step, none per direction.
 
 Why it can win: a row's recurrence needs only that row's h, so a program owning BLOCK_B rows and all
 4H gate columns never talks to another program; the per-step cost is then the GPU's, not the host's.
@@ -39,6 +34,9 @@ Float32's recurrent dot is IEEE float32 on CUDA cores (FFMA) unless the run allo
 (torch.backends.cuda.matmul.allow_tf32, config.tf32): then it runs on tensor cores (mma .tf32).
 Under the Triton interpreter (TRITON_INTERPRET=1, CPU tests) there is no libdevice: sigmoid is the exp
 formula and tanh goes through it; TF32 is emulated by rounding the dot's operands.
+
+proj_size is not done here (the recurrent input would be the projected h, width proj_size): `supports` leaves it
+out, so the registry's availability skips it with the reason.
 """
 from __future__ import annotations
 
@@ -48,220 +46,31 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
-import triton
-import triton.language as tl
 
+from impls.cells import input_projection
 from impls.triton_common import (
     INTERPRETING,
     Launch,
     TritonLSTMBase,
-    cell,
-    cell_grad,
+    by_index,
     check,
     compute_dtype,
     device_scope,
-    dot,
     dot_precision,
     fit,
-    load4,
     pow2,
-    recurrence_function,
-    store4,
+    reverse_step_index,
     target_for,
     wide_dtype,
 )
+from impls.triton_lstm_kernels import lstm_seq_bwd_kernel, lstm_seq_fwd_kernel
 
 RESIDENT_BYTES = 64 * 1024  # the four padded W_hh tiles of one program, beyond which it streams
 # "resident" or "streaming" to overrule `plan` (and give up the fallback between paths); see `force_path`.
 _FORCED_PATH: contextvars.ContextVar[str | None] = contextvars.ContextVar("triton_forced_path", default=None)
 
-
-# ----------------------------------------------------------------------------------------- kernels
-
-@triton.jit
-def _resident_fwd(x_proj_ptr, w_hh_ptr, hs_ptr, cs_ptr, acts_ptr, T, B, H, COMPUTE: tl.constexpr,
-                  PRECISION: tl.constexpr, SAVE_ACTS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
-    # One function: the time loop carries h, c and the W_hh tiles from step to step in this program.
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.arange(0, BLOCK_H)
-    mask = (rows < B)[:, None] & (cols[None, :] < H)
-    state = rows[:, None] * H + cols[None, :]
-    gate = rows[:, None] * (4 * H) + cols[None, :]
-    w_ty = w_hh_ptr.dtype.element_ty
-    # W_k^T as a (K = BLOCK_H) x (N = BLOCK_H) tile, zero past H, so padded h columns add nothing.
-    k = tl.arange(0, BLOCK_H)
-    w_mask = (k[:, None] < H) & (cols[None, :] < H)
-    w_i, w_f, w_g, w_o = load4(w_hh_ptr, cols[None, :] * H + k[:, None], H * H, w_mask, w_ty)
-    # The step's h is the next step's tl.dot operand directly: no step reads back what another thread stored.
-    h = tl.load(hs_ptr + state, mask=mask, other=0.0).to(COMPUTE)
-    c = tl.load(cs_ptr + state, mask=mask, other=0.0).to(COMPUTE)
-    for t in range(T):
-        x_i, x_f, x_g, x_o = load4(x_proj_ptr + t * B * 4 * H, gate, H, mask, COMPUTE)
-        hw = h.to(w_ty)
-        x_i += dot(hw, w_i, PRECISION).to(COMPUTE)
-        x_f += dot(hw, w_f, PRECISION).to(COMPUTE)
-        x_g += dot(hw, w_g, PRECISION).to(COMPUTE)
-        x_o += dot(hw, w_o, PRECISION).to(COMPUTE)
-        i, f, g, o, c, h = cell(x_i, x_f, x_g, x_o, c)
-        tl.store(hs_ptr + (t + 1) * B * H + state, h.to(hs_ptr.dtype.element_ty), mask=mask)
-        tl.store(cs_ptr + (t + 1) * B * H + state, c.to(cs_ptr.dtype.element_ty), mask=mask)
-        if SAVE_ACTS:
-            store4(acts_ptr + t * B * 4 * H, gate, H, i, f, g, o, mask)
-
-
-@triton.jit
-def _streaming_fwd(x_proj_ptr, w_hh_ptr, hs_ptr, cs_ptr, acts_ptr, T, B, H, COMPUTE: tl.constexpr,
-                   PRECISION: tl.constexpr, SAVE_ACTS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr):
-    # One function: each step's column tiles read the h that all of the previous step's tiles stored.
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    row_ok = rows < B
-    w_ty = w_hh_ptr.dtype.element_ty
-    k = tl.arange(0, BLOCK_K)
-    for t in range(T):
-        # h_{t-1} and c_{t-1} were stored by other threads of this program in the previous step.
-        tl.debug_barrier()
-        for n0 in range(0, H, BLOCK_K):
-            cols = n0 + k
-            mask = row_ok[:, None] & (cols[None, :] < H)
-            state = rows[:, None] * H + cols[None, :]
-            gate = rows[:, None] * (4 * H) + cols[None, :]
-            x_i, x_f, x_g, x_o = load4(x_proj_ptr + t * B * 4 * H, gate, H, mask, COMPUTE)
-            for k0 in range(0, H, BLOCK_K):
-                kk = k0 + k
-                h_mask = row_ok[:, None] & (kk[None, :] < H)
-                hw = tl.load(hs_ptr + t * B * H + rows[:, None] * H + kk[None, :], mask=h_mask, other=0.0).to(w_ty)
-                w_mask = (kk[:, None] < H) & (cols[None, :] < H)
-                w_i, w_f, w_g, w_o = load4(w_hh_ptr, cols[None, :] * H + kk[:, None], H * H, w_mask, w_ty)
-                x_i += dot(hw, w_i, PRECISION).to(COMPUTE)
-                x_f += dot(hw, w_f, PRECISION).to(COMPUTE)
-                x_g += dot(hw, w_g, PRECISION).to(COMPUTE)
-                x_o += dot(hw, w_o, PRECISION).to(COMPUTE)
-            c_prev = tl.load(cs_ptr + t * B * H + state, mask=mask, other=0.0).to(COMPUTE)
-            i, f, g, o, c, h = cell(x_i, x_f, x_g, x_o, c_prev)
-            tl.store(hs_ptr + (t + 1) * B * H + state, h.to(hs_ptr.dtype.element_ty), mask=mask)
-            tl.store(cs_ptr + (t + 1) * B * H + state, c.to(cs_ptr.dtype.element_ty), mask=mask)
-            if SAVE_ACTS:
-                store4(acts_ptr + t * B * 4 * H, gate, H, i, f, g, o, mask)
-
-
-@triton.jit
-def lstm_seq_fwd_kernel(
-    x_proj_ptr,  # (T, B, G) input projection, both biases included
-    w_hh_ptr,    # (G, H)
-    hs_ptr,      # (T+1, B, H) index 0: h0 (in); index t+1: h_t (out)
-    cs_ptr,      # (T+1, B, H) float32 (float64): index 0: c0 (in); index t+1: c_t (out)
-    acts_ptr,    # (T, B, G) out, when SAVE_ACTS: i, f, g, o after their nonlinearities
-    T, B, H,
-    COMPUTE: tl.constexpr, PRECISION: tl.constexpr, RESIDENT: tl.constexpr, SAVE_ACTS: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
-):
-    # One kernel name for both paths, so profiles and launch counts read the same whichever the host chose.
-    if RESIDENT:
-        _resident_fwd(x_proj_ptr, w_hh_ptr, hs_ptr, cs_ptr, acts_ptr, T, B, H, COMPUTE, PRECISION, SAVE_ACTS,
-                      BLOCK_B, BLOCK_H)
-    else:
-        _streaming_fwd(x_proj_ptr, w_hh_ptr, hs_ptr, cs_ptr, acts_ptr, T, B, H, COMPUTE, PRECISION, SAVE_ACTS,
-                       BLOCK_B, BLOCK_K)
-
-
-@triton.jit
-def _resident_bwd(dout_ptr, acts_ptr, cs_ptr, w_hh_ptr, dgates_ptr, dh_ptr, dc_ptr, T, B, H, COMPUTE: tl.constexpr,
-                  PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
-    # One function: the reverse time loop carries dh_rec, dc and the W_hh tiles from step to step in this program.
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.arange(0, BLOCK_H)
-    mask = (rows < B)[:, None] & (cols[None, :] < H)
-    state = rows[:, None] * H + cols[None, :]
-    gate = rows[:, None] * (4 * H) + cols[None, :]
-    w_ty = w_hh_ptr.dtype.element_ty
-    g_ty = dgates_ptr.dtype.element_ty
-    # W_k as a (K = gate unit j) x (N = hidden unit n) tile: dh_rec = sum_k dgates_k W_k.
-    j = tl.arange(0, BLOCK_H)
-    w_mask = (j[:, None] < H) & (cols[None, :] < H)
-    w_i, w_f, w_g, w_o = load4(w_hh_ptr, j[:, None] * H + cols[None, :], H * H, w_mask, w_ty)
-    dh_rec = tl.load(dh_ptr + state, mask=mask, other=0.0).to(COMPUTE)
-    dc = tl.load(dc_ptr + state, mask=mask, other=0.0).to(COMPUTE)
-    for s in range(T):
-        t = T - 1 - s
-        i, f, g, o = load4(acts_ptr + t * B * 4 * H, gate, H, mask, COMPUTE)
-        c = tl.load(cs_ptr + (t + 1) * B * H + state, mask=mask, other=0.0).to(COMPUTE)
-        c_prev = tl.load(cs_ptr + t * B * H + state, mask=mask, other=0.0).to(COMPUTE)
-        dh = tl.load(dout_ptr + t * B * H + state, mask=mask, other=0.0).to(COMPUTE) + dh_rec
-        d_i, d_f, d_g, d_o, dc = cell_grad(dh, dc, i, f, g, o, c, c_prev)
-        d_i, d_f, d_g, d_o = d_i.to(g_ty), d_f.to(g_ty), d_g.to(g_ty), d_o.to(g_ty)
-        store4(dgates_ptr + t * B * 4 * H, gate, H, d_i, d_f, d_g, d_o, mask)
-        # The rounded gate gradients, as stored: dW_hh and dx are computed from the same values.
-        dh_rec = (dot(d_i.to(w_ty), w_i, PRECISION).to(COMPUTE) + dot(d_f.to(w_ty), w_f, PRECISION).to(COMPUTE)
-                  + dot(d_g.to(w_ty), w_g, PRECISION).to(COMPUTE) + dot(d_o.to(w_ty), w_o, PRECISION).to(COMPUTE))
-    tl.store(dh_ptr + state, dh_rec.to(dh_ptr.dtype.element_ty), mask=mask)
-    tl.store(dc_ptr + state, dc.to(dc_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _streaming_bwd(dout_ptr, acts_ptr, cs_ptr, w_hh_ptr, dgates_ptr, dh_ptr, dc_ptr, T, B, H, COMPUTE: tl.constexpr,
-                   PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr):
-    # One function: each step's two phases (gate gradients, then dh_rec from all of them) meet at barriers.
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    row_ok = rows < B
-    w_ty = w_hh_ptr.dtype.element_ty
-    k = tl.arange(0, BLOCK_K)
-    for s in range(T):
-        t = T - 1 - s
-        # dh_rec of this step was stored by other threads in the previous iteration.
-        tl.debug_barrier()
-        for n0 in range(0, H, BLOCK_K):
-            cols = n0 + k
-            mask = row_ok[:, None] & (cols[None, :] < H)
-            state = rows[:, None] * H + cols[None, :]
-            gate = rows[:, None] * (4 * H) + cols[None, :]
-            i, f, g, o = load4(acts_ptr + t * B * 4 * H, gate, H, mask, COMPUTE)
-            c = tl.load(cs_ptr + (t + 1) * B * H + state, mask=mask, other=0.0).to(COMPUTE)
-            c_prev = tl.load(cs_ptr + t * B * H + state, mask=mask, other=0.0).to(COMPUTE)
-            dh = (tl.load(dout_ptr + t * B * H + state, mask=mask, other=0.0).to(COMPUTE)
-                  + tl.load(dh_ptr + state, mask=mask, other=0.0).to(COMPUTE))
-            dc = tl.load(dc_ptr + state, mask=mask, other=0.0).to(COMPUTE)
-            d_i, d_f, d_g, d_o, dc = cell_grad(dh, dc, i, f, g, o, c, c_prev)
-            store4(dgates_ptr + t * B * 4 * H, gate, H, d_i, d_f, d_g, d_o, mask)
-            tl.store(dc_ptr + state, dc.to(dc_ptr.dtype.element_ty), mask=mask)
-        # Every column of this step's dgates is stored, and every read of dh_ptr above is done.
-        tl.debug_barrier()
-        for n0 in range(0, H, BLOCK_K):
-            cols = n0 + k
-            mask = row_ok[:, None] & (cols[None, :] < H)
-            acc = tl.zeros((BLOCK_B, BLOCK_K), dtype=COMPUTE)
-            for k0 in range(0, H, BLOCK_K):
-                kk = k0 + k
-                d_mask = row_ok[:, None] & (kk[None, :] < H)
-                gp = dgates_ptr + t * B * 4 * H + rows[:, None] * (4 * H) + kk[None, :]
-                w_offs = kk[:, None] * H + cols[None, :]
-                w_mask = (kk[:, None] < H) & (cols[None, :] < H)
-                for q in tl.static_range(4):
-                    dg = tl.load(gp + q * H, mask=d_mask, other=0.0).to(w_ty)
-                    w = tl.load(w_hh_ptr + q * H * H + w_offs, mask=w_mask, other=0.0)
-                    acc += dot(dg, w, PRECISION).to(COMPUTE)
-            tl.store(dh_ptr + rows[:, None] * H + cols[None, :], acc.to(dh_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def lstm_seq_bwd_kernel(
-    dout_ptr,    # (T, B, H) dL/dh_t from above (the layer's output gradient)
-    acts_ptr,    # (T, B, G) i, f, g, o saved by the forward
-    cs_ptr,      # (T+1, B, H) float32 (float64): c0, c_0 .. c_{T-1}
-    w_hh_ptr,    # (G, H)
-    dgates_ptr,  # (T, B, G) out: gradient of the gate pre-activations of every step
-    dh_ptr,      # (B, H) float32 (float64): in zeros; out dL/dh0 (streaming: the per-step dh_rec too)
-    dc_ptr,      # (B, H) float32 (float64): in dL/dc_n; out dL/dc0
-    T, B, H,
-    COMPUTE: tl.constexpr, PRECISION: tl.constexpr, RESIDENT: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
-):
-    # One kernel name for both paths, so profiles and launch counts read the same whichever the host chose.
-    if RESIDENT:
-        _resident_bwd(dout_ptr, acts_ptr, cs_ptr, w_hh_ptr, dgates_ptr, dh_ptr, dc_ptr, T, B, H, COMPUTE, PRECISION,
-                      BLOCK_B, BLOCK_H)
-    else:
-        _streaming_bwd(dout_ptr, acts_ptr, cs_ptr, w_hh_ptr, dgates_ptr, dh_ptr, dc_ptr, T, B, H, COMPUTE, PRECISION,
-                       BLOCK_B, BLOCK_K)
+__all__ = ["LSTMSequence", "Plan", "TritonLSTM", "candidates", "force_path", "lstm_seq_bwd", "lstm_seq_bwd_kernel",
+           "lstm_seq_fwd", "lstm_seq_fwd_kernel", "plan"]
 
 
 # --------------------------------------------------------------------------------------- launchers
@@ -276,8 +85,9 @@ class Plan:
     num_warps: int
     num_stages: int = 3  # Triton's default: loop loads buffered up to 2 iterations ahead, in shared memory
 
-    def grid(self, batch: int) -> tuple[int]:
-        return (-(-batch // self.block_b),)
+    def grid(self, batch: int, directions: int = 1) -> tuple[int, int]:
+        """(batch tiles, directions): each direction of a bidirectional layer is its own column of programs."""
+        return -(-batch // self.block_b), directions
 
 
 @contextlib.contextmanager
@@ -313,9 +123,10 @@ def candidates(best: Plan) -> list[Plan]:
     return stages + [dataclasses.replace(p, resident=False) for p in stages]
 
 
-def _launches(kernel, args: tuple, batch: int, hidden: int, dtype: torch.dtype, **extra) -> list[Launch]:
+def _launches(kernel, args: tuple, batch: int, directions: int, hidden: int, dtype: torch.dtype,
+              **extra) -> list[Launch]:
     """One Launch per accepted plan; `plan` is looked up at call time (tests replace it)."""
-    return [Launch(kernel, p.grid(batch), args,
+    return [Launch(kernel, p.grid(batch, directions), args,
                    dict(COMPUTE=compute_dtype(dtype), PRECISION=dot_precision(dtype), RESIDENT=p.resident, **extra,
                         BLOCK_B=p.block_b, BLOCK_H=p.block_h, BLOCK_K=p.block_k),
                    p.num_warps, p.num_stages, "resident" if p.resident else "streaming")
@@ -328,53 +139,125 @@ def _run(launches: list[Launch], like: torch.Tensor) -> None:
         target.launch(fit(launches, target))
 
 
-def lstm_seq_fwd(x_proj, h0, c0, w_hh, save_acts: bool):
-    """x_proj (T, B, G), h0 (B, H), c0 (B, H), w_hh (G, H) ->
-    hs (T+1, B, H), cs (T+1, B, H; float32 or float64), acts (T, B, G) or None; index 0 holds h0 and c0."""
-    steps, batch, gates = x_proj.shape
-    hidden = gates // 4
+def full_lengths(steps: int, batch: int, device) -> torch.Tensor:
+    return torch.full((batch,), steps, dtype=torch.int32, device=device)
+
+
+def lstm_seq_fwd(x_proj, h0, c0, w_hh, save_acts: bool, lengths=None):
+    """x_proj (T, B, dirs*G), h0 (dirs, B, H), c0 (dirs, B, H), w_hh (dirs, G, H), lengths (B,) int32 or None
+    (every row T steps) -> out (T, B, dirs*H) in time order, zero past each row's length; hs (dirs, T+1, B, H),
+    cs (dirs, T+1, B, H; float32 or float64) in each direction's step order, index 0 h0 and c0, index T the final
+    state; acts (dirs, T, B, G) or None."""
+    if h0.dim() != 3 or x_proj.dim() != 3:
+        raise ValueError(f"h0 must be 3-D (dirs, B, H) and x_proj 3-D (T, B, dirs*G), got {h0.dim()}-D and "
+                         f"{x_proj.dim()}-D")
+    directions, hidden = h0.shape[0], h0.shape[-1]
+    steps, batch, gates = x_proj.shape[0], x_proj.shape[1], 4 * hidden
     dtype, device = x_proj.dtype, x_proj.device
-    check("x_proj", x_proj, (steps, batch, 4 * hidden), dtype, device)
-    check("w_hh", w_hh, (gates, hidden), dtype, device)
+    check("x_proj", x_proj, (steps, batch, directions * gates), dtype, device)
+    check("w_hh", w_hh, (directions, gates, hidden), dtype, device)
     for name, t in (("h0", h0), ("c0", c0)):
-        check(name, t, (batch, hidden), dtype, device)
-    hs = x_proj.new_empty(steps + 1, batch, hidden)
-    cs = x_proj.new_empty(steps + 1, batch, hidden, dtype=wide_dtype(dtype))
-    hs[0], cs[0] = h0, c0
-    acts = x_proj.new_empty(steps, batch, gates) if save_acts else None
-    args = (x_proj, w_hh, hs, cs, acts if save_acts else x_proj, steps, batch, hidden)
-    _run(_launches(lstm_seq_fwd_kernel, args, batch, hidden, dtype, SAVE_ACTS=save_acts), x_proj)
-    return hs, cs, acts
+        check(name, t, (directions, batch, hidden), dtype, device)
+    lengths = full_lengths(steps, batch, device) if lengths is None else lengths
+    check("lengths", lengths, (batch,), torch.int32, device)
+    hs = x_proj.new_empty(directions, steps + 1, batch, hidden)
+    cs = x_proj.new_empty(directions, steps + 1, batch, hidden, dtype=wide_dtype(dtype))
+    hs[:, 0], cs[:, 0] = h0, c0
+    out = x_proj.new_empty(steps, batch, directions * hidden)
+    acts = x_proj.new_empty(directions, steps, batch, gates) if save_acts else None
+    args = (x_proj, w_hh, lengths, hs, cs, out, acts if save_acts else x_proj, steps, batch, hidden)
+    _run(_launches(lstm_seq_fwd_kernel, args, batch, directions, hidden, dtype, SAVE_ACTS=save_acts), x_proj)
+    return out, hs, cs, acts
 
 
-def lstm_seq_bwd(dout, dc_n, acts, cs, w_hh):
-    """dout (T, B, H), dc_n (B, H) or None, acts (T, B, G), cs (T+1, B, H; wide), w_hh (G, H) ->
-    dgates (T, B, G), dh0 (B, H; wide), dc0 (B, H; wide)."""
-    steps, batch, gates = acts.shape
+def lstm_seq_bwd(dout, dh_n, dc_n, acts, cs, w_hh, lengths):
+    """dout (T, B, dirs*H), dh_n and dc_n (dirs, B, H) or None, acts (dirs, T, B, G), cs (dirs, T+1, B, H; wide),
+    w_hh (dirs, G, H), lengths (B,) int32 -> dgates (T, B, dirs*G) in time order, dh0 and dc0 (dirs, B, H; wide)."""
+    directions, steps, batch, gates = acts.shape
     hidden = gates // 4
-    dtype, device = acts.dtype, acts.device
-    check("dout", dout, (steps, batch, hidden), dtype, device)
-    check("cs", cs, (steps + 1, batch, hidden), wide_dtype(dtype), device)
-    check("w_hh", w_hh, (gates, hidden), dtype, device)
-    dh = torch.zeros(batch, hidden, dtype=cs.dtype, device=device)
-    dc = torch.zeros_like(dh) if dc_n is None else dc_n.to(cs.dtype, copy=True).contiguous()
-    dgates = torch.empty_like(acts)
-    args = (dout, acts, cs, w_hh, dgates, dh, dc, steps, batch, hidden)
-    _run(_launches(lstm_seq_bwd_kernel, args, batch, hidden, dtype), acts)
+    dtype, device, wide = acts.dtype, acts.device, wide_dtype(acts.dtype)
+    check("dout", dout, (steps, batch, directions * hidden), dtype, device)
+    check("cs", cs, (directions, steps + 1, batch, hidden), wide, device)
+    check("w_hh", w_hh, (directions, gates, hidden), dtype, device)
+    check("lengths", lengths, (batch,), torch.int32, device)
+    # Fresh buffers in the wide dtype: the kernel overwrites them, and dh_n, dc_n belong to autograd's caller.
+    dh, dc = (torch.zeros(directions, batch, hidden, dtype=wide, device=device) if g is None
+              else g.to(wide, copy=True).contiguous() for g in (dh_n, dc_n))
+    dgates = acts.new_empty(steps, batch, directions * gates)
+    args = (dout, acts, cs, w_hh, lengths, dgates, dh, dc, steps, batch, hidden)
+    _run(_launches(lstm_seq_bwd_kernel, args, batch, directions, hidden, dtype), acts)
     return dgates, dh, dc
+
+
+def recurrent_weight_grad(dgates, hs, lengths):
+    """dgates (T, B, dirs*G) in time order, hs (dirs, T+1, B, H) in step order, lengths (B,) -> dW_hh (dirs, G, H):
+    the sum over every row and step of dgates^T h_prev, one matmul per direction."""
+    steps, batch, _ = dgates.shape
+    directions, hidden = hs.shape[0], hs.shape[-1]
+    per_direction = dgates.view(steps * batch, directions, -1)
+    h_prev = hs[:, :-1]  # the forward direction's step s is time s; past a row's length dgates is 0
+    grads = [per_direction[:, 0].t() @ h_prev[0].reshape(steps * batch, hidden)]
+    if directions == 2:
+        # The reverse direction's step s read time L-1-s: its h_prev goes back to that time (past L, to s itself).
+        h_prev_reverse = by_index(h_prev[1], reverse_step_index(lengths, steps))
+        grads.append(per_direction[:, 1].t() @ h_prev_reverse.reshape(steps * batch, hidden))
+    return torch.stack(grads) if directions == 2 else grads[0].unsqueeze(0)  # one direction: a view, no copy
 
 
 # ------------------------------------------------------------------- autograd.Function and module
 
-LSTMSequence = recurrence_function(
-    "LSTMSequence", lstm_seq_fwd, lambda dout, dc_n, hs, cs, acts, w_hh: lstm_seq_bwd(dout, dc_n, acts, cs, w_hh),
-    "(x_proj (T, B, G), h0 (B, H), c0 (B, H), w_hh (G, H)) -> (out (T, B, H), c_n (B, H)); h_n = out[-1]. "
-    "One persistent launch forward, one backward.")
+class LSTMSequence(torch.autograd.Function):
+    """(x_proj (T, B, dirs*G), h0 (dirs, B, H), c0 (dirs, B, H), w_hh (dirs, G, H), lengths (B,) int32)
+    -> (out (T, B, dirs*H), h_n (dirs, B, H), c_n (dirs, B, H)). One persistent launch forward, one backward,
+    for both directions."""
+
+    @staticmethod
+    def forward(ctx, x_proj, h0, c0, w_hh, lengths):
+        out, hs, cs, acts = lstm_seq_fwd(x_proj.contiguous(), h0.contiguous(), c0.contiguous(), w_hh.contiguous(),
+                                         True, lengths)
+        ctx.save_for_backward(hs, cs, acts, w_hh, lengths)
+        return out, hs[:, -1], cs[:, -1].to(x_proj.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout, dh_n, dc_n):
+        hs, cs, acts, w_hh, lengths = ctx.saved_tensors
+        dout = torch.zeros(acts.shape[1], acts.shape[2], hs.shape[0] * hs.shape[-1], dtype=acts.dtype,
+                           device=acts.device) if dout is None else dout.contiguous()
+        dgates, dh0, dc0 = lstm_seq_bwd(dout, dh_n, dc_n, acts, cs, w_hh.contiguous(), lengths)
+        d_w_hh = recurrent_weight_grad(dgates, hs, lengths) if ctx.needs_input_grad[3] else None
+        return (dgates if ctx.needs_input_grad[0] else None,
+                dh0.to(acts.dtype) if ctx.needs_input_grad[1] else None,
+                dc0.to(acts.dtype) if ctx.needs_input_grad[2] else None,
+                d_w_hh, None)
+
+
+def stack_directions(directions) -> tuple:
+    """Per direction (w_ih, w_hh, b_ih, b_hh, w_hr) -> (w_ih (dirs*G, D), w_hh (dirs, G, H), b_ih, b_hh (dirs*G,)
+    or None): what one projection matmul and one launch take. One direction: views, no copy."""
+    if len(directions) == 1:
+        w_ih, w_hh, b_ih, b_hh, _ = directions[0]
+        return w_ih, w_hh.unsqueeze(0), b_ih, b_hh
+    w_ih, w_hh, b_ih, b_hh, _ = zip(*directions)
+    biases = (None, None) if b_ih[0] is None else (torch.cat(b_ih), torch.cat(b_hh))
+    return torch.cat(w_ih), torch.stack(w_hh), *biases
 
 
 class TritonLSTM(TritonLSTMBase):
-    """Drop-in torch.nn.LSTM (same parameters and state_dict): per layer one input-projection matmul
-    and one persistent Triton launch, forward and backward."""
-    function = LSTMSequence
-    forward_only = staticmethod(lstm_seq_fwd)
+    """Drop-in torch.nn.LSTM (same parameters and state_dict): per layer one input-projection matmul for both
+    directions and one persistent Triton launch, forward and backward; variable lengths inside the kernels."""
+    supports = frozenset({"bidirectional", "packed", "lengths"})
     kernels = (lstm_seq_fwd_kernel, lstm_seq_bwd_kernel)
+
+    def _run_layer(self, x, h0, c0, directions, lengths):
+        """x (T, B, D_k), h0 and c0 (dirs, B, H), lengths (B,) or None -> (out (T, B, dirs*H), h_n, c_n)."""
+        w_ih, w_hh, b_ih, b_hh = stack_directions(directions)
+        x_proj = input_projection(x, w_ih, b_ih, b_hh)  # does not depend on h: one matmul for all T
+        steps, batch = x.shape[:2]
+        lengths = full_lengths(steps, batch, x.device) if lengths is None else lengths.to(torch.int32)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (x_proj, h0, c0, w_hh)):
+            return LSTMSequence.apply(x_proj, h0, c0, w_hh, lengths)
+        # inference: no graph, and no gate activations kept for a backward that never comes
+        out, hs, cs, _ = lstm_seq_fwd(x_proj.contiguous(), h0.contiguous(), c0.contiguous(), w_hh.contiguous(),
+                                      False, lengths)
+        return out, hs[:, -1], cs[:, -1].to(x_proj.dtype)

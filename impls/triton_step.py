@@ -20,7 +20,13 @@ Backward, per step from dh_t (= dout_t + dgates_{t+1} W_hh) and dc_t:
     dgates = (di i(1-i), df f(1-f), dg (1-g^2), do o(1-o))
 
 dW_hh, dW_ih, the biases and dx are then a few large matmuls over all T at once, as cuDNN does
-(impls.triton_common.recurrence_function, shared with `triton`).
+(impls.triton_common.recurrence_function).
+
+Variable length is masked by step index in the kernels: each row carries its length L (a lengths (B,) int32
+argument, the step index s a runtime int); at s >= L a row keeps h and c (so hs[T] is its final state), its gate
+gradients are zero and dh, dc pass through. The recurrence runs in step order; the reverse direction is a forward
+run over x_proj put in each row's own reverse order (t = L - 1 - s, one gather per layer, and one back for out),
+and out is zeroed past each row's length (impls.triton_common.TritonLSTMBase). proj_size is not done here.
 
 Runs compiled on CUDA, or on CPU under the Triton interpreter (TRITON_INTERPRET=1 set before this
 module is imported), which has no libdevice and no bfloat16: there sigmoid is the exp formula and tanh
@@ -61,20 +67,24 @@ NUM_STAGES = 3  # Triton's default; the kernels have no loop, so nothing is pipe
 
 # ----------------------------------------------------------------------------------------- kernels
 
-@triton.jit
+@triton.jit(do_not_specialize=["step"])
 def lstm_step_fwd_kernel(
-    x_proj_ptr,  # (B, G) input projection of this step, both biases included
-    rec_ptr,     # (B, G) h_{t-1} W_hh^T from the library matmul
-    c_prev_ptr,  # (B, H) float32 (float64)
-    h_ptr,       # (B, H) out: h_t
-    c_ptr,       # (B, H) out: c_t, float32 (float64)
-    acts_ptr,    # (B, G) out: i, f, g, o after their nonlinearities, for the backward
-    B, H,
+    x_proj_ptr,   # (B, G) input projection of this step, both biases included
+    rec_ptr,      # (B, G) h_{s-1} W_hh^T from the library matmul
+    h_prev_ptr,   # (B, H) h_{s-1}: what a row past its length keeps
+    c_prev_ptr,   # (B, H) float32 (float64)
+    lengths_ptr,  # (B,) int32: each row's length, 1..T
+    h_ptr,        # (B, H) out: h_s
+    c_ptr,        # (B, H) out: c_s, float32 (float64)
+    acts_ptr,     # (B, G) out: i, f, g, o after their nonlinearities, for the backward
+    step, B, H,   # step: s, this step's index in the direction's own order (one compile for every step)
     COMPUTE: tl.constexpr, SAVE_ACTS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     mask = (rows[:, None] < B) & (cols[None, :] < H)
+    # Past its length (step >= L) a row keeps h and c: the final state is the one at its own last step.
+    inside = (step < tl.load(lengths_ptr + rows, mask=rows < B, other=0))[:, None]
     # One program owns the same hidden units of all four gates, so the cell update needs no exchange.
     gate_offs = rows[:, None] * (4 * H) + cols[None, :]
     state_offs = rows[:, None] * H + cols[None, :]
@@ -83,36 +93,44 @@ def lstm_step_fwd_kernel(
     r_i, r_f, r_g, r_o = load4(rec_ptr, gate_offs, H, mask, COMPUTE)
     c_prev = tl.load(c_prev_ptr + state_offs, mask=mask).to(COMPUTE)
     i, f, g, o, c, h = cell(x_i + r_i, x_f + r_f, x_g + r_g, x_o + r_o, c_prev)
-    tl.store(c_ptr + state_offs, c.to(c_ptr.dtype.element_ty), mask=mask)
-    tl.store(h_ptr + state_offs, h.to(h_ptr.dtype.element_ty), mask=mask)
+    h_prev = tl.load(h_prev_ptr + state_offs, mask=mask & ~inside, other=0.0)  # read only for rows past their end
+    tl.store(c_ptr + state_offs, tl.where(inside, c, c_prev).to(c_ptr.dtype.element_ty), mask=mask)
+    tl.store(h_ptr + state_offs, tl.where(inside, h.to(h_ptr.dtype.element_ty), h_prev), mask=mask)
     if SAVE_ACTS:  # inference never runs the backward, so it skips these 4H writes per row
         store4(acts_ptr, gate_offs, H, i, f, g, o, mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["step"])
 def lstm_step_bwd_kernel(
-    dh_ptr,      # (B, H) dL/dh_t, the output's gradient plus the recurrent one
-    dc_ptr,      # (B, H) float32 (float64): dL/dc_t in, dL/dc_{t-1} out; one program reads then writes each element
-    acts_ptr,    # (B, G) i, f, g, o saved by the forward
-    c_ptr,       # (B, H) c_t, float32 (float64)
-    c_prev_ptr,  # (B, H) c_{t-1}, float32 (float64)
-    dgates_ptr,  # (B, G) out: gradient of the gate pre-activations
-    B, H,
+    dout_ptr,     # (B, H) dL/dh_s from the layer's output
+    dh_ptr,       # (B, H) in: dL/dh_s through the later steps; out: the part that is not dgates W_hh (below)
+    dc_ptr,       # (B, H) float32 (float64): dL/dc_s in, dL/dc_{s-1} out; one program reads then writes each element
+    acts_ptr,     # (B, G) i, f, g, o saved by the forward
+    c_ptr,        # (B, H) c_s, float32 (float64)
+    c_prev_ptr,   # (B, H) c_{s-1}, float32 (float64)
+    lengths_ptr,  # (B,) int32: each row's length, 1..T
+    dgates_ptr,   # (B, G) out: gradient of the gate pre-activations, zero past a row's length
+    step, B, H,   # step: s, as in the forward
     COMPUTE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     mask = (rows[:, None] < B) & (cols[None, :] < H)
+    inside = (step < tl.load(lengths_ptr + rows, mask=rows < B, other=0))[:, None]
     gate_offs = rows[:, None] * (4 * H) + cols[None, :]
     state_offs = rows[:, None] * H + cols[None, :]
     i, f, g, o = load4(acts_ptr, gate_offs, H, mask, COMPUTE)
     c = tl.load(c_ptr + state_offs, mask=mask).to(COMPUTE)
     c_prev = tl.load(c_prev_ptr + state_offs, mask=mask).to(COMPUTE)
-    dh = tl.load(dh_ptr + state_offs, mask=mask).to(COMPUTE)
+    dh = tl.load(dout_ptr + state_offs, mask=mask).to(COMPUTE) + tl.load(dh_ptr + state_offs, mask=mask).to(COMPUTE)
     dc = tl.load(dc_ptr + state_offs, mask=mask).to(COMPUTE)
     d_i, d_f, d_g, d_o, dc_prev = cell_grad(dh, dc, i, f, g, o, c, c_prev)
-    store4(dgates_ptr, gate_offs, H, d_i, d_f, d_g, d_o, mask)
-    tl.store(dc_ptr + state_offs, dc_prev.to(dc_ptr.dtype.element_ty), mask=mask)
+    # Past its length a step is the identity on h and c: no gate gradient, dh and dc pass through. The host
+    # adds dgates W_hh to dh_ptr, so a row inside leaves 0 there and a row past its end leaves dh.
+    store4(dgates_ptr, gate_offs, H, tl.where(inside, d_i, 0.0), tl.where(inside, d_f, 0.0),
+           tl.where(inside, d_g, 0.0), tl.where(inside, d_o, 0.0), mask)
+    tl.store(dc_ptr + state_offs, tl.where(inside, dc_prev, dc).to(dc_ptr.dtype.element_ty), mask=mask)
+    tl.store(dh_ptr + state_offs, tl.where(inside, 0.0, dh).to(dh_ptr.dtype.element_ty), mask=mask)
 
 
 # --------------------------------------------------------------------------------------- launchers
@@ -142,8 +160,8 @@ class _Plan:
         self.compute = compute_dtype(dtype)
         self.fitted: dict[str, Fitted] = {}  # kernel name -> fit's verdict at its first step
 
-    def _launch(self, kernel, args: tuple, like: torch.Tensor, **constexprs) -> None:
-        launch = Launch(kernel, self.grid, args + (self.batch, self.hidden),
+    def _launch(self, kernel, args: tuple, step: int, like: torch.Tensor, **constexprs) -> None:
+        launch = Launch(kernel, self.grid, args + (step, self.batch, self.hidden),
                         dict(COMPUTE=self.compute, **constexprs, BLOCK_B=self.block_b, BLOCK_H=self.block_h),
                         NUM_WARPS, NUM_STAGES, "step")
         target = target_for(like.device)
@@ -151,53 +169,68 @@ class _Plan:
             self.fitted[launch.name] = fit([launch], target)
         target.launch(self.fitted[launch.name].again(launch))
 
-    def fwd(self, x_proj, rec, c_prev, h, c, acts) -> None:
-        self._launch(lstm_step_fwd_kernel, (x_proj, rec, c_prev, h, c, acts if acts is not None else h), x_proj,
-                     SAVE_ACTS=acts is not None)
+    def fwd(self, x_proj, rec, h_prev, c_prev, lengths, h, c, acts, step: int) -> None:
+        args = (x_proj, rec, h_prev, c_prev, lengths, h, c, acts if acts is not None else h)
+        self._launch(lstm_step_fwd_kernel, args, step, x_proj, SAVE_ACTS=acts is not None)
 
-    def bwd(self, dh, dc, acts, c, c_prev, dgates) -> None:
-        self._launch(lstm_step_bwd_kernel, (dh, dc, acts, c, c_prev, dgates), acts)
+    def bwd(self, dout, dh, dc, acts, c, c_prev, lengths, dgates, step: int) -> None:
+        self._launch(lstm_step_bwd_kernel, (dout, dh, dc, acts, c, c_prev, lengths, dgates), step, acts)
 
 
-def lstm_step_fwd(x_proj, rec, c_prev, h, c, acts=None) -> None:
-    """One checked step: writes h_t (B, H) and c_t (B, H, float32 or float64) and, when acts (B, G)
-    is given, the gate activations. The recurrence below checks its buffers once per sequence instead."""
+def _full(lengths, batch: int, steps: int, device) -> torch.Tensor:
+    return torch.full((batch,), steps, dtype=torch.int32, device=device) if lengths is None else lengths
+
+
+def lstm_step_fwd(x_proj, rec, h_prev, c_prev, h, c, acts=None, lengths=None, step: int = 0) -> None:
+    """One checked step s: writes h_s (B, H) and c_s (B, H, float32 or float64) and, when acts (B, G) is given,
+    the gate activations; rows with lengths (B,) int32 <= step keep h_prev and c_prev. The recurrence below checks
+    its buffers once per sequence instead."""
     batch, gates = x_proj.shape
     hidden = gates // 4
     dtype, device, wide = x_proj.dtype, x_proj.device, wide_dtype(x_proj.dtype)
+    lengths = _full(lengths, batch, step + 1, device)
     check("x_proj", x_proj, (batch, 4 * hidden), dtype, device)
     check("rec", rec, (batch, gates), dtype, device)
-    check("h", h, (batch, hidden), dtype, device)
+    for name, t in (("h_prev", h_prev), ("h", h)):
+        check(name, t, (batch, hidden), dtype, device)
     for name, t in (("c_prev", c_prev), ("c", c)):
         check(name, t, (batch, hidden), wide, device)
+    check("lengths", lengths, (batch,), torch.int32, device)
     if acts is not None:
         check("acts", acts, (batch, gates), dtype, device)
     with device_scope(x_proj):
-        _Plan(batch, hidden, dtype).fwd(x_proj, rec, c_prev, h, c, acts)
+        _Plan(batch, hidden, dtype).fwd(x_proj, rec, h_prev, c_prev, lengths, h, c, acts, step)
 
 
-def lstm_step_bwd(dh, dc, acts, c, c_prev, dgates) -> None:
-    """One checked step: writes dgates (B, G) and overwrites dc (B, H, float32 or float64) with dL/dc_{t-1}."""
+def lstm_step_bwd(dout, dh, dc, acts, c, c_prev, dgates, lengths=None, step: int = 0) -> None:
+    """One checked step s: writes dgates (B, G), overwrites dc (B, H, float32 or float64) with dL/dc_{s-1} and dh
+    (B, H) with what of dout + dh is not dgates W_hh: zero for rows inside their length, all of it past it."""
     batch, gates = acts.shape
     hidden = gates // 4
     dtype, device, wide = acts.dtype, acts.device, wide_dtype(acts.dtype)
+    lengths = _full(lengths, batch, step + 1, device)
     check("acts", acts, (batch, 4 * hidden), dtype, device)
     check("dgates", dgates, (batch, gates), dtype, device)
-    check("dh", dh, (batch, hidden), dtype, device)
+    for name, t in (("dout", dout), ("dh", dh)):
+        check(name, t, (batch, hidden), dtype, device)
     for name, t in (("dc", dc), ("c", c), ("c_prev", c_prev)):
         check(name, t, (batch, hidden), wide, device)
+    check("lengths", lengths, (batch,), torch.int32, device)
     with device_scope(acts):
-        _Plan(batch, hidden, dtype).bwd(dh, dc, acts, c, c_prev, dgates)
+        _Plan(batch, hidden, dtype).bwd(dout, dh, dc, acts, c, c_prev, lengths, dgates, step)
 
 
 # ------------------------------------------------------------------- the recurrence and its autograd.Function
 
-def run_recurrence(x_proj, h0, c0, w_hh, save_acts: bool):
-    """-> hs (T+1, B, H), cs (T+1, B, H; float32 or float64), acts (T, B, G) or None; index 0 holds h0 and c0."""
+def run_recurrence(x_proj, h0, c0, w_hh, save_acts: bool, lengths=None):
+    """x_proj (T, B, G) in step order, lengths (B,) int32 or None (every row T steps) -> hs (T+1, B, H), cs (T+1,
+    B, H; float32 or float64), acts (T, B, G) or None; index 0 holds h0 and c0, and a row past its length
+    repeats its last state, so index T is every row's final state."""
     steps, batch, gates = x_proj.shape
     hidden = gates // 4
     x_proj = x_proj.contiguous()
-    # Step t reads index t and writes t + 1, so hs[:-1] is the stacked h_{t-1} that the weight
+    lengths = _full(lengths, batch, steps, x_proj.device)
+    # Step s reads index s and writes s + 1, so hs[:-1] is the stacked h_{s-1} that the weight
     # gradient needs, without a copy.
     hs = x_proj.new_empty(steps + 1, batch, hidden)
     cs = x_proj.new_empty(steps + 1, batch, hidden, dtype=wide_dtype(x_proj.dtype))
@@ -207,40 +240,46 @@ def run_recurrence(x_proj, h0, c0, w_hh, save_acts: bool):
     w_hh_t = w_hh.t()
     plan = _Plan(batch, hidden, x_proj.dtype)
     with device_scope(x_proj):
-        for t in range(steps):
-            torch.mm(hs[t], w_hh_t, out=rec)
-            plan.fwd(x_proj[t], rec, cs[t], hs[t + 1], cs[t + 1], acts[t] if acts is not None else None)
+        for s in range(steps):
+            torch.mm(hs[s], w_hh_t, out=rec)
+            plan.fwd(x_proj[s], rec, hs[s], cs[s], lengths, hs[s + 1], cs[s + 1],
+                     acts[s] if acts is not None else None, s)
     return hs, cs, acts
 
 
-def run_recurrence_backward(dout, dc_n, hs, cs, acts, w_hh):
-    """dout (T, B, H), dc_n (B, H) or None, the forward's hs, cs and acts, w_hh (G, H) ->
-    dgates (T, B, G), dh0 (B, H), dc0 (B, H; wide)."""
+def run_recurrence_backward(dout, dc_n, hs, cs, acts, w_hh, lengths=None):
+    """dout (T, B, H), dc_n (B, H) or None, the forward's hs, cs and acts, w_hh (G, H), lengths (B,) int32 or
+    None -> dgates (T, B, G), dh0 (B, H), dc0 (B, H; wide)."""
     steps, batch, gates = acts.shape
+    lengths = _full(lengths, batch, steps, acts.device)
     # dc stays in float32 (float64) across steps, not the tensor dtype: rounding it each step drifts.
-    # A fresh buffer, because the kernel overwrites it and dc_n belongs to autograd's caller.
+    # Fresh buffers, because the kernel overwrites them and dc_n belongs to autograd's caller.
     dc = acts.new_zeros(batch, gates // 4, dtype=cs.dtype)
     if dc_n is not None:
         dc.copy_(dc_n)
+    dh = acts.new_zeros(batch, gates // 4)  # dL/dh_s through the steps after s
     dgates = torch.empty_like(acts)
     plan = _Plan(batch, gates // 4, acts.dtype)
     with device_scope(acts):
-        for t in reversed(range(steps)):
-            dh = dout[t].contiguous() if t == steps - 1 else torch.addmm(dout[t], dgates[t + 1], w_hh)
-            plan.bwd(dh, dc, acts[t], cs[t + 1], cs[t], dgates[t])
-    return dgates, dgates[0] @ w_hh, dc
+        for s in reversed(range(steps)):
+            plan.bwd(dout[s], dh, dc, acts[s], cs[s + 1], cs[s], lengths, dgates[s], s)
+            dh.addmm_(dgates[s], w_hh)  # now dL/dh_{s-1}
+    return dgates, dh, dc
 
 
 LSTMRecurrence = recurrence_function(
     "LSTMRecurrence", run_recurrence, run_recurrence_backward,
-    "(x_proj (T, B, G), h0 (B, H), c0 (B, H), w_hh (G, H)) -> (out (T, B, H), c_n (B, H)); h_n = out[-1]. "
+    "(x_proj (T, B, G), h0 (B, H), c0 (B, H), w_hh (G, H), lengths (B,) int32) -> (out (T, B, H), c_n (B, H)) "
+    "in step order; h_n = out[-1]. "
     "Two launches a step: cuBLAS for h W_hh^T, then the gate kernel.")
 
 
 # ------------------------------------------------------------------------------------------ module
 
 class TritonStepLSTM(TritonLSTMBase):
-    """Drop-in torch.nn.LSTM (same parameters and state_dict) whose per-step pointwise work is Triton."""
+    """Drop-in torch.nn.LSTM (same parameters and state_dict) whose per-step pointwise work is Triton; each
+    direction of a layer is its own sequence of steps, and variable lengths are masked in the kernels."""
+    supports = frozenset({"bidirectional", "packed", "lengths"})
     function = LSTMRecurrence
     forward_only = staticmethod(run_recurrence)
     kernels = (lstm_step_fwd_kernel, lstm_step_bwd_kernel)

@@ -105,11 +105,11 @@ def test_fallback_configuration_computes_what_nn_lstm_does(monkeypatch):
 def test_no_configuration_that_fits_raises_a_one_line_launch_error():
     table = {(p, n): 500_000 for p in ("resident", "streaming") for n in (1, 2, 3)}
     x = torch.zeros(2, 3, 8, device=DEVICE)
-    state = torch.zeros(3, 2, device=DEVICE)
+    state = torch.zeros(1, 3, 2, device=DEVICE)
     with common.use_target(TableTarget("test-tiny", 1024, table)), \
             pytest.raises(common.LaunchError, match=r"lstm_seq_fwd_kernel cannot launch on test-tiny: even "
                                                     r"streaming path, num_stages 1 needs 500,000 B"):
-        triton_lstm.lstm_seq_fwd(x, state, state, torch.zeros(8, 2, device=DEVICE), save_acts=False)
+        triton_lstm.lstm_seq_fwd(x, state, state, torch.zeros(1, 8, 2, device=DEVICE), save_acts=False)
 
 
 def test_dot_precision_follows_the_runs_tf32_setting(tf32):
@@ -236,11 +236,12 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from triton import knobs
 from impls.triton_lstm import lstm_seq_fwd_kernel as k
-# By hand, as the wrapper launches it at H=32, B=50, T=28 float32: pointers and H divisible by 16.
-signature = {n: t for n, t in zip(k.arg_names, ["*fp32"] * 5 + ["i32"] * 3 + ["constexpr"] * 7)}
+# By hand, as the wrapper launches it at H=32, B=50, T=28 float32, one direction: pointers and H divisible by 16.
+types = ["*fp32", "*fp32", "*i32", "*fp32", "*fp32", "*fp32", "*fp32"] + ["i32"] * 3 + ["constexpr"] * 7
+signature = dict(zip(k.arg_names, types))
 constexprs = {"COMPUTE": tl.float32, "PRECISION": "ieee", "RESIDENT": True, "SAVE_ACTS": True,
               "BLOCK_B": 16, "BLOCK_H": 32, "BLOCK_K": 32}
-attrs = {(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 3, 4, 7)}
+attrs = {(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 3, 4, 5, 6, 9)}
 compiled = triton.compile(ASTSource(k, signature, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
                           options={"num_warps": 4, "num_stages": 3})
 open(sys.argv[1], "wb").write(compiled.asm["cubin"])

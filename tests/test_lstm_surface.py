@@ -64,7 +64,7 @@ def test_each_row_is_what_it_would_be_alone(name, feed):
         assert torch.allclose(c_n[:, b], c_alone[:, 0], atol=1e-12)
 
 
-@pytest.mark.parametrize("name", EAGER_LSTMS + ["gru"])
+@pytest.mark.parametrize("name", EAGER_LSTMS + ["gru"] + [pytest.param(n, marks=pytest.mark.slow) for n in TRITON])
 def test_padding_never_reaches_the_results(name):
     """Garbage (NaN) past each row's length changes nothing: not the outputs, not one gradient."""
     torch.manual_seed(1)
@@ -106,15 +106,20 @@ def test_packed_output_keeps_the_inputs_layout_and_batch_order(name, enforce_sor
     assert torch.allclose(h_n, h_expected, atol=1e-6)   # h_n in the caller's order, not the sorted one
 
 
+def _options(*names: str) -> dict:
+    """Both new constructor options where every backend named has them; proj_size left out otherwise."""
+    both = all("proj_size" in impls.spec(n).supports for n in names)
+    return dict(bidirectional=True, proj_size=2) if both else dict(bidirectional=True)
+
+
 @pytest.mark.parametrize("name", LSTMS)
 def test_parameters_and_state_dict_are_nn_lstms(name):
-    if not impls.spec(name).supports:
-        pytest.skip(f"{name} supports none of the new options yet")
-    module = impls.build(name, 3, 5, 2, bidirectional=True, proj_size=2)
-    expected = nn.LSTM(3, 5, 2, bidirectional=True, proj_size=2).state_dict()
+    options = _options(name)
+    module = impls.build(name, 3, 5, 2, **options)
+    expected = nn.LSTM(3, 5, 2, **options).state_dict()
     assert [(k, tuple(v.shape)) for k, v in module.state_dict().items()] == \
            [(k, tuple(v.shape)) for k, v in expected.items()]
-    assert module.bidirectional and module.proj_size == 2
+    assert module.bidirectional and module.proj_size == options.get("proj_size", 0)
 
 
 def test_gru_parameters_are_nn_grus():
@@ -128,7 +133,7 @@ SURFACE_LSTMS = [n for n in LSTMS if impls.spec(n).supports]
 @pytest.mark.parametrize("source", SURFACE_LSTMS)
 @pytest.mark.parametrize("target", SURFACE_LSTMS)
 def test_state_dicts_interchange_with_the_options_on(source, target):
-    options = dict(num_layers=2, bidirectional=True, proj_size=3, batch_first=False)
+    options = dict(num_layers=2, batch_first=False, **_options(source, target))
     a, b = impls.build(source, 4, 6, **options), impls.build(target, 4, 6, **options)
     b.load_state_dict(a.state_dict())
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
@@ -138,43 +143,57 @@ def test_state_dicts_interchange_with_the_options_on(source, target):
 
 
 @pytest.mark.parametrize("name", TRITON)
-def test_triton_without_options_still_interchanges_with_the_others(name):
+def test_triton_state_dicts_interchange_with_the_others_both_ways(name):
     pytest.importorskip("triton")
     for other in ("cudnn", "loop"):
-        source, target = impls.build(other, 4, 6, 2), impls.build(name, 4, 6, 2)
-        target.load_state_dict(source.state_dict())
-        source.load_state_dict(target.state_dict())
+        for options in ({}, dict(bidirectional=True)):
+            source, target = impls.build(other, 4, 6, 2, **options), impls.build(name, 4, 6, 2, **options)
+            target.load_state_dict(source.state_dict())
+            source.load_state_dict(target.state_dict())
+            assert all(torch.equal(p, q) for p, q in zip(source.state_dict().values(), target.state_dict().values()))
 
 
 @pytest.mark.parametrize("name", TRITON)
-@pytest.mark.parametrize("options,said", [
-    (dict(bidirectional=True), "bidirectional=True"), (dict(proj_size=3), "proj_size=3"),
-    (dict(packing="packed"), "PackedSequence input"), (dict(packing="lengths"), "lengths=")])
-def test_backends_without_an_option_are_skipped_with_the_reason(name, options, said):
+def test_backends_without_an_option_are_skipped_with_the_reason(name):
+    """The Triton kernels take bidirectional, packed and lengths; proj_size (a projected recurrent input) is
+    skipped with the reason, on CPU and CUDA alike, before any device reason."""
     for device in ("cpu", "cuda"):
-        available = impls.availability(name, device, purpose="test", **options)
-        assert not available.ok and said in available.reason and "does not support" in available.reason
+        available = impls.availability(name, device, purpose="test", proj_size=3, bidirectional=True)
+        assert not available.ok and "does not support proj_size=3" in available.reason
+        assert "bidirectional" not in available.reason.split("(")[0]
+        for options in (dict(bidirectional=True), dict(packing="packed"), dict(packing="lengths")):
+            assert "does not support" not in impls.availability(name, device, purpose="test", **options).reason
 
 
 @pytest.mark.parametrize("name", TRITON)
 def test_building_one_with_an_option_it_lacks_is_one_clear_line(name):
-    for options in (dict(bidirectional=True), dict(proj_size=2)):
-        with pytest.raises(ValueError, match=rf"^{name} does not support .* yet \(it supports: none of") as error:
-            impls.build(name, 5, 4, **options)
-        assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match=rf"^{name} does not support proj_size=2 yet "
+                                         r"\(it supports: bidirectional, lengths, packed\)$") as error:
+        impls.build(name, 5, 4, proj_size=2)
+    assert "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("name", TRITON)
-def test_a_direct_construction_or_a_packed_input_is_refused_in_the_base(name):
-    """Not only the registry: the class itself (LSTMBase with an empty `supports`) refuses, before any kernel."""
+def test_a_direct_construction_with_proj_size_is_refused_in_the_base(name):
+    """Not only the registry: the class itself (LSTMBase with its `supports`) refuses, before any kernel."""
     pytest.importorskip("triton")
     cls = {"triton": "impls.triton_lstm:TritonLSTM", "triton-step": "impls.triton_step:TritonStepLSTM"}[name]
     assert impls.spec(name).factory == cls
     module_name, attribute = cls.split(":")
     module_cls = getattr(__import__(module_name, fromlist=[attribute]), attribute)
+    with pytest.raises(ValueError, match=r"proj_size=2 is not supported by this backend \(it supports: "
+                                         r"bidirectional, lengths, packed\); expected proj_size=0"):
+        module_cls(5, 4, proj_size=2)
+
+
+def test_a_backend_without_the_options_refuses_them_in_the_base():
+    """LSTMBase itself refuses what a subclass's `supports` leaves out, before any recurrence runs."""
+    class Bare(LoopLSTM):
+        supports = frozenset()
+
     with pytest.raises(ValueError, match=r"bidirectional=True is not supported by this backend"):
-        module_cls(5, 4, bidirectional=True)
-    module = module_cls(5, 4, batch_first=True)
+        Bare(5, 4, bidirectional=True)
+    module = Bare(5, 4, batch_first=True)
     with pytest.raises(ValueError, match=r"PackedSequence input is not supported by this backend"):
         module(pack_sequence([torch.randn(3, 5), torch.randn(2, 5)]))
     with pytest.raises(ValueError, match=r"lengths= is not supported by this backend"):

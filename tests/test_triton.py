@@ -132,11 +132,12 @@ def test_persistent_resident_path_limits():
 @BEYOND_TOY
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.float64, 1e-10)], ids=str)
 def test_persistent_many_batch_tiles(monkeypatch, dtype, tolerance):
-    """The compiled tiling on the CPU: 16-row tiles, so B=33 is three programs, the last one masked
-    past row 32; each program runs the whole sequence on its own rows."""
+    """The compiled tiling on the CPU: 16-row tiles, so B=33 is three programs (per direction), the last one
+    masked past row 32; each program runs the whole sequence on its own rows."""
     original = triton_lstm.plan
     monkeypatch.setattr(triton_lstm, "plan", lambda b, h, d: dataclasses.replace(original(b, h, d), block_b=16))
-    assert triton_lstm.plan(33, 11, dtype).grid(33) == (3,)
+    assert triton_lstm.plan(33, 11, dtype).grid(33) == (3, 1)  # (batch tiles, directions)
+    assert triton_lstm.plan(33, 11, dtype).grid(33, 2) == (3, 2)
     errors = compare_with_torch("triton", batch=33, steps=4, input_size=7, hidden=11, layers=2, with_state=True,
                                 dtype=dtype, device=DEVICE)
     assert_parity(errors, tolerance)
@@ -154,33 +155,46 @@ def test_step_many_programs(monkeypatch, dtype, tolerance):
     assert_parity(errors, tolerance)
 
 
-@pytest.mark.parametrize("function", [triton_lstm.LSTMSequence, triton_step.LSTMRecurrence], ids=["triton", "step"])
-def test_gradcheck_float64(function):
-    """Finite differences through the autograd.Function itself (x_proj, h0, c0 and w_hh). fast_mode checks
-    random directional derivatives: each interpreted launch is slow, and the full Jacobian needs two
-    forwards per input element."""
-    generator = torch.Generator().manual_seed(0)
-    steps, batch, hidden = 3, 2, 3
+# (function, directions): the persistent Function takes both directions stacked; the per-step one is one direction.
+# Interpreted, the bidirectional gradcheck takes some 10 s: slow lane.
+FUNCTIONS = [(triton_lstm.LSTMSequence, 1), pytest.param(triton_lstm.LSTMSequence, 2, marks=pytest.mark.slow),
+             (triton_step.LSTMRecurrence, 1)]
+FUNCTION_IDS = ["triton", "triton-bidirectional", "step"]
 
+
+def _function_inputs(directions: int, per_direction: bool, generator, steps: int = 2, batch: int = 2,
+                     hidden: int = 3) -> tuple:
+    """(x_proj, h0, c0, w_hh) in float64 requiring grad, shaped for LSTMSequence (stacked directions) or
+    LSTMRecurrence (per_direction: one direction, no leading dimension)."""
     def make(*shape: int, scale: float = 1.0) -> torch.Tensor:
         drawn = torch.randn(*shape, generator=generator, dtype=torch.float64) * scale
         return drawn.to(DEVICE).requires_grad_(True)
 
-    inputs = (make(steps, batch, 4 * hidden), make(batch, hidden), make(batch, hidden),
-              make(4 * hidden, hidden, scale=0.5))
-    assert torch.autograd.gradcheck(function.apply, inputs, fast_mode=True)
+    lead = () if per_direction else (directions,)
+    return (make(steps, batch, directions * 4 * hidden), make(*lead, batch, hidden), make(*lead, batch, hidden),
+            make(*lead, 4 * hidden, hidden, scale=0.5))
 
 
-@pytest.mark.parametrize("function", [triton_lstm.LSTMSequence, triton_step.LSTMRecurrence], ids=["triton", "step"])
-def test_backward_leaves_incoming_gradients_alone(function):
-    """The backward kernels update dc in place; that must be their own buffer, not autograd's dc_n."""
-    x_proj = torch.randn(3, 2, 8, device=DEVICE, requires_grad=True)
-    h0, c0, w_hh = torch.randn(2, 2, device=DEVICE), torch.randn(2, 2, device=DEVICE), torch.randn(8, 2, device=DEVICE)
-    out, c_n = function.apply(x_proj, h0, c0, w_hh)
-    grad_out, grad_c = torch.randn_like(out), torch.randn_like(c_n)
-    kept = grad_out.clone(), grad_c.clone()
-    torch.autograd.backward([out, c_n], [grad_out, grad_c])
-    assert torch.equal(grad_out, kept[0]) and torch.equal(grad_c, kept[1])
+@pytest.mark.parametrize("function,directions", FUNCTIONS, ids=FUNCTION_IDS)
+def test_gradcheck_float64(function, directions):
+    """Finite differences through the autograd.Function itself (x_proj, h0, c0 and w_hh), with rows of lengths
+    2 and 1. fast_mode checks random directional derivatives: each interpreted launch is slow, and the full
+    Jacobian needs two forwards per input element."""
+    generator = torch.Generator().manual_seed(0)
+    inputs = _function_inputs(directions, function is triton_step.LSTMRecurrence, generator)
+    lengths = torch.tensor([2, 1], dtype=torch.int32, device=DEVICE)
+    assert torch.autograd.gradcheck(function.apply, (*inputs, lengths), fast_mode=True)
+
+
+@pytest.mark.parametrize("function,directions", FUNCTIONS, ids=FUNCTION_IDS)
+def test_backward_leaves_incoming_gradients_alone(function, directions):
+    """The backward kernels update dh and dc in place; those must be their own buffers, not autograd's."""
+    inputs = _function_inputs(directions, function is triton_step.LSTMRecurrence, torch.Generator().manual_seed(1))
+    outputs = function.apply(*inputs, torch.tensor([1, 2], dtype=torch.int32, device=DEVICE))
+    grads = [torch.randn_like(t) for t in outputs]
+    kept = [g.clone() for g in grads]
+    torch.autograd.backward(list(outputs), grads)
+    assert all(torch.equal(g, k) for g, k in zip(grads, kept))
 
 
 def test_step_kernels_match_cells():
@@ -191,9 +205,10 @@ def test_step_kernels_match_cells():
     def rand(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=generator).to(DEVICE)
 
-    x_proj, rec, c_prev = rand(batch, 4 * hidden), rand(batch, 4 * hidden), rand(batch, hidden)
+    x_proj, rec, h_prev, c_prev = rand(batch, 4 * hidden), rand(batch, 4 * hidden), rand(batch, hidden), \
+        rand(batch, hidden)
     h, c, acts = (torch.empty(batch, n, device=DEVICE) for n in (hidden, hidden, 4 * hidden))
-    triton_step.lstm_step_fwd(x_proj, rec, c_prev, h, c, acts)
+    triton_step.lstm_step_fwd(x_proj, rec, h_prev, c_prev, h, c, acts)
 
     gates = (x_proj + rec).requires_grad_(True)
     c_prev_ref = c_prev.clone().requires_grad_(True)
@@ -205,24 +220,62 @@ def test_step_kernels_match_cells():
     dh, dc_in = rand(batch, hidden), rand(batch, hidden)
     d_gates_ref, d_c_prev_ref = torch.autograd.grad([h_ref, c_ref], [gates, c_prev_ref], [dh, dc_in])
     dc, d_gates = dc_in.clone(), torch.empty(batch, 4 * hidden, device=DEVICE)
-    triton_step.lstm_step_bwd(dh, dc, acts, c, c_prev, d_gates)
+    dout, carried = dh - 0.25, torch.full_like(dh, 0.25)  # the kernel adds the two parts of dL/dh_t
+    triton_step.lstm_step_bwd(dout, carried, dc, acts, c, c_prev, d_gates)
     assert max_rel_error(d_gates, d_gates_ref) < 1e-6
     assert max_rel_error(dc, d_c_prev_ref) < 1e-6
+    assert torch.equal(carried, torch.zeros_like(carried))  # every row inside: all of dh went into d_gates
+
+
+def test_step_kernels_keep_the_state_of_rows_past_their_length():
+    """At step s a row of length <= s keeps h and c, gets zero gate gradients, and passes dh and dc through
+    untouched; the rows still inside are computed as without lengths."""
+    generator = torch.Generator().manual_seed(2)
+    batch, hidden, step = 4, 5, 2
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator).to(DEVICE)
+
+    lengths = torch.tensor([3, 2, 5, 1], dtype=torch.int32, device=DEVICE)  # rows 1 and 3 are past their end
+    past = (lengths <= step)[:, None]
+    x_proj, rec, h_prev, c_prev = rand(batch, 4 * hidden), rand(batch, 4 * hidden), rand(batch, hidden), \
+        rand(batch, hidden)
+    h, c, acts = (torch.empty(batch, n, device=DEVICE) for n in (hidden, hidden, 4 * hidden))
+    triton_step.lstm_step_fwd(x_proj, rec, h_prev, c_prev, h, c, acts, lengths=lengths, step=step)
+    h_ref, c_ref = lstm_pointwise(x_proj + rec, c_prev)
+    assert torch.equal(h[past[:, 0]], h_prev[past[:, 0]]) and torch.equal(c[past[:, 0]], c_prev[past[:, 0]])
+    assert max_rel_error(h[~past[:, 0]], h_ref[~past[:, 0]]) < 1e-6
+    dout, carried, dc_in = rand(batch, hidden), rand(batch, hidden), rand(batch, hidden)
+    dc, d_gates, passed = dc_in.clone(), torch.empty(batch, 4 * hidden, device=DEVICE), carried.clone()
+    triton_step.lstm_step_bwd(dout, passed, dc, acts, c, c_prev, d_gates, lengths=lengths, step=step)
+    assert torch.equal(d_gates[past[:, 0]], torch.zeros(2, 4 * hidden, device=DEVICE))
+    assert torch.equal(dc[past[:, 0]], dc_in[past[:, 0]])
+    assert max_rel_error(passed, torch.where(past, dout + carried, 0.0)) < 1e-6
 
 
 def test_launchers_reject_bad_shapes():
     x_proj = torch.zeros(2, 8, device=DEVICE)
     state = torch.zeros(2, 2, device=DEVICE)
     with pytest.raises(ValueError, match="rec must have shape"):
-        triton_step.lstm_step_fwd(x_proj, torch.zeros(2, 4, device=DEVICE), state, state.clone(), state.clone())
+        triton_step.lstm_step_fwd(x_proj, torch.zeros(2, 4, device=DEVICE), state, state, state.clone(), state.clone())
     with pytest.raises(ValueError, match="must be contiguous"):
-        triton_step.lstm_step_fwd(x_proj, x_proj.clone(), torch.zeros(2, 4, device=DEVICE)[:, ::2],
+        triton_step.lstm_step_fwd(x_proj, x_proj.clone(), state, torch.zeros(2, 4, device=DEVICE)[:, ::2],
                                   state.clone(), state.clone())
     with pytest.raises(ValueError, match="c_prev must be torch.float32"):  # c is float32 even for half tensors
-        triton_step.lstm_step_fwd(x_proj, x_proj.clone(), state.double(), state.clone(), state.clone())
-    with pytest.raises(ValueError, match=r"w_hh must have shape \(8, 2\)"):
-        triton_lstm.lstm_seq_fwd(torch.zeros(3, 2, 8, device=DEVICE), state, state, torch.zeros(8, 3, device=DEVICE),
-                                 save_acts=False)
+        triton_step.lstm_step_fwd(x_proj, x_proj.clone(), state, state.double(), state.clone(), state.clone())
+    with pytest.raises(ValueError, match=r"lengths must be torch.int32"):
+        triton_step.lstm_step_fwd(x_proj, x_proj.clone(), state, state, state.clone(), state.clone(),
+                                  lengths=torch.tensor([1, 2], device=DEVICE))
+    both = torch.zeros(2, 2, 2, device=DEVICE)  # (dirs, B, H)
+    with pytest.raises(ValueError, match=r"w_hh must have shape \(2, 8, 2\)"):
+        triton_lstm.lstm_seq_fwd(torch.zeros(3, 2, 16, device=DEVICE), both, both,
+                                 torch.zeros(1, 8, 2, device=DEVICE), save_acts=False)
+    with pytest.raises(ValueError, match=r"x_proj must have shape \(3, 2, 16\)"):
+        triton_lstm.lstm_seq_fwd(torch.zeros(3, 2, 8, device=DEVICE), both, both,
+                                 torch.zeros(2, 8, 2, device=DEVICE), save_acts=False)
+    with pytest.raises(ValueError, match=r"lengths must have shape \(2,\)"):
+        triton_lstm.lstm_seq_fwd(torch.zeros(3, 2, 16, device=DEVICE), both, both, torch.zeros(2, 8, 2, device=DEVICE),
+                                 save_acts=False, lengths=torch.ones(3, dtype=torch.int32, device=DEVICE))
 
 
 @pytest.mark.parametrize("name", BACKENDS)
