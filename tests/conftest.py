@@ -15,6 +15,11 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Every tensor in the suite is tiny: a second intra-op thread adds nothing, and on a shared machine its spin-waits
+# against other processes made each op 5 to 10 times slower (a GRU step on 50x28x8: 0.02 s with one thread,
+# 0.2-0.5 s with two under load). One thread for the whole session; a test of --threads sets and restores its own.
+torch.set_num_threads(1)
+
 
 @pytest.fixture
 def synthetic_data():
