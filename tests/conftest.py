@@ -33,3 +33,12 @@ def fake_mnist(monkeypatch, synthetic_data):
     """`bench run` loads synthetic_data instead of MNIST: the CLI end to end, offline and in seconds."""
     monkeypatch.setattr("bench.data.load_mnist", lambda *args, **kwargs: synthetic_data)
     return synthetic_data
+
+
+@pytest.fixture
+def unrendered_plots():
+    """Plots laid out but not rasterised for this test (tests.fixtures.plots.unrendered): for the tests that read
+    a report's, a history's or doctor's text, not its pixels."""
+    from tests.fixtures.plots import unrendered
+    with unrendered():
+        yield

@@ -13,6 +13,8 @@ from bench.analysis import history
 from bench.atomic import write_json
 from tests.fixtures.results_factory import make_compare_fixture, make_no_baseline_fixture
 
+pytestmark = pytest.mark.usefixtures("unrendered_plots")  # reads the text, not the pixels (tests/fixtures/plots.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -230,6 +232,7 @@ def test_a_globs_other_matches_are_listed_not_fatal(tmp_path):
     assert "none-yet/*` (matches nothing)" in text and "README.md` (not a directory)" in text
 
 
+@pytest.mark.slow  # a fresh interpreter; the layer contract (test_layers.py) checks the imports statically
 def test_history_is_torch_free(planted):
     base, _ = planted
     code = ("import sys; from bench.analysis import history; "

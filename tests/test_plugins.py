@@ -278,6 +278,7 @@ def plugin_results(directory: Path, step: float, color: str = "#abcdef") -> Path
     return directory
 
 
+@pytest.mark.usefixtures("unrendered_plots")
 def test_a_report_shows_plugin_backends_with_origin_version_and_their_colour(tmp_path):
     directory = plugin_results(tmp_path / "a", 8.0)
     text = report.write_report(directory).read_text()
