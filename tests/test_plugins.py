@@ -13,9 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from results_factory import ENV, run_row, write_run
-
 import impls
 from bench import runner
 from bench.__main__ import main
@@ -25,6 +22,7 @@ from bench.atomic import write_json
 from bench.config import Config, from_dict
 from bench.executors import Cell, LocalExecutor, run_cell
 from impls import plugins
+from tests.fixtures.results_factory import ENV, run_row, write_run
 
 FIXTURES = Path(__file__).parent / "fixtures" / "plugins"
 FINE, BROKEN, SHADOWS = FIXTURES / "fine.py", FIXTURES / "broken.py", FIXTURES / "shadows_cudnn.py"

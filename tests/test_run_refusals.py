@@ -19,6 +19,7 @@ import impls
 from bench import doctor, estimate, preflight, run_command, storage
 from bench.analysis import compare, report
 from bench.model import RowClassifier
+from tests.fixtures.results_factory import make_no_baseline_fixture
 from tests.fixtures.synthetic import synthetic_mnist
 
 TESTS = str(Path(__file__).resolve().parent)
@@ -220,9 +221,4 @@ def test_a_baseline_outside_the_plan_is_refused(tmp_path, capsys, no_data, finis
 
 @pytest.fixture
 def finished_fixture_dir(tmp_path):
-    try:
-        from tests.fixtures.results_factory import make_no_baseline_fixture
-    except ImportError:
-        sys.path.insert(0, str(Path(TESTS) / "fixtures"))
-        from results_factory import make_no_baseline_fixture
     return make_no_baseline_fixture(tmp_path / "fixture")
