@@ -42,3 +42,30 @@ def unrendered_plots():
     from tests.fixtures.plots import unrendered
     with unrendered():
         yield
+
+
+@pytest.fixture
+def interrupted_run(monkeypatch):
+    """interrupted_run(n, config, out, data, at_kill=None): runner.execute into `out`, stopped as by Ctrl-C
+    (KeyboardInterrupt) when its n-th run starts, after at_kill() (e.g. rows a kill left half-written); then
+    training is real again, for the resume that follows. Returns the run ids started, the n-th included."""
+    import bench.train
+    from bench import planning, runner
+
+    def run(n: int, config, out, data, at_kill=None) -> list[str]:
+        real, started = bench.train.train_and_measure, []
+
+        def killed_at_the_nth(point, backend, seed, *args, **kwargs):
+            started.append(planning.run_id(backend, seed, point))
+            if len(started) == n:
+                if at_kill:
+                    at_kill()
+                raise KeyboardInterrupt
+            return real(point, backend, seed, *args, **kwargs)
+
+        monkeypatch.setattr("bench.train.train_and_measure", killed_at_the_nth)
+        with pytest.raises(KeyboardInterrupt):
+            runner.execute(config, out, torch.device("cpu"), data, log=lambda _: None)
+        monkeypatch.setattr("bench.train.train_and_measure", real)
+        return started
+    return run

@@ -190,7 +190,7 @@ ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: 
                                                    "got 'xxxxxxxxxxxx"),
     ([], ("c.yaml", "x" * 70_000), "a config file is a few lines (at most 65,536 bytes)"),
     ([], ("c.json", '{"seeds": [' + "9" * 5000 + "]}"), "not valid JSON: Exceeds the limit"),
-    ([], ("c.yaml", "seeds: [" + ", ".join(map(str, range(10_000))) + ", 3]\n"),
+    ([], ("c.yaml", "seeds: [" + ", ".join(map(str, range(2_000))) + ", 3]\n"),
      "seeds must differ: 3 is listed twice"),
 ])
 def test_every_bad_config_value_is_one_bounded_line(tmp_path, capsys, no_data, argv, file, fragment):
