@@ -3,7 +3,8 @@
 Markers (pyproject.toml, --strict-markers): `slow` on every test that compiles (torch.compile, Triton
 ahead of time), starts Ray, starts worker processes (bench run through its executor, subprocesses), runs the
 Triton interpreter beyond a toy shape or waits on a time limit, and on the parity grid beyond its pairwise
-cover (`make test-fast` leaves them out); `network` on the tests that fetch real data.
+cover (`make test-fast` leaves them out); `network` on the tests that fetch real data. `make test-fast` runs
+over the cores (pytest-xdist, one test file per worker): a test writes only under its tmp_path.
 """
 import os
 
