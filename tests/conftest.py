@@ -39,7 +39,7 @@ def fake_mnist(monkeypatch, synthetic_data):
 @pytest.fixture
 def unrendered_plots():
     """Plots laid out but not rasterised for this test (tests.fixtures.plots.unrendered): for the tests that read
-    a report's, a history's or doctor's text, not its pixels."""
+    a report's or a history's text, not its pixels."""
     from tests.fixtures.plots import unrendered
     with unrendered():
         yield
