@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
+TEST_WORKERS ?= auto
 CI_BENCH_DIR := results/ci
 BASELINE ?= 0001
 LINTED := bench impls tests tools
@@ -50,9 +51,10 @@ docs: setup
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-# The fast lane: the suite without the slow tests (compiling, Ray, worker processes, long interpreter runs) and network.
+# The fast lane: the suite without the slow tests (compiling, Ray, worker processes, long interpreter runs) and network,
+# over TEST_WORKERS processes (pytest-xdist; a test file stays on one worker, so its module fixtures run once).
 test-fast: setup
-	$(PY) -m pytest -q -m 'not slow and not network' $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m 'not slow and not network' -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Train every backend on MNIST with the default config, then write the report of that run.
 bench: setup

@@ -63,11 +63,9 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--experiments", action="store_true",
                         help="list the named experiments (`bench run --experiment NAME`) instead of the backends")
     plugin_flags.add_argument(parser)
-    args = parse(parser, argv)
+    args = plugin_flags.loaded(parse(parser, argv), parser.prog)
     if isinstance(args, int):
         return args
-    if (failed := plugin_flags.load_or_exit(args.plugin, parser.prog)) is not None:
-        return failed
     if args.experiments:
         return list_experiments(args.json)
     try:  # a device this machine lacks is still a fair question: every backend then says why not

@@ -53,11 +53,9 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("name", metavar="NAME", help="the backend to check (`bench list` names them)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")
     plugin_flags.add_argument(parser)
-    args = parse(parser, argv)
+    args = plugin_flags.loaded(parse(parser, argv), parser.prog)
     if isinstance(args, int):
         return args
-    if (failed := plugin_flags.load_or_exit(args.plugin, parser.prog)) is not None:
-        return failed
     problem = None if args.name in impls.names() else plugins.unknown(args.name)
     try:
         device = resolve_device(args.device)

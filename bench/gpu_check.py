@@ -377,11 +377,9 @@ def cli(argv: list[str]) -> int:
                         help="seconds after which no new check starts; the rest are recorded as not run "
                              "(default 0: none). For a lent GPU with a fixed time budget")
     plugin_flags.add_argument(parser)
-    args = parse(parser, argv)
+    args = plugin_flags.loaded(parse(parser, argv), parser.prog)
     if isinstance(args, int):
         return args
-    if (failed := plugin_flags.load_or_exit(args.plugin, parser.prog)) is not None:
-        return failed
     try:
         names = chosen(args.backends)
     except UsageError as error:

@@ -6,6 +6,7 @@ the given files and modules, then every installed `lstm_bench.backends` entry po
 """
 from __future__ import annotations
 
+import argparse
 import sys
 
 from impls import plugins
@@ -33,11 +34,14 @@ def load(specs) -> tuple[str, ...]:
     return normalised
 
 
-def load_or_exit(specs, prog: str) -> int | None:
-    """load(specs) for a command: None when done, else 2 after one error line."""
+def loaded(args: argparse.Namespace | int, prog: str) -> argparse.Namespace | int:
+    """A command's parse result (bench.cliargs.parse) with its --plugin specs loaded: an exit code passes through,
+    a plugin that cannot load is 2 after one error line, else the namespace."""
+    if isinstance(args, int):
+        return args
     try:
-        load(specs)
+        load(args.plugin)
     except plugins.PluginError as error:
         print(f"error: {prog}: {error}", file=sys.stderr)
         return 2
-    return None
+    return args

@@ -3,7 +3,8 @@
 Markers (pyproject.toml, --strict-markers): `slow` on every test that compiles (torch.compile, Triton
 ahead of time), starts Ray, starts worker processes (bench run through its executor, subprocesses), runs the
 Triton interpreter beyond a toy shape or waits on a time limit, and on the parity grid beyond its pairwise
-cover (`make test-fast` leaves them out); `network` on the tests that fetch real data.
+cover (`make test-fast` leaves them out); `network` on the tests that fetch real data. `make test-fast` runs
+over the cores (pytest-xdist, one test file per worker): a test writes only under its tmp_path.
 """
 import os
 
@@ -14,6 +15,11 @@ import torch
 # a kernel is defined: set it before impls.triton_lstm can be imported by any test module.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# Every tensor in the suite is tiny: a second intra-op thread adds nothing, and on a shared machine its spin-waits
+# against other processes made each op 5 to 10 times slower (a GRU step on 50x28x8: 0.02 s with one thread,
+# 0.2-0.5 s with two under load). One thread for the whole session; a test of --threads sets and restores its own.
+torch.set_num_threads(1)
 
 
 @pytest.fixture
@@ -41,3 +47,39 @@ def _peak_cache_of_the_session(tmp_path_factory):
         os.environ.pop("XDG_CACHE_HOME", None)
     else:
         os.environ["XDG_CACHE_HOME"] = saved
+
+
+@pytest.fixture
+def unrendered_plots():
+    """Plots laid out but not rasterised for this test (tests.fixtures.plots.unrendered): for the tests that read
+    a report's or a history's text, not its pixels."""
+    from tests.fixtures.plots import unrendered
+    with unrendered():
+        yield
+
+
+@pytest.fixture
+def interrupted_run(monkeypatch):
+    """interrupted_run(n, config, out, data, at_kill=None): runner.execute into `out`, stopped as by Ctrl-C
+    (KeyboardInterrupt) when its n-th run starts, after at_kill() (e.g. rows a kill left half-written); then
+    training is real again, for the resume that follows. Returns the run ids started, the n-th included."""
+    import bench.train
+    from bench import planning, runner
+
+    def run(n: int, config, out, data, at_kill=None) -> list[str]:
+        real, started = bench.train.train_and_measure, []
+
+        def killed_at_the_nth(point, backend, seed, *args, **kwargs):
+            started.append(planning.run_id(backend, seed, point))
+            if len(started) == n:
+                if at_kill:
+                    at_kill()
+                raise KeyboardInterrupt
+            return real(point, backend, seed, *args, **kwargs)
+
+        monkeypatch.setattr("bench.train.train_and_measure", killed_at_the_nth)
+        with pytest.raises(KeyboardInterrupt):
+            runner.execute(config, out, torch.device("cpu"), data, log=lambda _: None)
+        monkeypatch.setattr("bench.train.train_and_measure", real)
+        return started
+    return run

@@ -17,12 +17,9 @@ FIXTURES = Path(__file__).parent / "fixtures" / "plugins"
 
 
 @pytest.fixture(autouse=True)
-def one_thread_no_plugins():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny shapes: see test_parity.py
+def no_plugins():
     with plugins.isolated():
         yield
-    torch.set_num_threads(saved)
 
 
 def cell(x_t, h, c, w_ih, w_hh, b_ih, b_hh, sigmoid=torch.sigmoid):

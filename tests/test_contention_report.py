@@ -2,8 +2,12 @@
 import csv
 from pathlib import Path
 
+import pytest
+
 from bench.analysis import compare, machine, report, results
 from tests.fixtures.results_factory import make_compare_fixture
+
+pytestmark = pytest.mark.usefixtures("unrendered_plots")  # reads the text, not the pixels (tests/fixtures/plots.py)
 
 
 def mark_contended(directory: Path, backend: str) -> None:

@@ -21,6 +21,8 @@ from bench.config import from_dict
 from bench.executors import LocalExecutor
 from tests.fixtures.synthetic import synthetic_mnist
 
+pytestmark = pytest.mark.usefixtures("unrendered_plots")  # reads the text, not the pixels (tests/fixtures/plots.py)
+
 CPU = torch.device("cpu")
 
 

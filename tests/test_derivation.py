@@ -14,6 +14,8 @@ from bench.analysis import compare, report
 from bench.config import Config, knob
 from tests.fixtures.results_factory import make_compare_fixture
 
+pytestmark = pytest.mark.usefixtures("unrendered_plots")  # reads the text, not the pixels (tests/fixtures/plots.py)
+
 
 @dataclass(frozen=True)
 class WithNewKnobs(Config):

@@ -6,6 +6,8 @@ import pytest
 from bench.analysis import headline, report, results
 from tests.fixtures.results_factory import make_compare_fixture, make_report_fixture, run_row, write_env, write_run
 
+pytestmark = pytest.mark.usefixtures("unrendered_plots")  # reads the text, not the pixels (tests/fixtures/plots.py)
+
 
 def test_fastest_and_speedup_per_sweep_point(tmp_path):
     res = results.load(make_report_fixture(tmp_path))

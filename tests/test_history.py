@@ -13,6 +13,8 @@ from bench.analysis import history
 from bench.atomic import write_json
 from tests.fixtures.results_factory import make_compare_fixture, make_no_baseline_fixture
 
+pytestmark = pytest.mark.usefixtures("unrendered_plots")  # reads the text, not the pixels (tests/fixtures/plots.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -66,7 +68,9 @@ def test_the_planted_slowdown_is_named_with_its_commit_and_cudnn_is_not_flagged(
     assert "against `aaaaaaaa`" in findings and "cudnn" not in findings.split("Rule")[0]
     # the history opens with its findings: nothing but the summary line before them
     assert text.index("## Findings") < text.index("## Backend:")
-    assert (out / "history.html").read_text().count("<img") == 2 and (out / "plots" / "history_loop.png").is_file()
+    assert (out / "history.html").read_text().count("<img") == 2
+    png = (out / "plots" / "history_loop.png").read_bytes()  # the fast lane's one plot rendered to real pixels
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
     assert not list(out.rglob("*.tmp"))
 
 
@@ -230,6 +234,7 @@ def test_a_globs_other_matches_are_listed_not_fatal(tmp_path):
     assert "none-yet/*` (matches nothing)" in text and "README.md` (not a directory)" in text
 
 
+@pytest.mark.slow  # a fresh interpreter; the layer contract (test_layers.py) checks the imports statically
 def test_history_is_torch_free(planted):
     base, _ = planted
     code = ("import sys; from bench.analysis import history; "

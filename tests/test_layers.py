@@ -140,6 +140,7 @@ def test_importing_report_and_compare_loads_no_torch_and_no_backend():
     assert loaded_by_the_analysis_side(ROOT) == "[]"
 
 
+@pytest.mark.slow  # its interpreter imports torch: seconds; the static checks above fail on the same plant
 def test_the_runtime_check_sees_a_planted_torch_import(planted):
     root = planted("bench/analysis/results.py", "import torch")
     assert "'torch'" in loaded_by_the_analysis_side(root)

@@ -12,6 +12,8 @@ import pytest
 from bench.analysis import report, results
 from bench.storage import load_runs
 
+pytestmark = pytest.mark.usefixtures("unrendered_plots")  # reads the text, not the pixels (tests/fixtures/plots.py)
+
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference" / "cpu-scaling-batch"
 
 

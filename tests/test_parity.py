@@ -12,16 +12,6 @@ TORCH_BACKENDS = [n for n in impls.names() if impls.spec(n).needs == "torch"]
 LSTM_BACKENDS = [n for n in TORCH_BACKENDS if impls.spec(n).family == "lstm"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These shapes are tiny: on the shared 2-core machine two intra-op threads spin against other
-    processes (40 parity cases took 10.5 s with two threads, 0.45 s with one)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def _matrix(exhaustive: bool) -> list:
     return [(name, case) for name in TORCH_BACKENDS
             for case in cases(impls.spec(name).family, exhaustive=exhaustive, supports=impls.spec(name).supports)]

@@ -13,9 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from results_factory import ENV, run_row, write_run
-
 import impls
 from bench import runner
 from bench.__main__ import main
@@ -26,6 +23,7 @@ from bench.config import Config, from_dict
 from bench.executors import Cell, LocalExecutor, run_cell
 from bench.planning import Device
 from impls import plugins
+from tests.fixtures.results_factory import ENV, run_row, write_run
 
 FIXTURES = Path(__file__).parent / "fixtures" / "plugins"
 FINE, BROKEN, SHADOWS = FIXTURES / "fine.py", FIXTURES / "broken.py", FIXTURES / "shadows_cudnn.py"
@@ -278,6 +276,7 @@ def plugin_results(directory: Path, step: float, color: str = "#abcdef") -> Path
     return directory
 
 
+@pytest.mark.usefixtures("unrendered_plots")
 def test_a_report_shows_plugin_backends_with_origin_version_and_their_colour(tmp_path):
     directory = plugin_results(tmp_path / "a", 8.0)
     text = report.write_report(directory).read_text()

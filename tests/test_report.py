@@ -10,13 +10,15 @@ import pytest
 
 from bench.analysis import report, results
 from bench.analysis.plots import backend_colors
+from tests.fixtures.plots import unrendered
 from tests.fixtures.results_factory import MEMORY_METHOD, make_no_baseline_fixture, make_report_fixture
 
 
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory):
     directory = make_report_fixture(tmp_path_factory.mktemp("sweep"))
-    report.write_report(directory)
+    with unrendered():  # the tests read numbers and files; test_history.py's fixture renders real pixels
+        report.write_report(directory)
     return directory
 
 
@@ -119,6 +121,7 @@ def test_skipped_and_failed_rows_listed_with_reasons(sweep_dir):
     assert "simulated out of memory" in (sweep_dir / "report.html").read_text()
 
 
+@pytest.mark.usefixtures("unrendered_plots")
 def test_no_baseline_is_stated_and_ratios_empty(tmp_path):
     directory = make_no_baseline_fixture(tmp_path)
     path = report.write_report(directory)
@@ -168,6 +171,7 @@ def test_a_run_on_part_of_the_training_set_says_it_measures_speed(sweep_dir):
     assert len(limited) == 1 and "first 2,000 images" in limited[0][1] and "not a converged accuracy" in limited[0][1]
 
 
+@pytest.mark.usefixtures("unrendered_plots")
 def test_an_efficiency_above_one_is_called_out(tmp_path):
     directory = make_report_fixture(tmp_path)
     runs = (directory / "runs.csv").read_text().splitlines()
@@ -197,6 +201,7 @@ def test_a_category_value_without_an_ok_run_keeps_its_place_with_the_reason():
     assert _absent_values(runs, runs, "dtype") == {}
 
 
+@pytest.mark.usefixtures("unrendered_plots")
 def test_runs_from_two_machines_are_said_at_the_top(tmp_path):
     """Ray across nodes (or results copied together): the report must not rank machines as if they were backends."""
     import pandas as pd

@@ -5,8 +5,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
+
 from bench.analysis import compare, report, results
 from tests.fixtures.results_factory import run_row, write_env, write_run
+
+pytestmark = pytest.mark.usefixtures("unrendered_plots")  # reads the text, not the pixels (tests/fixtures/plots.py)
 
 
 def nan_fixture(directory: Path) -> Path:

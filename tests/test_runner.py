@@ -158,32 +158,42 @@ def test_failures_become_rows_and_the_others_finish(tmp_path, tiny, synthetic_da
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_resume_runs_only_what_is_missing(tmp_path, tiny, synthetic_data, monkeypatch):
+def test_resume_runs_only_what_is_missing(tmp_path, tiny, synthetic_data, interrupted_run):
     config = tiny.replace(backends=("cudnn", "loop", "gru"), seeds=(0, 1))
-    real = bench.train.train_and_measure
-    calls = []
 
-    def killed_at_the_fourth(point, backend, seed, *args, **kwargs):
-        calls.append((backend, seed))
-        if len(calls) == 4:
-            # a kill mid-run: its curve rows reached disk, its runs.csv row did not
-            storage.append_rows(tmp_path / "curves.csv", [{"run_id": "loop-s1-b50-h8-l2-t28", "backend": "loop",
-                                                          "seed": 1, "step": 2, "epoch": 0, "loss": 1.0,
-                                                          "elapsed_s": 0.1}], CURVE_COLUMNS)
-            raise KeyboardInterrupt
-        return real(point, backend, seed, *args, **kwargs)
+    def orphan_curve_rows():  # a kill mid-run: its curve rows reached disk, its runs.csv row did not
+        storage.append_rows(tmp_path / "curves.csv", [{"run_id": "loop-s1-b50-h8-l2-t28", "backend": "loop",
+                                                      "seed": 1, "step": 2, "epoch": 0, "loss": 1.0,
+                                                      "elapsed_s": 0.1}], CURVE_COLUMNS)
 
-    monkeypatch.setattr("bench.train.train_and_measure", killed_at_the_fourth)
-    with pytest.raises(KeyboardInterrupt):
-        runner.execute(config, tmp_path, torch.device("cpu"), synthetic_data, log=lambda _: None)
+    interrupted_run(4, config, tmp_path, synthetic_data, at_kill=orphan_curve_rows)
     assert len(storage.load_runs(tmp_path)) == 3
-    monkeypatch.setattr("bench.train.train_and_measure", real)
     written = runner.execute(config, tmp_path, torch.device("cpu"), synthetic_data, log=lambda _: None)
     assert [(r["backend"], r["seed"]) for r in written] == [("loop", 1), ("gru", 0), ("gru", 1)]
     runs = storage.load_runs(tmp_path)
     assert len(runs) == 6 and runs.run_id.is_unique and (runs.status == "ok").all()
     curves = storage.load_curves(tmp_path)
     assert len(curves[curves.run_id == "loop-s1-b50-h8-l2-t28"]) == 2  # the orphan row is gone, the new ones stay
+    assert runner.execute(config, tmp_path, torch.device("cpu"), synthetic_data, log=lambda _: None) == []
+
+
+def test_a_resume_runs_only_the_cells_without_a_row(tmp_path, tiny, synthetic_data, interrupted_run, monkeypatch):
+    """The fast twin of test_resume_runs_only_what_is_missing: training is a stub (the columns the progress line
+    reads), so what runs is the runner's own bookkeeping: the plan, the rows on disk, the cells left."""
+    config = tiny.replace(backends=("cudnn", "gru"), seeds=(0, 1))
+
+    def stub(point, backend, seed, *args, **kwargs):
+        measured = {"test_accuracy": 0.5 + seed / 10, "step_ms_median": 10.0, "train_samples_per_s": 5000.0,
+                    "infer_samples_per_s": 9000.0, "first_step_s": 0.1}
+        return bench.train.RunResult(measured, [], [])
+    monkeypatch.setattr("bench.train.train_and_measure", stub)
+    started = interrupted_run(3, config, tmp_path, synthetic_data)
+    assert started == ["cudnn-s0-b50-h8-l2-t28", "cudnn-s1-b50-h8-l2-t28", "gru-s0-b50-h8-l2-t28"]
+    assert storage.load_runs(tmp_path).run_id.tolist() == started[:2]
+    written = runner.execute(config, tmp_path, torch.device("cpu"), synthetic_data, log=lambda _: None)
+    assert [r["run_id"] for r in written] == ["gru-s0-b50-h8-l2-t28", "gru-s1-b50-h8-l2-t28"]
+    runs = storage.load_runs(tmp_path)
+    assert runs.run_id.is_unique and len(runs) == 4 and runs.test_accuracy.tolist() == [0.5, 0.6, 0.5, 0.6]
     assert runner.execute(config, tmp_path, torch.device("cpu"), synthetic_data, log=lambda _: None) == []
 
 

@@ -6,7 +6,6 @@ import sys
 import pytest
 import torch
 
-import bench.train
 from bench import backends, experiments, planning, run_command, runner, storage
 from bench.config import from_dict
 from bench.data import BatchLoader, pixel_order
@@ -114,23 +113,12 @@ def test_a_dtype_the_device_cannot_do_is_a_skipped_row_in_a_sweep_and_refused_ou
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_resume_across_a_multi_axis_sweep(tmp_path, monkeypatch):
+def test_resume_across_a_multi_axis_sweep(tmp_path, interrupted_run):
     data = synthetic_mnist()
     config = from_dict(NO_RUN | dict(backends=("loop", "gru"), sweep={"task": ["rows", "permuted"],
                                                                       "batch_size": [25, 50]}))
-    real, calls = bench.train.train_and_measure, []
-
-    def killed_at_the_sixth(point, backend, seed, *args, **kwargs):
-        calls.append(planning.run_id(backend, seed, point))
-        if len(calls) == 6:
-            raise KeyboardInterrupt
-        return real(point, backend, seed, *args, **kwargs)
-
-    monkeypatch.setattr("bench.train.train_and_measure", killed_at_the_sixth)
-    with pytest.raises(KeyboardInterrupt):
-        runner.execute(config, tmp_path, torch.device("cpu"), data, log=lambda _: None)
+    interrupted_run(6, config, tmp_path, data)
     assert len(storage.load_runs(tmp_path)) == 5
-    monkeypatch.setattr("bench.train.train_and_measure", real)
     written = runner.execute(config, tmp_path, torch.device("cpu"), data, log=lambda _: None)
     assert [r["run_id"] for r in written] == [planning.run_id(b, s, p) for b, s, p in planning.plan(config)][5:]
     runs = storage.load_runs(tmp_path)
