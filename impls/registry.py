@@ -48,8 +48,7 @@ REGISTRY: dict[str, Backend] = {
                       supports=frozenset({"bidirectional", "packed", "lengths"}), color="#2ca02c"),  # no proj_size
     "triton-step": Backend("impls.triton_step:TritonStepLSTM", "lstm", "triton",
                            "per step: cuBLAS h@W_hh + one fused Triton gate kernel (two launches a step)",
-                           supports=frozenset({"bidirectional", "packed", "lengths"}),  # no proj_size
-                           color="#6b6ecf"),
+                           supports=SURFACE, color="#6b6ecf"),
     "gru":    Backend("impls.gru:TorchGRU", "gru", "torch", "torch.nn.GRU, the baseline",
                       supports=frozenset({"bidirectional", "packed", "lengths"}), color="#9467bd"),  # no proj_size
     "compiled": Backend("impls.compiled:CompiledLSTM", "lstm", "inductor",

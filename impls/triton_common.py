@@ -322,34 +322,33 @@ def by_index(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def recurrence_function(name: str, forward: Callable, backward: Callable, doc: str) -> type:
-    """The autograd.Function of a one-direction recurrence in step order (`triton-step`).
+    """The autograd.Function of a one-direction recurrence in step order (`triton-step`); H_out = P or H.
 
-    forward(x_proj (T, B, G), h0 (B, H), c0 (B, H), w_hh (G, H), save_acts, lengths (B,) int32) ->
-        hs (T+1, B, H), cs (T+1, B, H; wide), acts (T, B, G) or None; index 0 holds h0 and c0, and a row past
-        its length repeats its state, so out[-1] = hs[T] is the final state.
-    backward(dout (T, B, H), dc_n (B, H) or None, hs, cs, acts, w_hh, lengths) -> dgates (T, B, G), dh0, dc0.
-    dW_hh is one (G, T*B) @ (T*B, H) matmul over every step at once (dgates is zero where a row was past its
-    length); dx, dW_ih and the biases come from autograd through the input projection."""
+    forward(x_proj (T, B, G), h0 (B, H_out), c0 (B, H), w_hh (G, H_out), save_acts, lengths (B,) int32, w_hr (P, H)
+        or None) -> hs (T+1, B, H_out), cs (T+1, B, H; wide), acts (T, B, G) or None, raw (T+1, B, H) the h before
+        the projection, or None without one; index 0 holds h0 and c0, and a row past its length repeats its state.
+    backward(dout (T, B, H_out), dc_n or None, hs, cs, acts, w_hh, lengths, raw, w_hr) -> dgates (T, B, G), dh0,
+        dc0, dproj (T, B, P) the gradient of each projected h_s, or None.
+    dW_hh (and dW_hr) are one matmul over every step at once (dgates is zero where a row was past its length);
+    dx, dW_ih and the biases come from autograd through the input projection."""
 
-    def forward_(ctx, x_proj, h0, c0, w_hh, lengths):
-        hs, cs, acts = forward(x_proj.contiguous(), h0.contiguous(), c0.contiguous(), w_hh.contiguous(), True,
-                               lengths)
-        ctx.save_for_backward(hs, cs, acts, w_hh, lengths)
+    def forward_(ctx, x_proj, h0, c0, w_hh, lengths, w_hr=None):
+        w_hr = None if w_hr is None else w_hr.contiguous()
+        hs, cs, acts, raw = forward(x_proj.contiguous(), h0.contiguous(), c0.contiguous(), w_hh.contiguous(), True,
+                                    lengths, w_hr)
+        ctx.save_for_backward(hs, cs, acts, w_hh, lengths, raw, w_hr)
         return hs[1:], cs[-1].to(x_proj.dtype)
 
     @torch.autograd.function.once_differentiable
     def backward_(ctx, dout, dc_n):
-        hs, cs, acts, w_hh, lengths = ctx.saved_tensors
-        steps, batch, gates = acts.shape
+        hs, cs, acts, w_hh, lengths, raw, w_hr = ctx.saved_tensors
+        rows, wants = acts.shape[0] * acts.shape[1], ctx.needs_input_grad
         dout = torch.zeros_like(hs[1:]) if dout is None else dout.contiguous()
-        dgates, dh0, dc0 = backward(dout, dc_n, hs, cs, acts, w_hh.contiguous(), lengths)
-        d_w_hh = None
-        if ctx.needs_input_grad[3]:
-            d_w_hh = dgates.view(steps * batch, gates).t() @ hs[:-1].reshape(steps * batch, gates // 4)
-        return (dgates if ctx.needs_input_grad[0] else None,
-                dh0.to(acts.dtype) if ctx.needs_input_grad[1] else None,
-                dc0.to(acts.dtype) if ctx.needs_input_grad[2] else None,
-                d_w_hh, None)
+        dgates, dh0, dc0, dproj = backward(dout, dc_n, hs, cs, acts, w_hh.contiguous(), lengths, raw, w_hr)
+        d_w_hh = dgates.reshape(rows, -1).t() @ hs[:-1].reshape(rows, -1) if wants[3] else None
+        d_w_hr = dproj.reshape(rows, -1).t() @ raw[1:].reshape(rows, -1) if w_hr is not None and wants[5] else None
+        return (dgates if wants[0] else None, dh0.to(acts.dtype) if wants[1] else None,
+                dc0.to(acts.dtype) if wants[2] else None, d_w_hh, None, d_w_hr)[:len(wants)]
 
     return type(name, (torch.autograd.Function,),
                 {"forward": staticmethod(forward_), "backward": staticmethod(backward_), "__doc__": doc})
@@ -363,7 +362,7 @@ class TritonLSTMBase(LSTMBase):
     forward_only: ClassVar[Callable]   # the recurrence's forward, as staticmethod
     kernels: ClassVar[tuple] = ()
 
-    def _layer(self, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, reverse=False):
+    def _layer(self, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, lengths=None, reverse=False):
         # x_proj does not depend on h: one matmul for all T; autograd turns dx_proj into dx, dW_ih and the
         # biases as large matmuls too.
         x_proj = input_projection(x, w_ih, b_ih, b_hh)
@@ -374,11 +373,11 @@ class TritonLSTMBase(LSTMBase):
         order = reverse_step_index(lengths32, steps) if reverse else None
         if order is not None:
             x_proj = by_index(x_proj, order)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (x_proj, h0, c0, w_hh)):
-            out, c_n = self.function.apply(x_proj, h0, c0, w_hh, lengths32)
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x_proj, h0, c0, w_hh, w_hr)):
+            out, c_n = self.function.apply(x_proj, h0, c0, w_hh, lengths32, w_hr)
         else:  # inference: no graph, and no gate activations kept for a backward that never comes
-            hs, cs, _ = self.forward_only(x_proj.contiguous(), h0.contiguous(), c0.contiguous(), w_hh.contiguous(),
-                                          False, lengths32)
+            hs, cs, _, _ = self.forward_only(x_proj.contiguous(), h0.contiguous(), c0.contiguous(),
+                                             w_hh.contiguous(), False, lengths32, w_hr)
             out, c_n = hs[1:], cs[-1].to(x_proj.dtype)
         h_n = out[-1]  # rows past their length carried their final state to the last step
         if order is not None:

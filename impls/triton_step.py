@@ -12,6 +12,8 @@ Reference math (impls.cells.lstm_pointwise; the tests compare against torch.nn.L
     gates  = x_proj[t] + h_{t-1} W_hh^T                  (B, G)     a library matmul per step
     i, f, o = sigmoid(gates_i, gates_f, gates_o);  g = tanh(gates_g)
     c_t = f * c_{t-1} + i * g;   h_t = o * tanh(c_t)
+    with proj_size P:  h'_t = h_t W_hr^T (B, P), a library matmul per step; h'_t is the output and the next
+    step's recurrent input (W_hh is then (G, P)); c_t keeps width H
 
 Backward, per step from dh_t (= dout_t + dgates_{t+1} W_hh) and dc_t:
 
@@ -26,7 +28,9 @@ Variable length is masked by step index in the kernels: each row carries its len
 argument, the step index s a runtime int); at s >= L a row keeps h and c (so hs[T] is its final state), its gate
 gradients are zero and dh, dc pass through. The recurrence runs in step order; the reverse direction is a forward
 run over x_proj put in each row's own reverse order (t = L - 1 - s, one gather per layer, and one back for out),
-and out is zeroed past each row's length (impls.triton_common.TritonLSTMBase). proj_size is not done here.
+and out is zeroed past each row's length (impls.triton_common.TritonLSTMBase). With a projection the kernels see
+the raw h_t (a row past its end keeps it, so its projection repeats too) and the backward gives them
+dh_t = (dout_t + dgates_{t+1} W_hh) W_hr; dW_hr is one matmul over all steps, as dW_hh.
 
 Runs compiled on CUDA, or on CPU under the Triton interpreter (TRITON_INTERPRET=1 set before this
 module is imported), which has no libdevice and no bfloat16: there sigmoid is the exp formula and tanh
@@ -222,17 +226,21 @@ def lstm_step_bwd(dout, dh, dc, acts, c, c_prev, dgates, lengths=None, step: int
 
 # ------------------------------------------------------------------- the recurrence and its autograd.Function
 
-def run_recurrence(x_proj, h0, c0, w_hh, save_acts: bool, lengths=None):
-    """x_proj (T, B, G) in step order, lengths (B,) int32 or None (every row T steps) -> hs (T+1, B, H), cs (T+1,
-    B, H; float32 or float64), acts (T, B, G) or None; index 0 holds h0 and c0, and a row past its length
-    repeats its last state, so index T is every row's final state."""
+def run_recurrence(x_proj, h0, c0, w_hh, save_acts: bool, lengths=None, w_hr=None):
+    """x_proj (T, B, G) in step order, h0 (B, H_out), w_hh (G, H_out), lengths (B,) int32 or None (every row T
+    steps), w_hr (P, H) or None -> hs (T+1, B, H_out), cs (T+1, B, H; float32 or float64), acts (T, B, G) or None,
+    raw (T+1, B, H): h before the projection, or None without one. Index 0 holds h0 and c0, and a row past its
+    length repeats its last state, so index T is every row's final state."""
     steps, batch, gates = x_proj.shape
     hidden = gates // 4
     x_proj = x_proj.contiguous()
     lengths = _full(lengths, batch, steps, x_proj.device)
     # Step s reads index s and writes s + 1, so hs[:-1] is the stacked h_{s-1} that the weight
     # gradient needs, without a copy.
-    hs = x_proj.new_empty(steps + 1, batch, hidden)
+    hs = x_proj.new_empty(steps + 1, batch, h0.shape[-1])
+    # The kernel keeps raw h for a row past its end, so its projection repeats too. raw[0] is never read: every
+    # row has at least one step, so no row is past its end at step 0.
+    raw = hs if w_hr is None else x_proj.new_zeros(steps + 1, batch, hidden)
     cs = x_proj.new_empty(steps + 1, batch, hidden, dtype=wide_dtype(x_proj.dtype))
     hs[0], cs[0] = h0, c0
     acts = x_proj.new_empty(steps, batch, gates) if save_acts else None
@@ -242,14 +250,17 @@ def run_recurrence(x_proj, h0, c0, w_hh, save_acts: bool, lengths=None):
     with device_scope(x_proj):
         for s in range(steps):
             torch.mm(hs[s], w_hh_t, out=rec)
-            plan.fwd(x_proj[s], rec, hs[s], cs[s], lengths, hs[s + 1], cs[s + 1],
+            plan.fwd(x_proj[s], rec, raw[s], cs[s], lengths, raw[s + 1], cs[s + 1],
                      acts[s] if acts is not None else None, s)
-    return hs, cs, acts
+            if w_hr is not None:
+                torch.mm(raw[s + 1], w_hr.t(), out=hs[s + 1])
+    return hs, cs, acts, None if w_hr is None else raw
 
 
-def run_recurrence_backward(dout, dc_n, hs, cs, acts, w_hh, lengths=None):
-    """dout (T, B, H), dc_n (B, H) or None, the forward's hs, cs and acts, w_hh (G, H), lengths (B,) int32 or
-    None -> dgates (T, B, G), dh0 (B, H), dc0 (B, H; wide)."""
+def run_recurrence_backward(dout, dc_n, hs, cs, acts, w_hh, lengths=None, raw=None, w_hr=None):
+    """dout (T, B, H_out), dc_n (B, H) or None, the forward's hs, cs, acts and raw, w_hh (G, H_out), lengths (B,)
+    int32 or None, w_hr (P, H) or None -> dgates (T, B, G), dh0 (B, H_out), dc0 (B, H; wide), dproj (T, B, P) the
+    gradient of each projected h_s (for dW_hr), or None without a projection."""
     steps, batch, gates = acts.shape
     lengths = _full(lengths, batch, steps, acts.device)
     # dc stays in float32 (float64) across steps, not the tensor dtype: rounding it each step drifts.
@@ -257,20 +268,35 @@ def run_recurrence_backward(dout, dc_n, hs, cs, acts, w_hh, lengths=None):
     dc = acts.new_zeros(batch, gates // 4, dtype=cs.dtype)
     if dc_n is not None:
         dc.copy_(dc_n)
-    dh = acts.new_zeros(batch, gates // 4)  # dL/dh_s through the steps after s
+    # dL/dh_s through the steps after s; with a projection only what passes rows past their end (raw h, width H),
+    # since the recurrent part reaches h_s through W_hr (dproj below).
+    dh = acts.new_zeros(batch, gates // 4)
     dgates = torch.empty_like(acts)
+    dproj = None if w_hr is None else torch.empty_like(dout)
+    dout_raw = None if w_hr is None else acts.new_empty(batch, gates // 4)
     plan = _Plan(batch, gates // 4, acts.dtype)
     with device_scope(acts):
         for s in reversed(range(steps)):
-            plan.bwd(dout[s], dh, dc, acts[s], cs[s + 1], cs[s], lengths, dgates[s], s)
-            dh.addmm_(dgates[s], w_hh)  # now dL/dh_{s-1}
-    return dgates, dh, dc
+            if dproj is None:
+                plan.bwd(dout[s], dh, dc, acts[s], cs[s + 1], cs[s], lengths, dgates[s], s)
+                dh.addmm_(dgates[s], w_hh)  # now dL/dh_{s-1}
+                continue
+            # The projected h_s feeds the output and step s + 1's recurrent matmul; back through W_hr to raw h_s.
+            if s + 1 < steps:
+                torch.addmm(dout[s], dgates[s + 1], w_hh, out=dproj[s])
+            else:
+                dproj[s].copy_(dout[s])
+            torch.mm(dproj[s], w_hr, out=dout_raw)
+            plan.bwd(dout_raw, dh, dc, acts[s], cs[s + 1], cs[s], lengths, dgates[s], s)
+    # With a projection, dh is now zero (every row is inside at step 0): h0 reaches only step 0's matmul.
+    dh0 = dh if dproj is None else dgates[0] @ w_hh
+    return dgates, dh0, dc, dproj
 
 
 LSTMRecurrence = recurrence_function(
     "LSTMRecurrence", run_recurrence, run_recurrence_backward,
-    "(x_proj (T, B, G), h0 (B, H), c0 (B, H), w_hh (G, H), lengths (B,) int32) -> (out (T, B, H), c_n (B, H)) "
-    "in step order; h_n = out[-1]. "
+    "(x_proj (T, B, G), h0 (B, H_out), c0 (B, H), w_hh (G, H_out), lengths (B,) int32[, w_hr (P, H)]) -> "
+    "(out (T, B, H_out), c_n (B, H)) in step order; h_n = out[-1]; H_out = P with w_hr, else H. "
     "Two launches a step: cuBLAS for h W_hh^T, then the gate kernel.")
 
 
@@ -279,7 +305,7 @@ LSTMRecurrence = recurrence_function(
 class TritonStepLSTM(TritonLSTMBase):
     """Drop-in torch.nn.LSTM (same parameters and state_dict) whose per-step pointwise work is Triton; each
     direction of a layer is its own sequence of steps, and variable lengths are masked in the kernels."""
-    supports = frozenset({"bidirectional", "packed", "lengths"})
+    supports = frozenset({"bidirectional", "proj_size", "packed", "lengths"})
     function = LSTMRecurrence
     forward_only = staticmethod(run_recurrence)
     kernels = (lstm_step_fwd_kernel, lstm_step_bwd_kernel)

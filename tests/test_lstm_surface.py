@@ -20,6 +20,7 @@ from impls.parity import AXES, Case, cases, check, default_lengths, max_rel_erro
 LSTMS = [n for n in impls.names() if impls.spec(n).family == "lstm"]
 EAGER_LSTMS = ["cudnn", "loop", "aten"]  # compiled is LoopLSTM's module: built here, run in test_compiled.py
 TRITON = [n for n in impls.names() if impls.spec(n).needs == "triton"]
+NO_PROJ = [n for n in TRITON if "proj_size" not in impls.spec(n).supports]  # the persistent kernel
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -146,16 +147,16 @@ def test_state_dicts_interchange_with_the_options_on(source, target):
 def test_triton_state_dicts_interchange_with_the_others_both_ways(name):
     pytest.importorskip("triton")
     for other in ("cudnn", "loop"):
-        for options in ({}, dict(bidirectional=True)):
+        for options in ({}, dict(bidirectional=True), _options(name)):
             source, target = impls.build(other, 4, 6, 2, **options), impls.build(name, 4, 6, 2, **options)
             target.load_state_dict(source.state_dict())
             source.load_state_dict(target.state_dict())
             assert all(torch.equal(p, q) for p, q in zip(source.state_dict().values(), target.state_dict().values()))
 
 
-@pytest.mark.parametrize("name", TRITON)
+@pytest.mark.parametrize("name", NO_PROJ)
 def test_backends_without_an_option_are_skipped_with_the_reason(name):
-    """The Triton kernels take bidirectional, packed and lengths; proj_size (a projected recurrent input) is
+    """The persistent kernel takes bidirectional, packed and lengths; proj_size (a projected recurrent input) is
     skipped with the reason, on CPU and CUDA alike, before any device reason."""
     for device in ("cpu", "cuda"):
         available = impls.availability(name, device, purpose="test", proj_size=3, bidirectional=True)
@@ -165,7 +166,7 @@ def test_backends_without_an_option_are_skipped_with_the_reason(name):
             assert "does not support" not in impls.availability(name, device, purpose="test", **options).reason
 
 
-@pytest.mark.parametrize("name", TRITON)
+@pytest.mark.parametrize("name", NO_PROJ)
 def test_building_one_with_an_option_it_lacks_is_one_clear_line(name):
     with pytest.raises(ValueError, match=rf"^{name} does not support proj_size=2 yet "
                                          r"\(it supports: bidirectional, lengths, packed\)$") as error:
@@ -173,17 +174,31 @@ def test_building_one_with_an_option_it_lacks_is_one_clear_line(name):
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("name", TRITON)
+@pytest.mark.parametrize("name", NO_PROJ)
 def test_a_direct_construction_with_proj_size_is_refused_in_the_base(name):
     """Not only the registry: the class itself (LSTMBase with its `supports`) refuses, before any kernel."""
     pytest.importorskip("triton")
-    cls = {"triton": "impls.triton_lstm:TritonLSTM", "triton-step": "impls.triton_step:TritonStepLSTM"}[name]
+    cls = {"triton": "impls.triton_lstm:TritonLSTM"}[name]
     assert impls.spec(name).factory == cls
     module_name, attribute = cls.split(":")
     module_cls = getattr(__import__(module_name, fromlist=[attribute]), attribute)
     with pytest.raises(ValueError, match=r"proj_size=2 is not supported by this backend \(it supports: "
                                          r"bidirectional, lengths, packed\); expected proj_size=0"):
         module_cls(5, 4, proj_size=2)
+
+
+def test_the_per_step_kernels_take_proj_size():
+    """triton-step projects in its launcher loop: the registry and the class both say so, and availability gives
+    no option as a reason (on CPU only the device's)."""
+    pytest.importorskip("triton")
+    from impls.triton_step import TritonStepLSTM
+    assert TritonStepLSTM.supports == impls.spec("triton-step").supports == impls.registry.SURFACE
+    for device in ("cpu", "cuda"):
+        available = impls.availability("triton-step", device, purpose="test", proj_size=3, bidirectional=True,
+                                       packing="packed")
+        assert "does not support" not in available.reason
+    module = TritonStepLSTM(5, 4, 2, proj_size=3, bidirectional=True)
+    assert module.weight_hr_l1_reverse.shape == (3, 4) and module.weight_hh_l1.shape == (16, 3)
 
 
 def test_a_backend_without_the_options_refuses_them_in_the_base():

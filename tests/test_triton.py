@@ -186,6 +186,27 @@ def test_gradcheck_float64(function, directions):
     assert torch.autograd.gradcheck(function.apply, (*inputs, lengths), fast_mode=True)
 
 
+@pytest.mark.slow
+def test_gradcheck_float64_with_a_projection():
+    """The per-step Function with w_hr (P=2 of H=3): h0 and w_hh are P wide, and finite differences reach w_hr
+    through the outputs, the final state and the recurrence, with rows of lengths 3, 1 and 2 (a row past its end
+    repeats its projected state)."""
+    generator = torch.Generator().manual_seed(2)
+    steps, batch, hidden, proj = 3, 3, 3, 2
+
+    def make(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        drawn = torch.randn(*shape, generator=generator, dtype=torch.float64) * scale
+        return drawn.to(DEVICE).requires_grad_(True)
+
+    inputs = (make(steps, batch, 4 * hidden), make(batch, proj), make(batch, hidden),
+              make(4 * hidden, proj, scale=0.5))
+    w_hr = make(proj, hidden, scale=0.5)
+    lengths = torch.tensor([3, 1, 2], dtype=torch.int32, device=DEVICE)
+    assert triton_step.LSTMRecurrence.apply(*inputs, lengths, w_hr)[0].shape == (steps, batch, proj)
+    assert torch.autograd.gradcheck(lambda *a: triton_step.LSTMRecurrence.apply(*a[:4], lengths, a[4]),
+                                    (*inputs, w_hr), fast_mode=True)
+
+
 @pytest.mark.parametrize("function,directions", FUNCTIONS, ids=FUNCTION_IDS)
 def test_backward_leaves_incoming_gradients_alone(function, directions):
     """The backward kernels update dh and dc in place; those must be their own buffers, not autograd's."""

@@ -1,4 +1,4 @@
-"""nn.LSTM's surface in the Triton backends: bidirectional, PackedSequence and `lengths=` (proj_size is not theirs).
+"""nn.LSTM's surface in the Triton backends: bidirectional, PackedSequence, `lengths=`, and proj_size in triton-step.
 
 Parity with torch.nn.LSTM through impls.parity (copied weights; outputs, final states, every gradient) over the
 same pairwise cover of options as the torch backends, the full product for the persistent kernel and the edge
@@ -44,6 +44,8 @@ def _assert_matches(name: str, case: Case) -> None:
     names = set(result.errors)
     assert {"output", "h_n", "c_n", "grad_input", "layout", "grad_weight_hh_l0"} <= names
     assert ("grad_weight_hh_l0_reverse" in names) == case.bidirectional
+    assert ("grad_weight_hr_l0" in names) == bool(case.proj_size)
+    assert ("grad_weight_hr_l0_reverse" in names) == (case.bidirectional and bool(case.proj_size))
     assert ("grad_h_0" in names) == case.with_state
     assert result.ok, f"{name} {case.label()}: beyond {result.tolerance}: {result.failures}"
 
@@ -55,15 +57,24 @@ def _ids(value) -> str:
 # ------------------------------------------------------------------------------------------------ parity
 
 # The fast lane: per backend one tiny case with both directions, unsorted packed rows of lengths 1 to T, two
-# layers (the second reads both directions' outputs), an initial state, in float64.
+# layers (the second reads both directions' outputs), an initial state, in float64; with a projection where the
+# backend has one (the slow lane covers triton-step without it).
 TINY = Case(batch=3, steps=4, input_size=3, hidden=3, layers=2, bidirectional=True, packing="packed",
             with_state=True, dtype=torch.float64)
+
+
+def _has_proj(name: str) -> bool:
+    return "proj_size" in impls.spec(name).supports
 
 
 @pytest.mark.parametrize("name", TRITON)
 def test_tiny_bidirectional_packed_case_matches_torch(name):
     assert TINY.row_lengths() == [2, 4, 1]
-    _assert_matches(name, TINY)
+    _assert_matches(name, dataclasses.replace(TINY, proj_size=2) if _has_proj(name) else TINY)
+
+
+def test_only_the_per_step_backend_has_proj_size():
+    assert [name for name in TRITON if _has_proj(name)] == ["triton-step"]
 
 
 def _pairwise(name: str) -> list:
@@ -96,6 +107,29 @@ def test_surface_matches_torch_pairwise(name, case):
 @pytest.mark.parametrize("name,case", [(name, case) for name in TRITON for case in EDGES], ids=_ids)
 def test_surface_matches_torch_at_the_edges(name, case):
     _assert_matches(name, case)
+
+
+# The projection in the per-step backend, beyond the pairwise cover: with every other option, in both dtypes,
+# P = 1 and P = H - 1, one step, one row, every row full length, no bias.
+PROJ_EDGES = [
+    Case(batch=3, steps=4, input_size=3, hidden=4, proj_size=3, bidirectional=True, packing="lengths",
+         with_state=True, dtype=torch.float64),
+    Case(batch=3, steps=4, input_size=3, hidden=4, proj_size=1, layers=2, bidirectional=True, packing="packed",
+         batch_first=False, dtype=torch.float32),
+    Case(batch=4, steps=5, input_size=2, hidden=5, proj_size=2, layers=2, packing="packed", lengths=(5, 1, 3, 5),
+         with_state=True, dtype=torch.float32),
+    Case(batch=1, steps=4, hidden=4, proj_size=2, bidirectional=True, packing="packed", dtype=torch.float64),
+    Case(batch=3, steps=1, hidden=4, proj_size=2, bidirectional=True, packing="lengths", dtype=torch.float64),
+    Case(batch=3, steps=4, hidden=4, proj_size=2, packing="lengths", lengths=(4, 4, 4), bias=False,
+         bidirectional=True, dtype=torch.float64),
+    Case(batch=2, steps=3, hidden=4, proj_size=2, layers=2, bidirectional=True, dtype=torch.float32),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", PROJ_EDGES, ids=_ids)
+def test_per_step_projection_matches_torch(case):
+    _assert_matches("triton-step", case)
 
 
 @pytest.mark.slow
@@ -169,19 +203,24 @@ def test_per_step_kernels_run_each_direction_separately():
 
 # ------------------------------------------------------------------------------------- the meaning of length
 
-@pytest.mark.parametrize("name", TRITON)
-@pytest.mark.parametrize("feed", ["packed", "lengths"])
-def test_each_row_is_what_it_would_be_alone(name, feed):
+ALONE = [(name, feed, 0) for name in TRITON for feed in ("packed", "lengths")] + \
+    [pytest.param("triton-step", feed, 2, marks=pytest.mark.slow) for feed in ("packed", "lengths")]
+
+
+@pytest.mark.parametrize("name,feed,proj_size", ALONE)
+def test_each_row_is_what_it_would_be_alone(name, feed, proj_size):
     """The oracle runs every row by itself on its own steps, with its own initial state: no padding, no packing.
     Outputs past a row's length are exactly zero; its final state is the one at its last step; the reverse
-    direction started at that last step (else the reverse outputs would differ)."""
+    direction started at that last step (else the reverse outputs would differ). With a projection the module
+    runs without autograd (the inference path: no gate activations kept)."""
     torch.manual_seed(0)
-    reference = nn.LSTM(3, 4, 1, bidirectional=True, batch_first=True).double()
-    module = impls.build(name, 3, 4, 1, bidirectional=True, batch_first=True).double().to(DEVICE)
+    reference = nn.LSTM(3, 4, 1, bidirectional=True, batch_first=True, proj_size=proj_size).double()
+    module = impls.build(name, 3, 4, 1, bidirectional=True, batch_first=True, proj_size=proj_size)
+    module = module.double().to(DEVICE).requires_grad_(not proj_size)
     module.load_state_dict(reference.state_dict())
     lengths = [3, 1, 4]
     x = torch.randn(3, 4, 3, dtype=torch.float64)
-    h0, c0 = torch.randn(2, 3, 4, dtype=torch.float64), torch.randn(2, 3, 4, dtype=torch.float64)
+    h0, c0 = torch.randn(2, 3, proj_size or 4, dtype=torch.float64), torch.randn(2, 3, 4, dtype=torch.float64)
     on = [t.to(DEVICE) for t in (x, h0, c0)]
     if feed == "packed":
         out, (h_n, c_n) = module(pack_padded_sequence(on[0], torch.tensor(lengths), True, enforce_sorted=False),
