@@ -16,6 +16,7 @@ import impls
 from impls.base import LSTMBase, run_directions
 from impls.loop import LoopLSTM
 from impls.parity import AXES, Case, cases, check, default_lengths, max_rel_error
+from tests.fixtures.alone import assert_each_row_is_itself_alone
 
 LSTMS = [n for n in impls.names() if impls.spec(n).family == "lstm"]
 EAGER_LSTMS = ["cudnn", "loop", "aten"]  # compiled is LoopLSTM's module: built here, run in test_compiled.py
@@ -57,12 +58,7 @@ def test_each_row_is_what_it_would_be_alone(name, feed):
     else:
         out, (h_n, c_n) = module(x, (h0, c0), lengths=torch.tensor(lengths))
     assert out.shape == (4, 6, 4)
-    for b, length in enumerate(lengths):
-        alone, (h_alone, c_alone) = reference(x[b:b + 1, :length], (h0[:, b:b + 1], c0[:, b:b + 1]))
-        assert torch.allclose(out[b, :length], alone[0], atol=1e-12)
-        assert torch.equal(out[b, length:], torch.zeros_like(out[b, length:]))
-        assert torch.allclose(h_n[:, b], h_alone[:, 0], atol=1e-12)
-        assert torch.allclose(c_n[:, b], c_alone[:, 0], atol=1e-12)
+    assert_each_row_is_itself_alone(out, h_n, c_n, x, h0, c0, lengths, reference)
 
 
 @pytest.mark.parametrize("name", EAGER_LSTMS + ["gru"] + [pytest.param(n, marks=pytest.mark.slow) for n in TRITON])

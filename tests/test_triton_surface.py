@@ -23,6 +23,7 @@ import impls
 import impls.triton_lstm as triton_lstm
 from impls.launches import count_launches
 from impls.parity import Case, cases, check
+from tests.fixtures.alone import assert_each_row_is_itself_alone
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TRITON = ["triton", "triton-step"]
@@ -229,9 +230,4 @@ def test_each_row_is_what_it_would_be_alone(name, feed, proj_size):
     else:
         out, (h_n, c_n) = module(on[0], tuple(on[1:]), lengths=torch.tensor(lengths))
     out, h_n, c_n = out.cpu(), h_n.cpu(), c_n.cpu()
-    for b, length in enumerate(lengths):
-        alone, (h_alone, c_alone) = reference(x[b:b + 1, :length], (h0[:, b:b + 1], c0[:, b:b + 1]))
-        assert torch.allclose(out[b, :length], alone[0], atol=1e-12)
-        assert torch.equal(out[b, length:], torch.zeros_like(out[b, length:]))
-        assert torch.allclose(h_n[:, b], h_alone[:, 0], atol=1e-12)
-        assert torch.allclose(c_n[:, b], c_alone[:, 0], atol=1e-12)
+    assert_each_row_is_itself_alone(out, h_n, c_n, x, h0, c0, lengths, reference)
