@@ -5,7 +5,7 @@ parameters (13 GB), 53 GB with their gradients and Adam's two moments, on a 24 G
 layer it ran for many minutes while memory climbed, until a time limit or the OOM killer ended it.
 
 Legend: B batch, T time steps, D input features, H hidden size, L layers, C classes, G = gates x H
-(bench.flops.GATES: LSTM 4, GRU 3). Counted, in the run's dtype:
+(bench.flops.GATES: LSTM 4, GRU 3; bench.flops.widths). Counted, in the run's dtype:
 
     parameters   per layer and direction G * (D_l + H) + 2G (nn.LSTM's W_ih, W_hh, b_ih, b_hh; D_0 = D,
                  D_l = dirs * H above) + head dirs * H * C + C; with proj_size P, H_out = P stands for H in
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.flops import GATES
+from bench.flops import widths
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 PIXELS, TRAIN_IMAGES, TEST_IMAGES = 784, 60_000, 10_000
@@ -53,7 +53,7 @@ def parameter_count(family: str, input_size: int, hidden: int, layers: int, clas
                     bidirectional: bool = False, proj_size: int = 0) -> int:
     """nn.LSTM's (nn.GRU's) parameters and the head's; per direction, with proj_size P, W_hh is G x P and
     W_hr P x H, and the layers above read dirs * P features."""
-    gates, out, directions = GATES[family] * hidden, proj_size or hidden, 2 if bidirectional else 1
+    gates, out, directions = widths(family, hidden, bidirectional, proj_size)
     first = gates * (input_size + out) + 2 * gates + proj_size * hidden
     rest = (layers - 1) * (gates * (directions * out + out) + 2 * gates + proj_size * hidden)
     return directions * (first + rest) + directions * out * classes + classes
@@ -66,8 +66,8 @@ def run_memory(family: str, *, batch: int, seq_len: int, input_size: int, hidden
     size = DTYPE_BYTES[dtype]
     params = parameter_count(family, input_size, hidden, layers, classes, bidirectional=bidirectional,
                              proj_size=proj_size)
-    gates, directions = GATES[family] * hidden, 2 if bidirectional else 1
-    above = directions * (proj_size or hidden)  # what the layers above the first read
+    gates, out, directions = widths(family, hidden, bidirectional, proj_size)
+    above = directions * out  # what the layers above the first read
     saved = directions * batch * seq_len * ((gates + 3 * hidden + input_size)
                                             + (layers - 1) * (gates + 3 * hidden + above))
     images = min(train_images, TRAIN_IMAGES) + TEST_IMAGES

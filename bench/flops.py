@@ -30,6 +30,12 @@ import math
 GATES = {"lstm": 4, "gru": 3}
 
 
+def widths(family: str, hidden: int, bidirectional: bool = False, proj_size: int = 0) -> tuple[int, int, int]:
+    """(G, H_out, dirs): the gate rows of one direction's weights (GATES x H), the width of h (P or H) and the
+    number of directions; the FLOP count, the memory estimate and the model's head read the layers through these."""
+    return GATES[family] * hidden, proj_size or hidden, 2 if bidirectional else 1
+
+
 def step_flops(family: str, batch: int, seq_len: int, input_size: int, hidden: int, layers: int,
                classes: int, *, bidirectional: bool = False, proj_size: int = 0,
                steps: float | None = None) -> dict[str, float]:
@@ -48,7 +54,7 @@ def step_flops(family: str, batch: int, seq_len: int, input_size: int, hidden: i
     row_steps = batch * seq_len if steps is None else steps
     if isinstance(row_steps, bool) or not isinstance(row_steps, (int, float)) or not 0 < row_steps <= batch * seq_len:
         raise ValueError(f"step_flops: steps must be in (0, batch*seq_len = {batch * seq_len}], got {steps!r}")
-    gates, out, directions = GATES[family] * hidden, proj_size or hidden, 2 if bidirectional else 1
+    gates, out, directions = widths(family, hidden, bidirectional, proj_size)
     forward: float = 0
     for layer in range(layers):
         width = input_size if layer == 0 else directions * out

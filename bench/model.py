@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from bench.flops import widths
+
 
 class Rows(NamedTuple):
     """A variable-length batch: padded (B, T, D) with T the batch's longest length, lengths (B,) int64 on the CPU
@@ -32,7 +34,8 @@ class Rows(NamedTuple):
 
 def head_width(hidden_size: int, bidirectional: bool = False, proj_size: int = 0) -> int:
     """What the head reads: the last layer's output at one step, (proj_size or H) per direction."""
-    return (2 if bidirectional else 1) * (proj_size or hidden_size)
+    _, out, directions = widths("lstm", hidden_size, bidirectional, proj_size)  # GRU: proj_size is always 0
+    return directions * out
 
 
 def input_tensors(inputs: torch.Tensor | Rows) -> tuple[torch.Tensor, ...]:

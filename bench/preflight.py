@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import impls
 from bench import config as config_mod
-from bench import estimate, validate
+from bench import estimate, flops, validate
 from bench.config import Config
 from bench.planning import plan, run_id
 from bench.schema import ENV_FILE, RUNS_FILE
@@ -114,7 +114,7 @@ def largest_run(config: Config) -> tuple[estimate.Estimate, str]:
     for point in config_mod.sweep_points(config.sweep):
         cell = config.replace(sweep={}, **point)
         for family in families:
-            need = estimate.run_memory(family if family in estimate.GATES else "lstm", batch=cell.batch_size,
+            need = estimate.run_memory(family if family in flops.GATES else "lstm", batch=cell.batch_size,
                                        seq_len=cell.seq_len, input_size=cell.input_size, hidden=cell.hidden_size,
                                        layers=cell.num_layers, classes=cell.num_classes, dtype=cell.dtype,
                                        train_images=cell.train_limit or estimate.TRAIN_IMAGES,
