@@ -17,7 +17,6 @@ constexprs, options, target, Triton and ptxas versions), so an unchanged kernel 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import tempfile
@@ -27,6 +26,7 @@ from hashlib import sha256
 from pathlib import Path
 
 from bench.atomic import atomic_write_text
+from bench.constants import user_cache_dir
 
 MAX_REGS_PER_THREAD = 255
 REGS_PER_BLOCK = 65_536  # every compute capability from 5.0 to 10.x
@@ -52,8 +52,7 @@ class CompileError(RuntimeError):
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "lstm-bench" / "kernels"
+    return user_cache_dir() / "kernels"
 
 
 def _source(launch, backend):

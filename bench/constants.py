@@ -6,6 +6,9 @@ both read it.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from impls.registry import BASELINE
 
 IMAGE_SIDE = 28                       # MNIST images are 28 x 28 pixels
@@ -21,3 +24,9 @@ PROFILED_STEPS = 3
 
 __all__ = ["BASELINE", "IMAGE_PIXELS", "IMAGE_SIDE", "NUMERICS_IMAGES", "PROFILED_STEPS", "TEST_IMAGES",
            "TRAIN_IMAGES"]
+
+
+def user_cache_dir() -> Path:
+    """Where the harness keeps what it reuses between runs on this machine (the GEMM peak, compiled kernels):
+    $XDG_CACHE_HOME/lstm-bench, else ~/.cache/lstm-bench. Read at each call, so tests can point it elsewhere."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lstm-bench"

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.atomic import atomic_write_text, write_json
+from bench.constants import user_cache_dir
 from bench.schema import ENV_FILE, RUNS_FILE
 
 if TYPE_CHECKING:
@@ -36,8 +37,7 @@ MEASURED, REUSED = "measured now", "reused from cache"
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "lstm-bench"
+    return user_cache_dir()
 
 
 def fingerprint(device: str, device_name: str, torch_version: str, threads: int, dtype: str,
