@@ -14,8 +14,9 @@ from bench.storage import load_runs
 
 pytestmark = pytest.mark.usefixtures("unrendered_plots")  # reads the text, not the pixels (tests/fixtures/plots.py)
 
-# measured before the memory, contention and LSTM-surface columns existed (the other references were regenerated)
-REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference" / "cpu-scaling-hidden"
+# A real results directory written before the memory, contention and LSTM-surface columns existed: the data files of
+# the scaling-hidden reference as it was first committed (the references themselves are regenerated with each format)
+REFERENCE = Path(__file__).resolve().parent / "fixtures" / "older-results"
 
 
 def test_old_memory_column_is_split_by_what_it_measured(tmp_path):
@@ -34,7 +35,7 @@ def test_old_memory_column_is_split_by_what_it_measured(tmp_path):
     assert runs["contended"].isna().all() and runs["cpu_share"].isna().all() and "peak_memory_bytes" not in runs
 
 
-def test_a_committed_reference_still_loads_and_reports(tmp_path):
+def test_a_directory_of_the_older_format_still_loads_and_reports(tmp_path):
     copy = tmp_path / "ref"
     shutil.copytree(REFERENCE, copy)
     res = results.load(copy)
