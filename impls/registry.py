@@ -45,7 +45,7 @@ REGISTRY: dict[str, Backend] = {
                       supports=SURFACE, color="#ff7f0e"),
     "triton": Backend("impls.triton_lstm:TritonLSTM", "lstm", "triton",
                       "one persistent Triton kernel per layer and pass: all T steps in one launch, W_hh read once",
-                      supports=frozenset({"bidirectional", "packed", "lengths"}), color="#2ca02c"),  # no proj_size
+                      supports=SURFACE, color="#2ca02c"),
     "triton-step": Backend("impls.triton_step:TritonStepLSTM", "lstm", "triton",
                            "per step: cuBLAS h@W_hh + one fused Triton gate kernel (two launches a step)",
                            supports=SURFACE, color="#6b6ecf"),

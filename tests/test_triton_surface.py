@@ -1,4 +1,4 @@
-"""nn.LSTM's surface in the Triton backends: bidirectional, PackedSequence, `lengths=`, and proj_size in triton-step.
+"""nn.LSTM's surface in the Triton backends: bidirectional, PackedSequence, `lengths=` and proj_size.
 
 Parity with torch.nn.LSTM through impls.parity (copied weights; outputs, final states, every gradient) over the
 same pairwise cover of options as the torch backends, the full product for the persistent kernel and the edge
@@ -58,24 +58,16 @@ def _ids(value) -> str:
 # ------------------------------------------------------------------------------------------------ parity
 
 # The fast lane: per backend one tiny case with both directions, unsorted packed rows of lengths 1 to T, two
-# layers (the second reads both directions' outputs), an initial state, in float64; with a projection where the
-# backend has one (the slow lane covers triton-step without it).
+# layers (the second reads both directions' projected outputs), a projection, an initial state, in float64 (the
+# slow lane covers both backends without a projection; the fast lane's length oracle below runs without one).
 TINY = Case(batch=3, steps=4, input_size=3, hidden=3, layers=2, bidirectional=True, packing="packed",
-            with_state=True, dtype=torch.float64)
-
-
-def _has_proj(name: str) -> bool:
-    return "proj_size" in impls.spec(name).supports
+            with_state=True, proj_size=2, dtype=torch.float64)
 
 
 @pytest.mark.parametrize("name", TRITON)
-def test_tiny_bidirectional_packed_case_matches_torch(name):
+def test_tiny_bidirectional_packed_projected_case_matches_torch(name):
     assert TINY.row_lengths() == [2, 4, 1]
-    _assert_matches(name, dataclasses.replace(TINY, proj_size=2) if _has_proj(name) else TINY)
-
-
-def test_only_the_per_step_backend_has_proj_size():
-    assert [name for name in TRITON if _has_proj(name)] == ["triton-step"]
+    _assert_matches(name, TINY)
 
 
 def _pairwise(name: str) -> list:
@@ -110,8 +102,8 @@ def test_surface_matches_torch_at_the_edges(name, case):
     _assert_matches(name, case)
 
 
-# The projection in the per-step backend, beyond the pairwise cover: with every other option, in both dtypes,
-# P = 1 and P = H - 1, one step, one row, every row full length, no bias.
+# The projection beyond the pairwise cover: with every other option, in both dtypes, P = 1 and P = H - 1, one step,
+# one row, every row full length, no bias.
 PROJ_EDGES = [
     Case(batch=3, steps=4, input_size=3, hidden=4, proj_size=3, bidirectional=True, packing="lengths",
          with_state=True, dtype=torch.float64),
@@ -128,9 +120,9 @@ PROJ_EDGES = [
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", PROJ_EDGES, ids=_ids)
-def test_per_step_projection_matches_torch(case):
-    _assert_matches("triton-step", case)
+@pytest.mark.parametrize("name,case", [(name, case) for name in TRITON for case in PROJ_EDGES], ids=_ids)
+def test_projection_matches_torch_at_the_edges(name, case):
+    _assert_matches(name, case)
 
 
 @pytest.mark.slow
@@ -141,25 +133,28 @@ def test_persistent_surface_matches_torch_every_combination(name, case):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", ["resident", "streaming"])
-def test_persistent_paths_with_many_batch_tiles_and_both_directions(monkeypatch, path):
+@pytest.mark.parametrize("proj_size", [0, 3])
+def test_persistent_paths_with_many_batch_tiles_and_both_directions(monkeypatch, path, proj_size):
     """The compiled tiling on the CPU: 16-row tiles, so B=33 is three programs per direction, the last one masked
-    past row 32; both kernel paths, with every row's own length."""
+    past row 32; both kernel paths, with every row's own length, with and without a projection."""
     original = triton_lstm.plan
-    monkeypatch.setattr(triton_lstm, "plan", lambda b, h, d: dataclasses.replace(original(b, h, d), block_b=16))
+    monkeypatch.setattr(triton_lstm, "plan", lambda *args: dataclasses.replace(original(*args), block_b=16))
     lengths = tuple(1 + (7 * b) % 5 for b in range(33))
     case = Case(batch=33, steps=5, input_size=3, hidden=5, bidirectional=True, packing="lengths", lengths=lengths,
-                with_state=True, dtype=torch.float64)
+                with_state=True, proj_size=proj_size, dtype=torch.float64)
     with triton_lstm.force_path(path):
         _assert_matches("triton", case)
 
 
 @pytest.mark.slow
-def test_persistent_streaming_path_over_several_tiles_with_lengths_and_both_directions():
+@pytest.mark.parametrize("proj_size", [0, 33])
+def test_persistent_streaming_path_over_several_tiles_with_lengths_and_both_directions(proj_size):
     """H=40 in float64 streams W_hh in 32 x 32 tiles: two column and two K tiles a step, the second masked, each
-    tile's rows inside or past their own length, both directions and an initial state."""
-    assert not triton_lstm.plan(5, 40, torch.float64).resident
+    tile's rows inside or past their own length, both directions and an initial state; with P=33 the projection's
+    phases (forward m -> h, backward dh -> dm) run over two tiles of each width too."""
+    assert not triton_lstm.plan(5, 40, torch.float64, proj_size).resident
     case = Case(batch=5, steps=4, input_size=3, hidden=40, bidirectional=True, packing="packed",
-                lengths=(2, 4, 1, 3, 4), with_state=True, dtype=torch.float64)
+                lengths=(2, 4, 1, 3, 4), with_state=True, proj_size=proj_size, dtype=torch.float64)
     _assert_matches("triton", case)
 
 
@@ -184,11 +179,12 @@ def _counts(name: str, layers: int, lengths: list[int] | None = None, steps: int
 
 
 def test_persistent_kernel_runs_both_directions_in_one_launch_per_layer_and_pass():
-    """The same Triton launches with bidirectional=True (and each row's own length) as with one direction: a grid
-    axis for the direction, not a second launch; one forward and one backward per layer."""
+    """The same Triton launches with bidirectional=True (and each row's own length, and a projection) as with one
+    direction: a grid axis for the direction, not a second launch, and the projection inside the kernels; one
+    forward and one backward per layer."""
     layers = 2
     one_way = _counts("triton", layers)
-    both_ways = _counts("triton", layers, lengths=[2, 3, 1], bidirectional=True)
+    both_ways = _counts("triton", layers, lengths=[2, 3, 1], bidirectional=True, proj_size=2)
     for counts in (one_way, both_ways):
         assert counts["triton_kernels"] == {"lstm_seq_fwd_kernel": layers, "lstm_seq_bwd_kernel": layers}
         assert counts["forward_triton"] == counts["backward_triton"] == layers
@@ -205,7 +201,7 @@ def test_per_step_kernels_run_each_direction_separately():
 # ------------------------------------------------------------------------------------- the meaning of length
 
 ALONE = [(name, feed, 0) for name in TRITON for feed in ("packed", "lengths")] + \
-    [pytest.param("triton-step", feed, 2, marks=pytest.mark.slow) for feed in ("packed", "lengths")]
+    [pytest.param(name, feed, 2, marks=pytest.mark.slow) for name in TRITON for feed in ("packed", "lengths")]
 
 
 @pytest.mark.parametrize("name,feed,proj_size", ALONE)
