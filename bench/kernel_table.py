@@ -15,25 +15,27 @@ from bench.analysis import render
 from bench.atomic import atomic_write_text
 
 # kernels.csv's columns, in order (bench.kernels fills them, one row per kernel x pass x configuration x arch)
-COLUMNS = ("kernel", "backend", "pass", "dtype", "hidden", "batch", "steps", "tf32", "path", "arch", "num_warps",
-           "num_stages", "programs", "regs", "spill_bytes", "spill_load_bytes", "smem_bytes", "smem_limit",
+COLUMNS = ("kernel", "backend", "pass", "dtype", "hidden", "proj_size", "batch", "steps", "tf32", "path", "arch",
+           "num_warps", "num_stages", "programs", "regs", "spill_bytes", "spill_load_bytes", "smem_bytes", "smem_limit",
            "tensor_cores", "ptx_kb", "launchable", "why", "note", "variants")
 SHORT = {"lstm_seq_fwd_kernel": "seq fwd", "lstm_seq_bwd_kernel": "seq bwd",
          "lstm_step_fwd_kernel": "step fwd", "lstm_step_bwd_kernel": "step bwd"}
-TABLE = ("kernel", "backend", "pass", "dtype", "H", "B", "T", "tf32", "arch", "path", "warps", "stages", "regs",
+TABLE = ("kernel", "backend", "pass", "dtype", "H", "P", "B", "T", "tf32", "arch", "path", "warps", "stages", "regs",
          "spills st/ld (B)", "smem (B)", "limit (B)", "tensor cores", "PTX KB", "launch")
 
 
 def label(row: dict) -> str:
     """One line naming a row's configuration."""
     tf32 = " tf32" if row.get("tf32") else ""
-    return (f"{row['backend']} {row['kernel']} ({row['pass']}) {row['dtype']}{tf32} H={row['hidden']} "
+    proj = f" P={row['proj_size']}" if row.get("proj_size") else ""
+    return (f"{row['backend']} {row['kernel']} ({row['pass']}) {row['dtype']}{tf32} H={row['hidden']}{proj} "
             f"B={row['batch']} T={row['steps']} on {row['arch']}")
 
 
 def _order(row: dict) -> tuple:
     passes = {"forward": 0, "backward": 1, "inference": 2}
-    return (row["backend"], row["dtype"], row.get("tf32", False), row["hidden"], row["batch"], row["steps"],
+    return (row["backend"], row["dtype"], row.get("tf32", False), row["hidden"], row.get("proj_size", 0), row["batch"],
+            row["steps"],
             passes.get(row["pass"], 3), row["kernel"], row["arch"])
 
 
@@ -47,7 +49,8 @@ def csv_text(rows: list[dict], columns: tuple[str, ...]) -> str:
 
 def _cells(row: dict) -> list[str]:
     what = [SHORT.get(row["kernel"], row["kernel"]), row["backend"], row["pass"], row["dtype"], str(row["hidden"]),
-            str(row["batch"]), str(row["steps"]), "on" if row["tf32"] else "off", row["arch"]]
+            str(row.get("proj_size") or "—"), str(row["batch"]), str(row["steps"]), "on" if row["tf32"] else "off",
+            row["arch"]]
     if row.get("regs", "") == "":  # a configuration that did not compile
         return what + ["—"] * 9 + ["NO"]
     return what + [row["path"], str(row["num_warps"]), str(row["num_stages"]), str(row["regs"]),
@@ -59,8 +62,8 @@ def _is_default(row: dict) -> bool:
     from bench.config import Config
 
     default = Config()
-    return (row["hidden"], row["batch"], row["steps"], row["dtype"]) == \
-        (default.hidden_size, default.batch_size, default.seq_len, default.dtype)
+    return (row["hidden"], row.get("proj_size", 0), row["batch"], row["steps"], row["dtype"]) == \
+        (default.hidden_size, default.proj_size, default.batch_size, default.seq_len, default.dtype)
 
 
 def blocks(rows: list[dict], env: dict) -> list[tuple]:
@@ -100,7 +103,8 @@ def environment(args, seconds: float) -> dict:
 
     commit, _ = git_state()
     limits = {a: (SMEM_PER_BLOCK | args.smem_limit)[a] for a in args.archs}
-    lists = (("dtypes", args.dtypes), ("hidden", args.hidden), ("batch", args.batch), ("steps", args.steps))
+    lists = (("dtypes", args.dtypes), ("hidden", args.hidden), ("batch", args.batch), ("steps", args.steps),
+             ("proj-size", args.proj_size))
     command = " ".join(["bench kernels", f"--archs {','.join(map(str, args.archs))}"]
                        + [f"--{k} {','.join(map(str, v))}" for k, v in lists if v]
                        + (["--presets"] if args.presets else [])

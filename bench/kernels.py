@@ -2,13 +2,14 @@
 GPU architectures, with each one's registers, spills, shared memory and tensor-core instructions. No GPU needed.
 
     python -m bench kernels [--archs 80,86,89,90] [--dtypes float32,...] [--hidden 64,...] [--batch 50,...]
-                            [--steps 28,...] [--presets] [--tf32 [on|off|both]] [--path auto|resident|streaming]
-                            [--backends triton,triton-step] [--passes forward,backward,inference]
+                            [--steps 28,...] [--proj-size 0,...] [--presets] [--tf32 [on|off|both]]
+                            [--path auto|resident|streaming] [--backends triton,triton-step]
+                            [--passes forward,backward,inference]
                             [--smem-limit ARCH=BYTES] [--out DIR] [--jobs N] [--cache DIR | --no-cache]
 
-The matrix: without --dtypes/--hidden/--batch/--steps, the shapes of the default configuration and of every preset
-(bench/experiments); with any of them, the product of the lists given, the rest from the default configuration
-(--presets adds the presets' shapes to it).
+The matrix: without --dtypes/--hidden/--batch/--steps/--proj-size, the shapes of the default configuration and of
+every preset (bench/experiments); with any of them, the product of the lists given, the rest from the default
+configuration (--presets adds the presets' shapes to it).
 Each configuration runs one training step (forward, backward) and one inference forward of the backend's module
 on meta tensors, with the architecture's compiler (bench.aot.ArchTarget) installed as the launch target: the
 wrappers plan, fit to the architecture's shared memory and "launch" exactly as they do on a GPU, and every
@@ -48,6 +49,7 @@ class Shape:
     batch: int
     steps: int
     dtype: str
+    proj: int = 0  # proj_size: the width of h (0: H, no projection)
 
 
 @dataclass(frozen=True)
@@ -75,21 +77,22 @@ def preset_shapes() -> list[Shape]:
     for config in configs:
         for point in config_mod.sweep_points(config.sweep):
             c = config.replace(sweep={}, **point)
-            shape = Shape(c.hidden_size, c.batch_size, c.seq_len, c.dtype)
+            shape = Shape(c.hidden_size, c.batch_size, c.seq_len, c.dtype, c.proj_size)
             if shape not in shapes:
                 shapes.append(shape)
     return shapes
 
 
 def matrix(args) -> list[Shape]:
-    if not any((args.dtypes, args.hidden, args.batch, args.steps)):
+    if not any((args.dtypes, args.hidden, args.batch, args.steps, args.proj_size)):
         return preset_shapes()
     from bench.config import Config
 
     default = Config()
-    shapes = [Shape(h, b, t, d)
+    shapes = [Shape(h, b, t, d, p)
               for d in args.dtypes or (default.dtype,) for h in args.hidden or (default.hidden_size,)
-              for b in args.batch or (default.batch_size,) for t in args.steps or (default.seq_len,)]
+              for b in args.batch or (default.batch_size,) for t in args.steps or (default.seq_len,)
+              for p in args.proj_size or (default.proj_size,) if p < h]  # nn.LSTM's rule: pairs past it are left out
     return shapes + [s for s in preset_shapes() if s not in shapes] if args.presets else shapes
 
 
@@ -121,7 +124,8 @@ def _phases(backend: str, shape: Shape, target, passes: tuple[str, ...]) -> dict
     from impls.triton_common import use_target
 
     dtype = getattr(torch, shape.dtype)
-    model = RowClassifier(impls.build(backend, 28, shape.hidden, 1, batch_first=True), shape.hidden)
+    model = RowClassifier(impls.build(backend, 28, shape.hidden, 1, batch_first=True, proj_size=shape.proj),
+                          shape.proj or shape.hidden)
     model = model.to(device="meta", dtype=dtype)
     x = torch.empty(shape.batch, shape.steps, 28, device="meta", dtype=dtype)
     labels = torch.empty(shape.batch, dtype=torch.long, device="meta")
@@ -162,7 +166,8 @@ def _row(job: Job, shape: Shape, tf32: bool, pass_: str, kernel: str, variants: 
                                                                           target.name))), "")
     c = worst[0]
     return dict(kernel=kernel, backend=job.backend, **{"pass": pass_}, dtype=shape.dtype, hidden=shape.hidden,
-                batch=shape.batch, steps=shape.steps, tf32=tf32, path=first.path, arch=f"sm_{job.arch}",
+                proj_size=shape.proj, batch=shape.batch, steps=shape.steps, tf32=tf32, path=first.path,
+                arch=f"sm_{job.arch}",
                 num_warps=first.num_warps, num_stages=first.num_stages,
                 programs="x".join(map(str, first.grid)), regs=c.regs, spill_bytes=c.spill_bytes,
                 spill_load_bytes=c.spill_load_bytes, smem_bytes=c.smem_bytes, smem_limit=job.smem_limit,
@@ -187,7 +192,8 @@ def run_job(job: Job) -> list[dict]:
                     phases = _phases(job.backend, shape, target, job.passes)
             except CompileError as error:
                 rows.append(dict(kernel=error.launch.name, backend=job.backend, **{"pass": "?"}, dtype=shape.dtype,
-                                 hidden=shape.hidden, batch=shape.batch, steps=shape.steps, tf32=tf32,
+                                 hidden=shape.hidden, proj_size=shape.proj, batch=shape.batch, steps=shape.steps,
+                                 tf32=tf32,
                                  arch=f"sm_{job.arch}", smem_limit=job.smem_limit, launchable=False, why=str(error)))
                 continue
             for pass_, fitted in phases.items():
@@ -229,6 +235,16 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0 (0: no projection), got {text!r}")
+    return values
+
+
 def _choices(allowed: tuple[str, ...]):
     def parse_list(text: str) -> tuple[str, ...]:
         values = tuple(v.strip() for v in text.split(",") if v.strip())
@@ -265,7 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hidden", type=_ints, help="hidden sizes")
     parser.add_argument("--batch", type=_ints, help="batch sizes")
     parser.add_argument("--steps", type=_ints, help="sequence lengths T")
-    parser.add_argument("--presets", action="store_true", help="with --dtypes/--hidden/--batch/--steps: add the "
+    parser.add_argument("--proj-size", type=_sizes, help="proj_size values (0: none); with each hidden size it is "
+                        "below")
+    parser.add_argument("--presets", action="store_true", help="with --dtypes/--hidden/--batch/--steps/--proj-size: "
+                        "add the "
                         "default configuration's and the presets' shapes")
     parser.add_argument("--tf32", nargs="?", const="on", default="off", choices=("on", "off", "both"),
                         help="compile float32 as a run with tf32 on would (bare --tf32: on; default off)")
@@ -311,6 +330,13 @@ def _check_environment(args) -> None:
         raise UsageError("TRITON_INTERPRET=1 is set: the interpreter compiles nothing; unset it to compile kernels")
     if args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
+    from bench.config import Config
+
+    hidden = args.hidden or (Config().hidden_size,)
+    too_wide = [p for p in args.proj_size or () if p >= max(hidden)]
+    if too_wide:
+        raise UsageError(f"--proj-size {too_wide[0]} must be below some hidden size (nn.LSTM's rule; hidden: "
+                         f"{','.join(map(str, hidden))})")
     from impls.triton_common import SMEM_PER_BLOCK
 
     unknown = sorted(set(args.smem_limit) - set(args.archs))

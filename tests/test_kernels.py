@@ -168,6 +168,8 @@ def test_launchable_names_the_limit_a_compiled_launch_breaks():
     (["--hidden", "0"], "positive integers"),
     (["--archs", "80", "--smem-limit", "86=1000"], "sm_86, which is not in --archs"),
     (["--archs", "100"], "no shared-memory limit known for sm_100"),
+    (["--hidden", "32,40", "--proj-size", "8,40"], "--proj-size 40 must be below some hidden size"),
+    (["--proj-size", "-1"], "integers >= 0"),
 ])
 def test_bad_input_exits_2_with_one_line(capsys, monkeypatch, argv, message):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
@@ -219,7 +221,7 @@ def test_small_run_is_launchable_with_resources_filled(small_run):
         assert row["path"] == "resident" and row["num_stages"] == "3" and row["smem_limit"] == "232448"
     env = json.loads((out / "env.json").read_text())
     assert env["smem_limits"] == {"90": 232448} and env["triton"]
-    assert "| seq fwd | triton | forward | float32 | 32 | 50 | 28 |" in (out / "kernels.md").read_text()
+    assert "| seq fwd | triton | forward | float32 | 32 | — | 50 | 28 |" in (out / "kernels.md").read_text()
 
 
 @pytest.mark.slow
@@ -237,11 +239,13 @@ from triton.compiler import ASTSource
 from triton import knobs
 from impls.triton_lstm import lstm_seq_fwd_kernel as k
 # By hand, as the wrapper launches it at H=32, B=50, T=28 float32, one direction: pointers and H divisible by 16.
-types = ["*fp32", "*fp32", "*i32", "*fp32", "*fp32", "*fp32", "*fp32"] + ["i32"] * 3 + ["constexpr"] * 7
+# No projection: w_hr and the scratch m are stand-ins (w_hh and cs), P = H.
+types = ["*fp32", "*fp32", "*fp32", "*fp32", "*i32", "*fp32", "*fp32", "*fp32", "*fp32"] + ["i32"] * 4 + \
+    ["constexpr"] * 9
 signature = dict(zip(k.arg_names, types))
-constexprs = {"COMPUTE": tl.float32, "PRECISION": "ieee", "RESIDENT": True, "SAVE_ACTS": True,
-              "BLOCK_B": 16, "BLOCK_H": 32, "BLOCK_K": 32}
-attrs = {(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 3, 4, 5, 6, 9)}
+constexprs = {"COMPUTE": tl.float32, "PRECISION": "ieee", "RESIDENT": True, "SAVE_ACTS": True, "PROJ": False,
+              "BLOCK_B": 16, "BLOCK_H": 32, "BLOCK_P": 32, "BLOCK_K": 32}
+attrs = {(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 3, 4, 5, 6, 7, 8, 11, 12)}
 compiled = triton.compile(ASTSource(k, signature, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
                           options={"num_warps": 4, "num_stages": 3})
 open(sys.argv[1], "wb").write(compiled.asm["cubin"])
@@ -277,6 +281,21 @@ def test_lowering_an_arch_limit_turns_a_launchable_row_into_a_failure(small_run,
     assert "of shared memory per block, it offers 4,096 B" in row["why"]
     assert "cannot launch: triton lstm_seq_fwd_kernel (forward) float32 H=32 B=50 T=28 on sm_90: even streaming " \
            "path, num_stages 1 needs" in done.stderr
+
+
+@pytest.mark.slow
+def test_projection_compiles_both_paths_with_its_width_in_the_table(tmp_path, cache):
+    """proj_size in the persistent kernels, ahead of time: P=16 keeps the weights resident, P=33 at H=40 (64-wide
+    padded tiles) streams them (and is left out at H=32, where nn.LSTM refuses it); all launch on sm_90, in both
+    passes, and each row names its P."""
+    done, rows = _bench_kernels(tmp_path, cache, "--archs", "90", "--hidden", "32,40", "--proj-size", "16,33",
+                                "--batch", "50", "--backends", "triton", "--passes", "forward,backward")
+    assert done.returncode == 0, done.stderr
+    paths = {(r["hidden"], r["proj_size"], r["pass"]): r["path"] for r in rows if r["launchable"] == "True"}
+    assert paths == {(h, "16", p): "resident" for h in ("32", "40") for p in ("forward", "backward")} | \
+        {("40", "33", p): "streaming" for p in ("forward", "backward")}
+    assert len(rows) == len(paths)
+    assert "| seq fwd | triton | forward | float32 | 40 | 33 | 50 | 28 |" in (tmp_path / "kernels.md").read_text()
 
 
 @pytest.mark.slow

@@ -135,7 +135,7 @@ def test_persistent_many_batch_tiles(monkeypatch, dtype, tolerance):
     """The compiled tiling on the CPU: 16-row tiles, so B=33 is three programs (per direction), the last one
     masked past row 32; each program runs the whole sequence on its own rows."""
     original = triton_lstm.plan
-    monkeypatch.setattr(triton_lstm, "plan", lambda b, h, d: dataclasses.replace(original(b, h, d), block_b=16))
+    monkeypatch.setattr(triton_lstm, "plan", lambda *args: dataclasses.replace(original(*args), block_b=16))
     assert triton_lstm.plan(33, 11, dtype).grid(33) == (3, 1)  # (batch tiles, directions)
     assert triton_lstm.plan(33, 11, dtype).grid(33, 2) == (3, 2)
     errors = compare_with_torch("triton", batch=33, steps=4, input_size=7, hidden=11, layers=2, with_state=True,
