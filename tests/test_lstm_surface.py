@@ -21,7 +21,20 @@ from tests.fixtures.alone import assert_each_row_is_itself_alone
 LSTMS = [n for n in impls.names() if impls.spec(n).family == "lstm"]
 EAGER_LSTMS = ["cudnn", "loop", "aten"]  # compiled is LoopLSTM's module: built here, run in test_compiled.py
 TRITON = [n for n in impls.names() if impls.spec(n).needs == "triton"]
-NO_PROJ = [n for n in TRITON if "proj_size" not in impls.spec(n).supports]  # the persistent kernel
+PARTIAL = "no-projection"  # every built-in LSTM takes every option: the refusals are shown on this one
+
+
+class NoProjection(LoopLSTM):
+    """A backend that declares no proj_size, as a plugin might: LoopLSTM without it."""
+    supports = frozenset({"bidirectional", "packed", "lengths"})
+
+
+@pytest.fixture
+def partial(monkeypatch):
+    monkeypatch.setitem(impls.REGISTRY, PARTIAL, impls.Backend("tests.test_lstm_surface:NoProjection", "lstm",
+                                                               "torch", "a backend without proj_size, for tests",
+                                                               supports=NoProjection.supports))
+    return PARTIAL
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -150,50 +163,44 @@ def test_triton_state_dicts_interchange_with_the_others_both_ways(name):
             assert all(torch.equal(p, q) for p, q in zip(source.state_dict().values(), target.state_dict().values()))
 
 
-@pytest.mark.parametrize("name", NO_PROJ)
-def test_backends_without_an_option_are_skipped_with_the_reason(name):
-    """The persistent kernel takes bidirectional, packed and lengths; proj_size (a projected recurrent input) is
-    skipped with the reason, on CPU and CUDA alike, before any device reason."""
+def test_a_backend_without_an_option_is_skipped_with_the_reason(partial):
+    """A backend that lacks proj_size is skipped with the reason, on CPU and CUDA alike, before any device reason;
+    the options it has give none."""
     for device in ("cpu", "cuda"):
-        available = impls.availability(name, device, purpose="test", proj_size=3, bidirectional=True)
+        available = impls.availability(partial, device, purpose="test", proj_size=3, bidirectional=True)
         assert not available.ok and "does not support proj_size=3" in available.reason
         assert "bidirectional" not in available.reason.split("(")[0]
         for options in (dict(bidirectional=True), dict(packing="packed"), dict(packing="lengths")):
-            assert "does not support" not in impls.availability(name, device, purpose="test", **options).reason
+            assert "does not support" not in impls.availability(partial, device, purpose="test", **options).reason
 
 
-@pytest.mark.parametrize("name", NO_PROJ)
-def test_building_one_with_an_option_it_lacks_is_one_clear_line(name):
-    with pytest.raises(ValueError, match=rf"^{name} does not support proj_size=2 yet "
+def test_building_one_with_an_option_it_lacks_is_one_clear_line(partial):
+    with pytest.raises(ValueError, match=rf"^{partial} does not support proj_size=2 yet "
                                          r"\(it supports: bidirectional, lengths, packed\)$") as error:
-        impls.build(name, 5, 4, proj_size=2)
+        impls.build(partial, 5, 4, proj_size=2)
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("name", NO_PROJ)
-def test_a_direct_construction_with_proj_size_is_refused_in_the_base(name):
-    """Not only the registry: the class itself (LSTMBase with its `supports`) refuses, before any kernel."""
-    pytest.importorskip("triton")
-    cls = {"triton": "impls.triton_lstm:TritonLSTM"}[name]
-    assert impls.spec(name).factory == cls
-    module_name, attribute = cls.split(":")
-    module_cls = getattr(__import__(module_name, fromlist=[attribute]), attribute)
+def test_a_direct_construction_with_proj_size_is_refused_in_the_base():
+    """Not only the registry: the class itself (LSTMBase with its `supports`) refuses, before any recurrence."""
     with pytest.raises(ValueError, match=r"proj_size=2 is not supported by this backend \(it supports: "
                                          r"bidirectional, lengths, packed\); expected proj_size=0"):
-        module_cls(5, 4, proj_size=2)
+        NoProjection(5, 4, proj_size=2)
 
 
-def test_the_per_step_kernels_take_proj_size():
-    """triton-step projects in its launcher loop: the registry and the class both say so, and availability gives
-    no option as a reason (on CPU only the device's)."""
+@pytest.mark.parametrize("name", TRITON)
+def test_the_triton_kernels_take_proj_size(name):
+    """Both Triton designs project (triton-step in its launcher loop, triton inside its persistent kernels): the
+    registry and the class both say so, and availability gives no option as a reason (on CPU only the device's)."""
     pytest.importorskip("triton")
-    from impls.triton_step import TritonStepLSTM
-    assert TritonStepLSTM.supports == impls.spec("triton-step").supports == impls.registry.SURFACE
+    module_name, attribute = impls.spec(name).factory.split(":")
+    cls = getattr(__import__(module_name, fromlist=[attribute]), attribute)
+    assert cls.supports == impls.spec(name).supports == impls.registry.SURFACE
     for device in ("cpu", "cuda"):
-        available = impls.availability("triton-step", device, purpose="test", proj_size=3, bidirectional=True,
+        available = impls.availability(name, device, purpose="test", proj_size=3, bidirectional=True,
                                        packing="packed")
         assert "does not support" not in available.reason
-    module = TritonStepLSTM(5, 4, 2, proj_size=3, bidirectional=True)
+    module = cls(5, 4, 2, proj_size=3, bidirectional=True)
     assert module.weight_hr_l1_reverse.shape == (3, 4) and module.weight_hh_l1.shape == (16, 3)
 
 
