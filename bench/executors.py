@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from bench import envinfo
 from bench.config import Config
+from bench.data.handle import MnistFiles
 from bench.errors import one_line
 from bench.isolate import WorkerDied, WorkerError, WorkerTimedOut, call_in_subprocess, start_server
 from impls import plugins
@@ -90,6 +91,8 @@ def run_cell(train, config: Config, backend: str, seed: int, data, device: Devic
     # A worker starts with the built-in table only: it loads the run's plugins itself (a no-op in the driver's
     # process); one that fails to import here raises, and the cell becomes a failed row saying why.
     plugins.ensure(backend, config.plugins)
+    if isinstance(data, MnistFiles):  # the local executor's worker reads MNIST itself, before its run's clock
+        data = data.load()
     result = resolve(train)(config, backend, seed, data, device)
     result.where = identity(device)
     return result
@@ -109,7 +112,7 @@ class LocalExecutor:
         self.env, self.retries, self.timeout_s, self.train = env or {}, retries, timeout_s, train
 
     def __enter__(self) -> LocalExecutor:
-        start_server(self.env)  # the server imports torch while the runner loads the data
+        start_server(self.env)  # the server imports torch while the driver checks the data files
         return self
 
     def __exit__(self, *exc) -> None:
@@ -117,6 +120,12 @@ class LocalExecutor:
 
     def describe(self, device: Device | None = None) -> dict:
         return {"name": self.name, "host": socket.gethostname(), "retries": self.retries, "timeout_s": self.timeout_s}
+
+    @staticmethod
+    def workers_read(config: Config) -> bool:
+        """Whether each worker reads MNIST from the files itself (bench.data.handle): so when runs are isolated,
+        since a worker forked from the server shares nothing with the driver; in-process runs share its tensors."""
+        return config.isolate
 
     def run(self, cells: Iterable[Cell], data, device: Device) -> Iterator[tuple[Cell, Outcome]]:
         for cell in cells:

@@ -6,11 +6,14 @@
     tasks.py    pixel orders and lengths: rows (reading order), permuted (one fixed order from a seed),
                 rows-trimmed (reading order, each image up to its last row with ink)
     loader.py   Mnist (the dataset as CPU tensors), load_mnist, BatchLoader (device batches)
+    handle.py   MnistFiles (the verified files' place, for a worker to read), for_cells (what `bench run` hands
+                its cells: that, or the tensors)
     command.py  `bench data` (the command line; not re-exported here)
 """
 from typing import TYPE_CHECKING
 
 from bench.data.fetch import ENV_ROOT, ensure_mnist, resolve_root, root_problem
+from bench.data.handle import MnistFiles, for_cells
 from bench.data.idx import raw_dir
 from bench.data.sources import DataError, SourceUnavailable
 
@@ -34,5 +37,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'bench.data' has no attribute {name!r}")
 
 
-__all__ = ["BatchLoader", "DataError", "ENV_ROOT", "Mnist", "SourceUnavailable", "TASKS", "ensure_mnist",
-           "load_mnist", "pixel_order", "raw_dir", "resolve_root", "root_problem", "trimmed"]
+__all__ = ["BatchLoader", "DataError", "ENV_ROOT", "Mnist", "MnistFiles", "SourceUnavailable", "TASKS", "ensure_mnist",
+           "for_cells", "load_mnist", "pixel_order", "raw_dir", "resolve_root", "root_problem", "trimmed"]
