@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import torch
 
     from bench.planning import Device
-    from bench.train import RunResult  # workers import bench.train; the driver need not (nor torch)
+    from bench.result import RunResult
 
 TRAIN = "bench.train:train_and_measure"  # "module:function", resolved in the worker
 NAMES = ("local", "ray")
@@ -110,13 +110,16 @@ class LocalExecutor:
     def __init__(self, *, env: dict[str, str] | None = None, retries: int = 0, timeout_s: float | None = None,
                  train: str | Callable = TRAIN) -> None:
         self.env, self.retries, self.timeout_s, self.train = env or {}, retries, timeout_s, train
+        self.serving = False  # inside `with`: the worker server is started
+        self.facts: dict | None = None  # envinfo.torch_facts, once asked (torch_facts)
 
     def __enter__(self) -> LocalExecutor:
         start_server(self.env)  # the server imports torch while the driver checks the data files
+        self.serving = True
         return self
 
     def __exit__(self, *exc) -> None:
-        pass
+        self.serving = False
 
     def describe(self, device: Device | None = None) -> dict:
         return {"name": self.name, "host": socket.gethostname(), "retries": self.retries, "timeout_s": self.timeout_s}
@@ -153,6 +156,29 @@ class LocalExecutor:
             if device.type == "cuda" and "torch" in sys.modules:  # a run in this process may have left a pool
                 sys.modules["torch"].cuda.empty_cache()
         raise AssertionError("unreachable")
+
+
+def torch_side(executor, config: Config) -> Callable:
+    """How the driver calls a harness function that imports torch (envinfo.torch_facts, peakcache.probe): in a
+    worker forked from the local executor's server when the runs are isolated and the driver has no torch yet
+    (importing it here would compete with the server's import, for seconds, before the first run), else here.
+    A worker that fails is an ExecutorError, one line."""
+    if not (isinstance(executor, LocalExecutor) and executor.serving and config.isolate and "torch" not in sys.modules):
+        return lambda function, *args: function(*args)
+
+    def in_worker(function, *args):
+        try:
+            return call_in_subprocess(function, *args, env=executor.env)
+        except (WorkerError, WorkerDied) as error:
+            raise ExecutorError(f"a worker could not run {function.__qualname__}: {error}") from None
+    return in_worker
+
+
+def torch_facts(executor, config: Config) -> dict:
+    """envinfo.torch_facts for env.json and the peak cache's fingerprints, asked once per executor (torch_side)."""
+    if getattr(executor, "facts", None) is None:
+        executor.facts = torch_side(executor, config)(envinfo.torch_facts)
+    return executor.facts
 
 
 # --- ray --------------------------------------------------------------------------------------------

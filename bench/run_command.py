@@ -235,13 +235,14 @@ def run_cells(executor, args: argparse.Namespace, config: Config, out_dir: Path,
     after them (bench.peakcache: the probe is not on the first cell's path), then where the invocation's wall
     time went (bench.walltime, into env.json and one line). The report, if asked, comes after and is not counted."""
     handed: dict[str, dict] = {}
-    peaks = peakcache.before_cells(out_dir, config, device, args.remeasure_peak)
+    facts = executors.torch_facts(executor, config)  # env.json's: asked of a worker once, before
+    peaks = peakcache.before_cells(out_dir, config, device, args.remeasure_peak, facts=facts)
     clock.mark("cells_start")
     rows = runner.execute(config, out_dir, device, data, peaks=peaks, executor=executor,
                           quiet_limit_s=args.quiet_machine, handed=handed)
     clock.mark("cells_end")
     print(f"done in {clock.marks['cells_end'] - clock.marks['cells_start']:.1f} s: {out_dir / RUNS_FILE}")
-    peakcache.after_cells(out_dir, config, device)
+    peakcache.after_cells(out_dir, config, device, facts=facts, call=executors.torch_side(executor, config))
     clock.mark("end")
     wall = walltime.summary(clock.marks, handed, rows)
     walltime.record(out_dir, wall, args.quiet_machine, handed)
