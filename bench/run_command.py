@@ -268,8 +268,8 @@ def exit_status(out_dir: Path, allow_failures: bool) -> int:
     from bench import storage
     if not (out_dir / RUNS_FILE).exists():
         return 0
-    runs = storage.load_runs(out_dir)
-    failed = int((runs["status"] == "failed").sum())
+    runs = storage.statuses(out_dir)
+    failed = runs.count("failed")
     if not failed:
         return 0
     line = f"{failed} of {len(runs)} run(s) failed (reasons in {out_dir / RUNS_FILE}"
