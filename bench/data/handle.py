@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.data.fetch import ensure_mnist
+from bench.data import fetch
 
 if TYPE_CHECKING:
     from bench.data.loader import Mnist
@@ -42,5 +42,5 @@ def for_cells(root: str | Path | None = None, *, quiet: bool = True, workers_rea
         if not quiet:
             print(message, file=sys.stderr)
 
-    verified, source = ensure_mnist(root, log)
+    verified, source = fetch.ensure_mnist(root, log)
     return MnistFiles(str(verified), source)
