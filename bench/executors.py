@@ -13,10 +13,11 @@ crash stays contained, and --timeout ends it as it ends a local worker (bench.ra
 --ray-address a private local cluster is started, whatever Ray state the machine holds; joining an address is
 bounded by --ray-connect-timeout (bench.ray_cluster.connect). On CUDA a cell asks for one whole GPU; on CPU it asks
 for every CPU of the smallest node (two measured cells never share cores), or --cell-cpus N to pack them (recorded in
-env.json). MNIST is loaded and verified once, by the driver, and reaches every node through Ray's
-object store (ray.put, about 55 MB): worker nodes need neither the network nor a data cache. The
-driver's own bench/ and impls/ are shipped with the job (runtime_env py_modules), so every node runs
-the driver's code; each node needs only the same Python environment (torch, ray).
+env.json). Locally, with isolated runs, the driver verifies the MNIST files and each worker reads them itself
+(bench.data.handle), so the driver never imports torch. On Ray, MNIST is loaded and verified once, by the driver,
+and reaches every node through Ray's object store (ray.put, about 55 MB): worker nodes need neither the network
+nor a data cache. The driver's own bench/ and impls/ are shipped with the job (runtime_env py_modules), so every
+node runs the driver's code; each node needs only the same Python environment (torch, ray).
 """
 from __future__ import annotations
 
@@ -122,7 +123,8 @@ class LocalExecutor:
         self.serving = False
 
     def describe(self, device: Device | None = None) -> dict:
-        return {"name": self.name, "host": socket.gethostname(), "retries": self.retries, "timeout_s": self.timeout_s}
+        return {"name": self.name, "host": socket.gethostname(), "retries": self.retries, "timeout_s": self.timeout_s,
+                "data": "verified by the driver, read by each isolated worker (in-process runs: loaded by the driver)"}
 
     @staticmethod
     def workers_read(config: Config) -> bool:
