@@ -49,24 +49,35 @@ def _triton_version() -> str | None:
     return triton.__version__
 
 
-def collect() -> dict:
-    import torch  # here, not above: the driver reads the CPU model (_cpu_model) without importing torch
+def torch_facts() -> dict:
+    """What env.json says about torch, Triton and the GPUs (imports torch and triton: seconds): `bench run` asks
+    a worker for these when its runs are isolated, so that the driver never imports torch
+    (bench.executors.torch_side)."""
+    import torch
     cuda = torch.cuda.is_available()
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
+    return {"torch": str(torch.__version__), "cuda": torch.version.cuda,  # str: a TorchVersion needs torch to unpickle
+            "cudnn": torch.backends.cudnn.version() if cuda else None, "gpu_count": len(gpus), "gpu_names": gpus,
+            "torch_threads": torch.get_num_threads(), "triton": _triton_version()}
+
+
+def collect(facts: dict | None = None) -> dict:
+    """Provenance: `facts` is torch_facts() as a worker saw it (default: this process's, importing torch here)."""
+    facts = torch_facts() if facts is None else facts
     commit, repo = git_state()
     return {
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "triton": _triton_version(),
-        "gpu_count": len(gpus),
-        "gpu_names": gpus,
+        "torch": facts["torch"],
+        "cuda": facts["cuda"],
+        "cudnn": facts["cudnn"],
+        "triton": facts["triton"],
+        "gpu_count": facts["gpu_count"],
+        "gpu_names": facts["gpu_names"],
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": facts["torch_threads"],
         "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1",
         "git_commit": commit,
         # when the commit was made (committer date): `bench history` orders results by it

@@ -13,10 +13,11 @@ crash stays contained, and --timeout ends it as it ends a local worker (bench.ra
 --ray-address a private local cluster is started, whatever Ray state the machine holds; joining an address is
 bounded by --ray-connect-timeout (bench.ray_cluster.connect). On CUDA a cell asks for one whole GPU; on CPU it asks
 for every CPU of the smallest node (two measured cells never share cores), or --cell-cpus N to pack them (recorded in
-env.json). MNIST is loaded and verified once, by the driver, and reaches every node through Ray's
-object store (ray.put, about 55 MB): worker nodes need neither the network nor a data cache. The
-driver's own bench/ and impls/ are shipped with the job (runtime_env py_modules), so every node runs
-the driver's code; each node needs only the same Python environment (torch, ray).
+env.json). Locally, with isolated runs, the driver verifies the MNIST files and each worker reads them itself
+(bench.data.handle), so the driver never imports torch. On Ray, MNIST is loaded and verified once, by the driver,
+and reaches every node through Ray's object store (ray.put, about 55 MB): worker nodes need neither the network
+nor a data cache. The driver's own bench/ and impls/ are shipped with the job (runtime_env py_modules), so every
+node runs the driver's code; each node needs only the same Python environment (torch, ray).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from bench import envinfo
 from bench.config import Config
+from bench.data.handle import MnistFiles
 from bench.errors import one_line
 from bench.isolate import WorkerDied, WorkerError, WorkerTimedOut, call_in_subprocess, start_server
 from impls import plugins
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
     import torch
 
     from bench.planning import Device
-    from bench.train import RunResult  # workers import bench.train; the driver need not (nor torch)
+    from bench.result import RunResult
 
 TRAIN = "bench.train:train_and_measure"  # "module:function", resolved in the worker
 NAMES = ("local", "ray")
@@ -90,6 +92,8 @@ def run_cell(train, config: Config, backend: str, seed: int, data, device: Devic
     # A worker starts with the built-in table only: it loads the run's plugins itself (a no-op in the driver's
     # process); one that fails to import here raises, and the cell becomes a failed row saying why.
     plugins.ensure(backend, config.plugins)
+    if isinstance(data, MnistFiles):  # the local executor's worker reads MNIST itself, before its run's clock
+        data = data.load()
     result = resolve(train)(config, backend, seed, data, device)
     result.where = identity(device)
     return result
@@ -107,16 +111,26 @@ class LocalExecutor:
     def __init__(self, *, env: dict[str, str] | None = None, retries: int = 0, timeout_s: float | None = None,
                  train: str | Callable = TRAIN) -> None:
         self.env, self.retries, self.timeout_s, self.train = env or {}, retries, timeout_s, train
+        self.serving = False  # inside `with`: the worker server is started
+        self.facts: dict | None = None  # envinfo.torch_facts, once asked (torch_facts)
 
     def __enter__(self) -> LocalExecutor:
-        start_server(self.env)  # the server imports torch while the runner loads the data
+        start_server(self.env)  # the server imports torch while the driver checks the data files
+        self.serving = True
         return self
 
     def __exit__(self, *exc) -> None:
-        pass
+        self.serving = False
 
     def describe(self, device: Device | None = None) -> dict:
-        return {"name": self.name, "host": socket.gethostname(), "retries": self.retries, "timeout_s": self.timeout_s}
+        return {"name": self.name, "host": socket.gethostname(), "retries": self.retries, "timeout_s": self.timeout_s,
+                "data": "verified by the driver, read by each isolated worker (in-process runs: loaded by the driver)"}
+
+    @staticmethod
+    def workers_read(config: Config) -> bool:
+        """Whether each worker reads MNIST from the files itself (bench.data.handle): so when runs are isolated,
+        since a worker forked from the server shares nothing with the driver; in-process runs share its tensors."""
+        return config.isolate
 
     def run(self, cells: Iterable[Cell], data, device: Device) -> Iterator[tuple[Cell, Outcome]]:
         for cell in cells:
@@ -144,6 +158,29 @@ class LocalExecutor:
             if device.type == "cuda" and "torch" in sys.modules:  # a run in this process may have left a pool
                 sys.modules["torch"].cuda.empty_cache()
         raise AssertionError("unreachable")
+
+
+def torch_side(executor, config: Config) -> Callable:
+    """How the driver calls a harness function that imports torch (envinfo.torch_facts, peakcache.probe): in a
+    worker forked from the local executor's server when the runs are isolated and the driver has no torch yet
+    (importing it here would compete with the server's import, for seconds, before the first run), else here.
+    A worker that fails is an ExecutorError, one line."""
+    if not (isinstance(executor, LocalExecutor) and executor.serving and config.isolate and "torch" not in sys.modules):
+        return lambda function, *args: function(*args)
+
+    def in_worker(function, *args):
+        try:
+            return call_in_subprocess(function, *args, env=executor.env)
+        except (WorkerError, WorkerDied) as error:
+            raise ExecutorError(f"a worker could not run {function.__qualname__}: {error}") from None
+    return in_worker
+
+
+def torch_facts(executor, config: Config) -> dict:
+    """envinfo.torch_facts for env.json and the peak cache's fingerprints, asked once per executor (torch_side)."""
+    if getattr(executor, "facts", None) is None:
+        executor.facts = torch_side(executor, config)(envinfo.torch_facts)
+    return executor.facts
 
 
 # --- ray --------------------------------------------------------------------------------------------

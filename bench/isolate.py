@@ -131,10 +131,11 @@ def call_in_subprocess(function, *args, env: dict[str, str] | None = None, timeo
     shared memory, but the result should be plain data, since tensors made in the worker vanish with
     it. `env` holds variables the worker starts with (the server is restarted if it ran with others).
     `timeout_s`: a worker still running after that long is killed (WorkerTimedOut)."""
-    import torch.multiprocessing as mp  # registers tensor pickling through shared memory for the arguments
-    env = env or {}
+    if "torch" in sys.modules:  # tensor arguments travel through shared memory once this registers their pickling;
+        import torch.multiprocessing  # noqa: F401  # without torch here no argument is a tensor, and the driver
+    env = env or {}                   # need not import it (bench.data.handle)
     start_server(env)
-    context = mp.get_context("forkserver")
+    context = multiprocessing.get_context("forkserver")
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(target=_worker, args=(sender, function, args, env), daemon=True)
     with _environment(env):  # should the server need relaunching inside start()

@@ -168,7 +168,8 @@ METRICS: list[Metric] = [
            note="bench run --quiet-machine: seconds waited before this run; empty when not asked."),
     Metric("startup_s", "Startup", "s", fmt="{:.2f}", higher_is_better=False,
            note="From the runner handing the run to its executor to the run's first line of work: the worker's "
-                "start (and, for the first run, the rest of the worker server's imports)."),
+                "start, its read of MNIST from the verified files (local isolated runs), and, for the first run, the "
+                "rest of the worker server's imports."),
     Metric("numerics_s", "Numerics check time", "s", fmt="{:.2f}", higher_is_better=False,
            note="The float64 comparison before training (out_rel_err, grad_rel_err)."),
     Metric("memory_s", "Memory probe time", "s", fmt="{:.2f}", higher_is_better=False,

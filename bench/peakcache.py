@@ -126,13 +126,14 @@ def _plan_dtypes(config: Config) -> list[str]:
     return sorted({point.dtype for _, _, point in plan(config)})
 
 
-def _fingerprints(config: Config, device: Device, dtypes: list[str]) -> dict[str, dict]:
-    import torch
-
+def _fingerprints(config: Config, device: Device, dtypes: list[str], facts: dict | None = None) -> dict[str, dict]:
+    """The plan's fingerprints. `facts`: bench.envinfo.torch_facts as the runs' worker sees them (`bench run`
+    asks a worker, so the driver need not import torch); default: this process's."""
     from bench import envinfo
-    threads = config.threads or torch.get_num_threads()
-    name = torch.cuda.get_device_name(device.index or 0) if device.type == "cuda" else envinfo._cpu_model()
-    return {dtype: fingerprint(str(device), name, torch.__version__, threads, dtype, config.tf32) for dtype in dtypes}
+    facts = envinfo.torch_facts() if facts is None else facts
+    threads = config.threads or facts["torch_threads"]
+    name = facts["gpu_names"][device.index or 0] if device.type == "cuda" else envinfo._cpu_model()
+    return {dtype: fingerprint(str(device), name, facts["torch"], threads, dtype, config.tf32) for dtype in dtypes}
 
 
 def describe(dtype: str, device: Device, peak: dict) -> str:
@@ -145,10 +146,11 @@ def describe(dtype: str, device: Device, peak: dict) -> str:
             f"{peak.get('spread', float('nan')):.1%}{share}){busy}")
 
 
-def before_cells(out_dir: Path, config: Config, device: Device, remeasure: bool = False, log=print) -> dict:
+def before_cells(out_dir: Path, config: Config, device: Device, remeasure: bool = False, log=print,
+                 facts: dict | None = None) -> dict:
     """env.json's peaks for the plan's dtypes: those the directory already holds (a resume keeps its figures,
     unless `remeasure`), else this machine's cached ones. Writes env.json; returns the peaks (missing dtypes
-    are measured by after_cells)."""
+    are measured by after_cells). `facts`: as _fingerprints'."""
     from bench import storage
     env = storage.load_env(out_dir)
     peaks = env.setdefault("peak", {})
@@ -157,7 +159,8 @@ def before_cells(out_dir: Path, config: Config, device: Device, remeasure: bool 
         for dtype in dtypes:
             peaks.pop(dtype, None)
     else:  # a directory's own figure stands (a resume keeps it); one that failed is looked up or measured again
-        for dtype, print_ in _fingerprints(config, device, [d for d in dtypes if not usable(peaks.get(d))]).items():
+        for dtype, print_ in _fingerprints(config, device, [d for d in dtypes if not usable(peaks.get(d))],
+                                            facts).items():
             if (hit := lookup(print_)) is not None:
                 peaks[dtype] = hit
     why = "re-measured" if remeasure else "not cached here"
@@ -168,36 +171,55 @@ def before_cells(out_dir: Path, config: Config, device: Device, remeasure: bool 
     return peaks
 
 
-def after_cells(out_dir: Path, config: Config, device: Device, log=print, measure=None) -> dict:
-    """Measures the plan's dtypes that env.json has no peak for (with the config's threads and TF32), caches
-    them, writes env.json and fills the efficiency of the rows written without one; returns the peaks."""
-    import torch
-
+def after_cells(out_dir: Path, config: Config, device: Device, log=print, measure=None, facts: dict | None = None,
+                call=None) -> dict:
+    """Measures the plan's dtypes that env.json has no peak for (probe), caches them, writes env.json and fills
+    the efficiency of the rows written without one; returns the peaks. `call(probe, *args)` runs the probe
+    (bench.executors.torch_side: in a worker when the runs are isolated; default: here); `facts`: as
+    _fingerprints'."""
     from bench import storage
     from bench.errors import one_line
-    from bench.train import DTYPES, apply_tf32
-    if measure is None:
-        from bench.peak import measure_peak as measure
     env = storage.load_env(out_dir)
     peaks = env.setdefault("peak", {})
     missing = [d for d in _plan_dtypes(config) if not usable(peaks.get(d))]
     if not missing:  # rows a killed invocation wrote before its probe get their efficiency on the resume
         fill_efficiency(out_dir, peaks)
         return peaks
-    threads = torch.get_num_threads()
+    call = call or (lambda function, *args: function(*args))
+    try:
+        measured, precision = call(probe, config, device, missing, measure)
+    except Exception as error:  # no worker to measure in: efficiency stays empty, the runs are kept
+        measured, precision = {dtype: {"error": one_line(error)} for dtype in missing}, None
+    for dtype, print_ in _fingerprints(config, device, missing, facts).items():
+        result = measured[dtype]
+        peaks[dtype] = {"gflops": float("nan")} | result if "error" in result else store(print_, result)
+        log(describe(dtype, device, peaks[dtype]))
+    if precision is not None:
+        env["float32_matmul_precision"] = precision
+    write_json(Path(out_dir) / ENV_FILE, env)
+    fill_efficiency(out_dir, peaks, recompute=missing)
+    return peaks
+
+
+def probe(config: Config, device: Device, dtypes: list[str], measure=None) -> tuple[dict, str]:
+    """Each dtype's GEMM peak (bench.peak.measure_peak, else `measure`) with the config's threads and TF32, or
+    {"error": why}; and the float32 matmul precision they ran under. Imports torch."""
+    import torch
+
+    from bench.errors import one_line
+    from bench.train import DTYPES, apply_tf32
+    if measure is None:
+        from bench.peak import measure_peak as measure
+    threads, measured = torch.get_num_threads(), {}
     try:
         if config.threads:
             torch.set_num_threads(config.threads)
         apply_tf32(config.tf32)
-        for dtype, print_ in _fingerprints(config, device, missing).items():
+        for dtype in dtypes:
             try:
-                peaks[dtype] = store(print_, measure(torch.device(str(device)), DTYPES[dtype]))
+                measured[dtype] = measure(torch.device(str(device)), DTYPES[dtype])
             except Exception as error:  # no peak: efficiency stays empty, the runs are kept
-                peaks[dtype] = {"gflops": float("nan"), "error": one_line(error)}
-            log(describe(dtype, device, peaks[dtype]))
+                measured[dtype] = {"error": one_line(error)}
     finally:
         torch.set_num_threads(threads)
-    env["float32_matmul_precision"] = torch.get_float32_matmul_precision()
-    write_json(Path(out_dir) / ENV_FILE, env)
-    fill_efficiency(out_dir, peaks, recompute=missing)
-    return peaks
+    return measured, torch.get_float32_matmul_precision()

@@ -17,7 +17,7 @@ from bench.constants import BASELINE
 if TYPE_CHECKING:
     from bench.executors import Cell
     from bench.planning import Device
-    from bench.train import RunResult
+    from bench.result import RunResult
 
 
 def run_row(cell: Cell, device: Device, *, status: str, error: str = "", detail: str = "",

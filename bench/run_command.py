@@ -188,10 +188,12 @@ def cli(argv: list[str]) -> int:
 
 def run_with(executor, args: argparse.Namespace, config: Config, out_dir: Path, device: Device,
              saved: dict, warnings: list[str], clock: walltime.Clock | None = None) -> int:
-    from bench import storage
-    from bench.data import DataError, load_mnist  # imports torch: the worker server is importing it meanwhile
+    from bench.data import DataError, for_cells
+    # Local isolated runs: the files checked here without torch (the worker server is importing it meanwhile),
+    # read by each worker. Ray and in-process runs: the tensors, loaded here.
+    workers_read = isinstance(executor, executors.LocalExecutor) and executor.workers_read(config)
     try:
-        data = load_mnist(config.data_root, quiet=False)
+        data = for_cells(config.data_root, quiet=False, workers_read=workers_read)
     except DataError as error:  # nothing to train on: no directory is written
         print(f"error: data: {error}", file=sys.stderr)
         return 1
@@ -211,11 +213,13 @@ def run_with(executor, args: argparse.Namespace, config: Config, out_dir: Path, 
             if not (args.out or args.resume):  # a directory we named: RESULTS_ROOT/latest follows it
                 point_latest(out_dir)
             if args.retry_failed:
+                from bench import storage  # pandas: not before the worker server starts
                 print(f"retrying {storage.drop_failed(out_dir, config.backends)} failed run(s)")
             print(f"results: {out_dir}  device: {device}  data: {data.source}  executor: {executor.name}"
                   + (f" on {executor.cluster}" if getattr(executor, "cluster", "") else ""))
             run_cells(executor, args, config, out_dir, device, data, clock or walltime.Clock())
         except OSError as error:  # a full disk, a vanished mount: rows already written stay as they are
+            from bench import storage
             finished = len(storage.load_runs(out_dir)) if (out_dir / RUNS_FILE).exists() else 0
             print(f"error: cannot write to {out_dir}: {error.strerror or error}; its {finished} finished run(s) are "
                   f"intact: free the space and finish with --resume {out_dir}", file=sys.stderr)
@@ -231,13 +235,14 @@ def run_cells(executor, args: argparse.Namespace, config: Config, out_dir: Path,
     after them (bench.peakcache: the probe is not on the first cell's path), then where the invocation's wall
     time went (bench.walltime, into env.json and one line). The report, if asked, comes after and is not counted."""
     handed: dict[str, dict] = {}
-    peaks = peakcache.before_cells(out_dir, config, device, args.remeasure_peak)
+    facts = executors.torch_facts(executor, config)  # env.json's: asked of a worker once, before
+    peaks = peakcache.before_cells(out_dir, config, device, args.remeasure_peak, facts=facts)
     clock.mark("cells_start")
     rows = runner.execute(config, out_dir, device, data, peaks=peaks, executor=executor,
                           quiet_limit_s=args.quiet_machine, handed=handed)
     clock.mark("cells_end")
     print(f"done in {clock.marks['cells_end'] - clock.marks['cells_start']:.1f} s: {out_dir / RUNS_FILE}")
-    peakcache.after_cells(out_dir, config, device)
+    peakcache.after_cells(out_dir, config, device, facts=facts, call=executors.torch_side(executor, config))
     clock.mark("end")
     wall = walltime.summary(clock.marks, handed, rows)
     walltime.record(out_dir, wall, args.quiet_machine, handed)
@@ -263,8 +268,8 @@ def exit_status(out_dir: Path, allow_failures: bool) -> int:
     from bench import storage
     if not (out_dir / RUNS_FILE).exists():
         return 0
-    runs = storage.load_runs(out_dir)
-    failed = int((runs["status"] == "failed").sum())
+    runs = storage.statuses(out_dir)
+    failed = runs.count("failed")
     if not failed:
         return 0
     line = f"{failed} of {len(runs)} run(s) failed (reasons in {out_dir / RUNS_FILE}"

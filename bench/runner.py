@@ -20,7 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 import impls
-from bench import atomic, contention, envinfo, isolate, metrics
+from bench import atomic, contention, envinfo, executors, isolate, metrics
 from bench.config import Config
 from bench.executors import Cell, Failed, LocalExecutor
 from bench.planning import Device, dtype_unsupported, plan, run_id
@@ -118,7 +118,8 @@ def start_env(out_dir: Path, saved: dict, config: Config, device: Device, execut
     resume keeps the first start's and adds what finished the run); this start's executor. The GEMM peaks
     ("peak") are bench.peakcache's: looked up before the cells, measured after them when not cached."""
     allocator = worker_env() if config.isolate else {k: os.environ.get(k, "glibc default") for k in WORKER_ENV}
-    now = envinfo.collect() | {"device": str(device), "config": config.to_dict(), "allocator_env": allocator}
+    now = envinfo.collect(executors.torch_facts(executor, config)) | {
+        "device": str(device), "config": config.to_dict(), "allocator_env": allocator}
     if experiment:
         now["experiment"] = experiment
     if warnings:  # e.g. more threads than cores: the figures carry the reason

@@ -14,8 +14,7 @@ import io
 import json
 import os
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from bench import metrics
 from bench.atomic import atomic_write_text
@@ -31,6 +30,11 @@ from bench.schema import (
     STEPS_FILE,
     TEXT_RUN_COLUMNS,
 )
+
+# pandas is imported where a table is read: `bench run` writes its rows without it, so its driver starts the
+# runs before anything needs pandas (a second or more of imports, beside the worker server's).
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _csv_text(rows: list[dict], columns: list[str], header: bool) -> str:
@@ -108,6 +112,7 @@ def _drop_torn_line(handle, block: int = 1 << 16) -> int:
 
 def read_complete_csv(path: Path, **options) -> pd.DataFrame:
     """pd.read_csv of the complete lines of `path`: a torn last line (a kill mid-append) is left out."""
+    import pandas as pd
     text = path.read_bytes()
     text = text[:text.rfind(b"\n") + 1]
     if not text:
@@ -159,6 +164,7 @@ def _memory_columns_of_older_results(frame: pd.DataFrame) -> pd.DataFrame:
     goes to the column that means the same; an older CPU row has no peak_tensor_bytes."""
     if OLD_MEMORY_COLUMN not in frame.columns or "peak_tensor_bytes" in frame.columns:
         return frame
+    import pandas as pd
     method = frame.get("memory_method", pd.Series("", index=frame.index)).fillna("").astype(str)
     cuda, value = method.str.startswith("cuda"), pd.to_numeric(frame[OLD_MEMORY_COLUMN], errors="coerce")
     frame["peak_tensor_bytes"] = value.where(cuda)
@@ -190,6 +196,7 @@ def _fill_new_config_columns(frame: pd.DataFrame) -> pd.DataFrame:
 def load_table(directory: str | Path, name: str, columns: list[str]) -> pd.DataFrame:
     path = Path(directory) / name
     if not path.exists():
+        import pandas as pd
         return pd.DataFrame(columns=columns)
     return read_complete_csv(path)
 
@@ -205,6 +212,12 @@ def load_steps(directory: str | Path) -> pd.DataFrame:
 def load_env(directory: str | Path) -> dict:
     path = Path(directory) / ENV_FILE
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def statuses(directory: str | Path) -> list[str]:
+    """runs.csv's status column, read without pandas (`bench run`'s exit status: its driver never needs pandas)."""
+    text = (Path(directory) / RUNS_FILE).read_bytes().decode()
+    return [row["status"] for row in csv.DictReader(io.StringIO(text[:text.rfind("\n") + 1]))]
 
 
 def drop_failed(directory: str | Path, backends=None) -> int:

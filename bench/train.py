@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -21,6 +21,7 @@ from bench.constants import NUMERICS_IMAGES, PROFILED_STEPS
 from bench.data import BatchLoader, Mnist, pixel_order, trimmed
 from bench.metrics import percentile
 from bench.model import RowClassifier, Rows, head_width, input_tensors
+from bench.result import RunResult
 from bench.timing import MemoryMeter, SplitTimer, sync
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -28,15 +29,6 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 class NonFiniteLoss(RuntimeError):
     pass
-
-
-@dataclass
-class RunResult:
-    metrics: dict        # the measured columns of runs.csv
-    curve: list[dict]    # curves.csv rows, without the run key
-    steps: list[dict]    # steps.csv rows, without the run key
-    correct: object = None  # per-image correctness on the test set (numpy bools), for compare's paired test
-    where: dict = field(default_factory=dict)  # where it ran: host, device, threads (bench.executors.run_cell)
 
 
 def build_model(config: Config, backend: str, device: torch.device) -> RowClassifier:

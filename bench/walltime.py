@@ -2,10 +2,11 @@
 one printed line.
 
     to_first_run_s   from the process's start (its creation time) to the first run's first line of work:
-                     imports, the data, the worker server, any wait for a quiet machine
+                     imports, the data check (or load), the worker server, any wait for a quiet machine
     training_and_evaluation_s   the runs' own training loops and evaluations (train_time_s + eval_time_s)
     harness_s        total_s minus that: everything the harness adds around the work
-    in_runs          the runs' startup_s, numerics_s, memory_s, profile_s and quiet_wait_s, summed
+    in_runs          the runs' startup_s (a local isolated worker's read of MNIST included), numerics_s, memory_s,
+                     profile_s and quiet_wait_s, summed
     between_runs_s   the cells' time outside every run's wall_time_s, startup_s and quiet wait: a worker's exit,
                      results coming back, rows written
     peak_probe_s     the GEMM peak measured after the cells (0 when this machine's figure was cached)

@@ -31,8 +31,10 @@ def synthetic_data():
 
 @pytest.fixture
 def fake_mnist(monkeypatch, synthetic_data):
-    """`bench run` loads synthetic_data instead of MNIST: the CLI end to end, offline and in seconds."""
+    """`bench run` loads synthetic_data instead of MNIST: the CLI end to end, offline and in seconds. Its workers get
+    the tensors, as Ray's and in-process runs do, instead of the files' place (bench.data.for_cells)."""
     monkeypatch.setattr("bench.data.load_mnist", lambda *args, **kwargs: synthetic_data)
+    monkeypatch.setattr("bench.data.for_cells", lambda *args, **kwargs: synthetic_data)
     return synthetic_data
 
 

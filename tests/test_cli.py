@@ -62,6 +62,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, monkeypatch, capsy
         raise AssertionError("--dry-run must not load or download data")
 
     monkeypatch.setattr("bench.data.load_mnist", no_data)
+    monkeypatch.setattr("bench.data.for_cells", no_data)
     monkeypatch.setattr("bench.data.ensure_mnist", no_data)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("LSTM_BENCH_DATA", raising=False)

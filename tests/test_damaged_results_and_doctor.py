@@ -51,6 +51,7 @@ def no_data(monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("the data was loaded: the refusal came too late")
     monkeypatch.setattr("bench.data.load_mnist", never)
+    monkeypatch.setattr("bench.data.for_cells", never)
 
 
 def lines(path: Path) -> list[str]:

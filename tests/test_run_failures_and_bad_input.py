@@ -65,7 +65,7 @@ def test_resume_with_backends_runs_only_their_missing_cells(tmp_path, capsys, fa
     with pytest.raises(KeyboardInterrupt):
         run_command.cli(["--backends", "cudnn,gru", "--seeds", "0,1", *SMALL, "--out", str(out)])
     monkeypatch.undo()
-    monkeypatch.setattr("bench.data.load_mnist", lambda root=None, quiet=True: fake_mnist)
+    monkeypatch.setattr("bench.data.for_cells", lambda root=None, **options: fake_mnist)
     assert run_command.cli(["--resume", str(out), "--backends", "gru"]) == 0
     assert list(storage.load_runs(out).backend) == ["gru", "gru"]
     missing = results.load(out).missing
@@ -127,6 +127,7 @@ def test_bad_paths_are_one_line_before_any_data_loads(tmp_path, capsys, monkeypa
         raise AssertionError("data loaded before the paths were checked")
 
     monkeypatch.setattr("bench.data.load_mnist", never)
+    monkeypatch.setattr("bench.data.for_cells", never)
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     tree = tmp_path / "tree"

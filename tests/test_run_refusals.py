@@ -36,6 +36,7 @@ def no_data(monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("the data was loaded: the refusal came too late")
     monkeypatch.setattr("bench.data.load_mnist", never)
+    monkeypatch.setattr("bench.data.for_cells", never)
 
 
 # ---------------------------------------------------------------- case 1: two runs, one directory
@@ -47,7 +48,7 @@ sys.path[:0] = [sys.argv[1], str(Path(sys.argv[1]).parent)]
 import bench.data
 from tests.fixtures.synthetic import synthetic_mnist
 
-def held_load(root=None, *, quiet=True):
+def held_load(root=None, **options):
     # the data load of the second run, held until the test lets it go: the race made certain
     hold = os.environ.get("HOLD_DATA")
     if hold:
@@ -56,7 +57,7 @@ def held_load(root=None, *, quiet=True):
             time.sleep(0.05)
     return synthetic_mnist()
 
-bench.data.load_mnist = held_load
+bench.data.for_cells = held_load
 from bench import run_command
 sys.exit(run_command.cli(sys.argv[2:]))
 """
@@ -155,7 +156,7 @@ def test_the_estimate_counts_exactly_the_parameters_the_model_has(backend, input
 
 @pytest.mark.slow
 def test_more_threads_than_cores_is_a_warning_recorded_with_the_results(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("bench.data.load_mnist", lambda root=None, quiet=True: synthetic_mnist())
+    monkeypatch.setattr("bench.data.for_cells", lambda root=None, **options: synthetic_mnist())
     monkeypatch.setattr(preflight, "cores", lambda: 1)
     threads = torch.get_num_threads()
     out = tmp_path / "out"

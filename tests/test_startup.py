@@ -1,24 +1,50 @@
-"""Startup: `bench run`'s driver plans, checks and dry-runs a CPU run without importing torch; the worker server
-preloads Inductor's compiler only for a plan that compiles, and torch._dynamo always (torch.optim needs it);
-an invocation's wall time is split into the work and what the harness adds (bench.walltime)."""
+"""Startup: `bench run`'s driver plans, checks, dry-runs and runs a CPU run without importing torch (the workers
+read MNIST themselves); the worker server preloads Inductor's compiler only for a plan that compiles, and
+torch._dynamo always (torch.optim needs it); an invocation's wall time is split into the work and what the harness
+adds (bench.walltime)."""
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
-from bench import isolate, planning, runner, walltime
+from bench import executors, isolate, planning, runner, storage, walltime
 from bench.config import from_dict
+from bench.data import MnistFiles, idx
+from bench.result import RunResult
 
 ROOT = Path(__file__).resolve().parent.parent
+# The driver takes the files written by synthetic_files as verified: they are not the official ones.
+UNVERIFIED = "import bench.data.fetch\nbench.data.fetch.ensure_mnist = lambda root, log=None: (root, 'synthetic')\n"
 
 
-def driver(argv: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
-    """`bench run ARGV` in a fresh interpreter; prints whether torch was imported on its last line."""
-    code = ("import sys\nfrom bench.__main__ import main\nrc = main(sys.argv[1:])\n"
-            "print('torch imported:', 'torch' in sys.modules)\nsys.exit(rc)")
+def driver(argv: list[str], tmp_path: Path, prelude: str = "", timeout: float = 120) -> subprocess.CompletedProcess:
+    """`bench run ARGV` in a fresh interpreter (after `prelude`); prints whether torch (and pandas) were imported
+    on its last line."""
+    code = (f"import sys\n{prelude}from bench.__main__ import main\nrc = main(sys.argv[1:])\n"
+            "print('torch imported:', 'torch' in sys.modules, 'pandas:', 'pandas' in sys.modules)\nsys.exit(rc)")
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"} | (
+        {"XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"]} if "XDG_CACHE_HOME" in os.environ else {})
     return subprocess.run([sys.executable, "-c", code, "run", *argv], capture_output=True, text=True, cwd=tmp_path,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
+                          env=env, timeout=timeout)
+
+
+def synthetic_files(root: Path, train: int = 400, test: int = 200) -> Path:
+    """The four MNIST files under ROOT, synthetic (digit d lights up row 18 + d) and in the official IDX format."""
+    raw = idx.raw_dir(root)
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train), ("t10k", test)):
+        labels = rng.integers(0, 10, count).astype(np.uint8)
+        images = rng.integers(0, 40, (count, 28, 28)).astype(np.uint8)
+        images[np.arange(count), 18 + labels] = 255
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(idx.idx_bytes(images))
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(idx.idx_bytes(labels))
+    return root
 
 
 @pytest.mark.slow
@@ -26,9 +52,9 @@ def test_dry_run_and_bad_input_do_not_import_torch(tmp_path):
     done = driver(["--dry-run", "--device", "cpu", "--backends", "cudnn,compiled", "--out", str(tmp_path / "r")],
                   tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "plan: 2 run(s) on cpu" in done.stdout and done.stdout.rstrip().endswith("torch imported: False")
+    assert "plan: 2 run(s) on cpu" in done.stdout and "torch imported: False" in done.stdout.splitlines()[-1]
     bad = driver(["--device", "cpu", "--batch-size", "0"], tmp_path)
-    assert bad.returncode == 2 and bad.stdout.rstrip().endswith("torch imported: False")
+    assert bad.returncode == 2 and "torch imported: False" in bad.stdout.splitlines()[-1]
 
 
 @pytest.mark.slow
@@ -44,7 +70,42 @@ def test_the_driver_modules_import_neither_torch_nor_pandas():
 @pytest.mark.skipif(any(Path(p).exists() for p in planning.GPU_DEVICE_FILES), reason="a GPU driver is installed here")
 def test_auto_device_is_the_cpu_without_asking_torch(tmp_path):
     done = driver(["--dry-run", "--backends", "cudnn", "--out", str(tmp_path / "r")], tmp_path)
-    assert done.returncode == 0 and "on cpu" in done.stdout and done.stdout.rstrip().endswith("torch imported: False")
+    assert done.returncode == 0 and "on cpu" in done.stdout and "torch imported: False" in done.stdout.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_a_cpu_run_on_the_local_executor_never_imports_torch_or_pandas_in_the_driver(tmp_path):
+    """The driver checks the files and hands each worker their place; the worker reads them, torch's provenance
+    comes from a worker, and so does the GEMM peak."""
+    data, out = synthetic_files(tmp_path / "data"), tmp_path / "out"
+    done = driver(["--device", "cpu", "--backends", "cudnn", "--train-limit", "300", "--warmup-steps", "1",
+                   "--hidden", "8", "--threads", "1", "--data-root", str(data), "--out", str(out)], tmp_path,
+                  prelude=UNVERIFIED, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "torch imported: False pandas: False", done.stdout
+    assert "data: synthetic" in done.stdout and "wall time" in done.stdout
+    runs = storage.load_runs(out)
+    assert list(runs.status) == ["ok"] and 0 <= runs.test_accuracy[0] <= 1 and runs.train_samples_per_s[0] > 0
+    assert runs.startup_s[0] > 0  # the worker's read of the files is in it
+    env = json.loads((out / "env.json").read_text())
+    assert env["torch"] == str(torch.__version__) and env["torch_threads"] > 0 and "float32" in env["peak"]
+
+
+def test_a_worker_reads_the_files_it_is_handed(tmp_path):
+    root = synthetic_files(tmp_path / "data", train=30, test=20)
+    seen = []
+
+    def train(config, backend, seed, data, device):
+        seen.append(data)
+        return RunResult({}, [], [])
+
+    handle = MnistFiles(str(root), "synthetic")
+    executors.run_cell(train, from_dict(dict(backends=("cudnn",))), "cudnn", 0, handle, torch.device("cpu"))
+    mnist = seen[0]
+    assert mnist.source == "synthetic" and mnist.train_images.shape == (30, 28, 28) and mnist.test_labels.shape == (20,)
+    assert mnist.train_images.dtype == torch.uint8 and mnist.train_labels.dtype == torch.int64
+    written = idx.read_idx(idx.raw_dir(root) / "train-images-idx3-ubyte")
+    assert torch.equal(mnist.train_images, torch.from_numpy(written))
 
 
 def test_the_worker_server_preloads_the_compiler_only_for_a_plan_that_compiles():

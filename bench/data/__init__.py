@@ -6,11 +6,17 @@
     tasks.py    pixel orders and lengths: rows (reading order), permuted (one fixed order from a seed),
                 rows-trimmed (reading order, each image up to its last row with ink)
     loader.py   Mnist (the dataset as CPU tensors), load_mnist, BatchLoader (device batches)
+    handle.py   MnistFiles (the verified files' place, for a worker to read) and mnist_files, without torch
+    for_cells (here): what `bench run` hands its cells: a MnistFiles, or the tensors
     command.py  `bench data` (the command line; not re-exported here)
 """
+from __future__ import annotations
+
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.data.fetch import ENV_ROOT, ensure_mnist, resolve_root, root_problem
+from bench.data.handle import MnistFiles, mnist_files
 from bench.data.idx import raw_dir
 from bench.data.sources import DataError, SourceUnavailable
 
@@ -25,6 +31,15 @@ if TYPE_CHECKING:  # what __getattr__ hands out, for the type checker
     from bench.data.tasks import TASKS, pixel_order, trimmed
 
 
+def for_cells(root: str | Path | None = None, *, quiet: bool = True, workers_read: bool = False) -> Mnist | MnistFiles:
+    """What `bench run` hands its cells (raises DataError when MNIST cannot be had): with `workers_read`, the
+    verified files' place, checked without torch (bench.data.handle); else the dataset, loaded here."""
+    if workers_read:
+        return mnist_files(root, quiet=quiet)
+    from bench.data import load_mnist  # the attribute: a test may have replaced it
+    return load_mnist(root, quiet=quiet)
+
+
 def __getattr__(name: str):
     if name in _TORCH_SIDE:
         import importlib
@@ -34,5 +49,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'bench.data' has no attribute {name!r}")
 
 
-__all__ = ["BatchLoader", "DataError", "ENV_ROOT", "Mnist", "SourceUnavailable", "TASKS", "ensure_mnist",
-           "load_mnist", "pixel_order", "raw_dir", "resolve_root", "root_problem", "trimmed"]
+__all__ = ["BatchLoader", "DataError", "ENV_ROOT", "Mnist", "MnistFiles", "SourceUnavailable", "TASKS",
+           "ensure_mnist", "for_cells", "load_mnist", "mnist_files", "pixel_order", "raw_dir", "resolve_root",
+           "root_problem", "trimmed"]

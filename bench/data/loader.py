@@ -30,6 +30,11 @@ def load_mnist(root: str | Path | None = None, *, quiet: bool = True) -> Mnist:
     """All of MNIST as CPU tensors, fetching and verifying first (raises DataError)."""
     log = (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr))
     root, source = ensure_mnist(root, log)
+    return read_mnist(root, source)
+
+
+def read_mnist(root: Path, source: str) -> Mnist:
+    """The four files under ROOT as CPU tensors, read as they are: verifying them is ensure_mnist's."""
     raw = idx.raw_dir(root)
     arrays = {name: torch.from_numpy(idx.read_idx(raw / name)) for name in idx.FILES}
     return Mnist(
