@@ -193,6 +193,20 @@ def test_a_lengths_graph_serves_every_lengths_and_batch():
         assert torch.equal(out[0, lengths[0]:], torch.zeros_like(out[0, lengths[0]:]))
     assert compile_stats()["compilations"] == before
 
+    # A shorter batch runs padded to the 4 steps above, in both directions, and still means what nn.LSTM means.
+    reference = torch.nn.LSTM(case.input_size, case.hidden, bidirectional=True, batch_first=True).double()
+    reference.load_state_dict(module.state_dict())
+    lengths = torch.tensor([2, 1, 2, 2])
+    x = torch.randn(len(lengths), 2, case.input_size, dtype=torch.float64, requires_grad=True)  # as above
+    out, (h, c) = module(x, lengths=lengths)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    out_ref, (h_ref, c_ref) = reference(packed)
+    out_ref = torch.nn.utils.rnn.pad_packed_sequence(out_ref, batch_first=True, total_length=2)[0]
+    assert out.shape == out_ref.shape == (4, 2, 2 * case.hidden)
+    for actual, expected in ((out, out_ref), (h, h_ref), (c, c_ref)):
+        assert torch.allclose(actual, expected, atol=1e-12), (actual - expected).abs().max()
+    assert compile_stats()["compilations"] == before
+
 
 @pytest.mark.slow
 def test_long_packed_sequences_take_the_stepwise_path_and_match_torch(monkeypatch):
