@@ -136,8 +136,9 @@ METRICS: list[Metric] = [
                 "repetitions of a large square GEMM, measured once per machine and reused (bench.peakcache; "
                 "env.json: peak says whether measured now or reused, and when)."),
     Metric("out_rel_err", "Output error vs float64", fmt="{:.2e}", higher_is_better=False,
-           note="‖logits − logits_ref‖ ÷ ‖logits_ref‖ on the first 256 test images, initial weights, against "
-                "the same model in float64 on the CPU with nn.LSTM / nn.GRU (bench.numerics)."),
+           note="‖logits − logits_ref‖ ÷ ‖logits_ref‖ on the first 256 test images (fed in batches of the training "
+                "size), initial weights, against the same model in float64 on the CPU with nn.LSTM / nn.GRU "
+                "(bench.numerics)."),
     Metric("grad_rel_err", "Gradient error vs float64", fmt="{:.2e}", higher_is_better=False,
            note="The largest over parameters of ‖g − g_ref‖ ÷ ‖g_ref‖ of the loss's gradient, same batch and "
                 "reference as out_rel_err."),

@@ -134,11 +134,13 @@ def compile_stats() -> dict:
 
 def check_numerics(config: Config, backend: str, seed: int, test_loader: BatchLoader, device: torch.device) -> dict:
     """out_rel_err and grad_rel_err (bench.numerics) of the run's freshly initialised model on the first
-    NUMERICS_IMAGES test images. The model is built and dropped here, then the seed is set again, so training
-    starts from the same weights and random stream as without this check; it runs outside the memory meter."""
+    NUMERICS_IMAGES test images, fed in batches of the training batch size (a compiled backend runs its training
+    graph, not one compiled for the check). The model is built and dropped here, then the seed is set again, so
+    training starts from the same weights and random stream as without this check; it runs outside the memory
+    meter."""
     model = build_model(config, backend, device)
     images, labels = test_loader.head(NUMERICS_IMAGES)
-    errors = numerics.backend_error(backend, model, images, labels)
+    errors = numerics.backend_error(backend, model, images, labels, config.batch_size)  # the training graph
     del model
     torch.manual_seed(seed)
     return {"out_rel_err": errors["out_rel_err"], "grad_rel_err": errors["grad_rel_err"]}

@@ -193,6 +193,20 @@ def test_a_lengths_graph_serves_every_lengths_and_batch():
         assert torch.equal(out[0, lengths[0]:], torch.zeros_like(out[0, lengths[0]:]))
     assert compile_stats()["compilations"] == before
 
+    # A shorter batch runs padded to the 4 steps above, in both directions, and still means what nn.LSTM means.
+    reference = torch.nn.LSTM(case.input_size, case.hidden, bidirectional=True, batch_first=True).double()
+    reference.load_state_dict(module.state_dict())
+    lengths = torch.tensor([2, 1, 2, 2])
+    x = torch.randn(len(lengths), 2, case.input_size, dtype=torch.float64, requires_grad=True)  # as above
+    out, (h, c) = module(x, lengths=lengths)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    out_ref, (h_ref, c_ref) = reference(packed)
+    out_ref = torch.nn.utils.rnn.pad_packed_sequence(out_ref, batch_first=True, total_length=2)[0]
+    assert out.shape == out_ref.shape == (4, 2, 2 * case.hidden)
+    for actual, expected in ((out, out_ref), (h, h_ref), (c, c_ref)):
+        assert torch.allclose(actual, expected, atol=1e-12), (actual - expected).abs().max()
+    assert compile_stats()["compilations"] == before
+
 
 @pytest.mark.slow
 def test_long_packed_sequences_take_the_stepwise_path_and_match_torch(monkeypatch):
@@ -201,3 +215,53 @@ def test_long_packed_sequences_take_the_stepwise_path_and_match_torch(monkeypatc
                 with_state=True, dtype=torch.float32)
     result = check("compiled", case)
     assert result.ok, f"stepwise compiled {case.label()}: {result.failures}"
+
+
+def _classifier_step(model, images, batch):
+    labels = torch.randint(0, 10, (batch,))
+    torch.nn.functional.cross_entropy(model(images), labels).backward()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_numerics_check_after_training_compiles_nothing():
+    """Inductor's C++ kernels guard the bias gradient's float32 sum on T*B > 4096, so the numerics check's
+    256 images at T=28 in one batch compiled a training graph of their own beside a run's batch of 50. In
+    batches of the training size the check runs the training graph; at 4 steps the line is at 1024 rows."""
+    from bench.model import RowClassifier
+    from bench.numerics import numerical_error
+    model = RowClassifier(impls.build("compiled", SHAPE["input_size"], SHAPE["hidden"], SHAPE["layers"],
+                                      batch_first=True), SHAPE["hidden"], 10)
+    _classifier_step(model, torch.randn(8, SHAPE["steps"], SHAPE["input_size"]), 8)
+    before = compile_stats()["compilations"]
+    images, labels = torch.randn(1100, SHAPE["steps"], SHAPE["input_size"]), torch.randint(0, 10, (1100,))
+    errors = numerical_error(model, images, labels, "lstm", batch_size=8)
+    assert compile_stats()["compilations"] == before
+    assert errors["out_rel_err"] < 1e-5 and errors["grad_rel_err"] < 1e-4, errors
+
+
+def _rows(lengths):
+    from bench.model import Rows
+    lengths = torch.tensor(lengths)
+    return Rows(torch.randn(len(lengths), int(lengths.max()), SHAPE["input_size"]), lengths, lengths)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_batches_of_many_lengths_compile_once_per_new_longest_and_numerics_reuses_them():
+    """Packed input's padded T is each batch's longest length, a Python int in the unrolled loop: each
+    distinct T was a graph (26 to 28 in a rows-trimmed run). Now a batch runs at the fewest steps already
+    compiled that cover it, so only a batch longer than all before it compiles."""
+    from bench.model import RowClassifier
+    from bench.numerics import numerical_error
+    hidden = 6  # a configuration no other test compiles, so the count is this test's own
+    model = RowClassifier(impls.build("compiled", SHAPE["input_size"], hidden, batch_first=True), hidden, 10, "packed")
+    before = compile_stats()["compilations"]
+    batches = ([3, 1, 2], [2, 2], [4, 1, 3, 2], [1, 1], [4, 4], [2, 3, 1])  # longest 3, 2, 4, 1, 4, 3
+    for lengths in batches:
+        _classifier_step(model, _rows(lengths), len(lengths))
+    trained = compile_stats()["compilations"]
+    assert 1 <= trained - before <= 2, f"{trained - before} compilations for 4 distinct lengths"  # at 3, at 4
+    errors = numerical_error(model, _rows([2, 1, 3, 3, 1]), torch.randint(0, 10, (5,)), "lstm", batch_size=4)
+    assert compile_stats()["compilations"] == trained
+    assert errors["out_rel_err"] < 1e-5 and errors["grad_rel_err"] < 1e-4, errors

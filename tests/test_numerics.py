@@ -91,3 +91,26 @@ def test_mismatched_inputs_and_families_are_one_line_errors():
         numerical_error(model_for("loop"), images, labels, "rnn")
     with pytest.raises(RuntimeError, match="state_dict"):
         numerical_error(model_for("gru"), images, labels, "lstm")  # GRU weights into an LSTM twin
+
+
+def test_batches_cut_the_images_as_training_would_without_a_one_row_batch():
+    from bench.model import Rows
+    from bench.numerics import batches
+    images = torch.randn(11, 3, 2)
+    assert [len(b) for b in batches(images, 4)] == [4, 4, 3]
+    assert [len(b) for b in batches(images, 5)] == [5, 4, 2]  # not 5, 5, 1: B=1 would be a graph of its own
+    assert [len(b) for b in batches(images, None)] == [11]
+    assert torch.equal(torch.cat(batches(images, 5)), images)
+    lengths = torch.arange(1, 12).clamp(max=3)
+    rows = batches(Rows(images, lengths, lengths), 8)
+    assert [tuple(r.padded.shape) for r in rows] == [(8, 3, 2), (3, 3, 2)]
+    assert torch.equal(rows[1].lengths, lengths[8:]) and torch.equal(rows[1].lengths_on_device, lengths[8:])
+
+
+def test_numerics_in_training_batches_measures_the_same_error():
+    images, labels = mnist_like_batch()
+    batched = backend_error("loop", model_for("loop"), images, labels, batch_size=24)
+    assert batched["out_rel_err"] < 1e-5 and batched["grad_rel_err"] < 1e-5, batched
+    assert batched["grad_rel_err"] > 0
+    with pytest.raises(ValueError, match="batch_size must be a positive int or None, got 0"):
+        backend_error("loop", model_for("loop"), images, labels, batch_size=0)
