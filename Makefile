@@ -100,9 +100,10 @@ gpu-deps: setup
 	$(PY) -m pip install --quiet --no-deps --target .gpu-deps pytest pluggy iniconfig packaging pygments exceptiongroup tomli \
 	  pytest-timeout
 
-KERNEL_MATRIX := --dtypes float32,bfloat16,float16,float64 --hidden 32,64,128,256,512 --batch 50,128 --tf32 both --presets
+KERNEL_MATRIX := --dtypes float32,bfloat16,float16,float64 --hidden 32,64,128,256,512 --batch 50,128 --proj-size 0,16 \
+  --tf32 both --presets
 # Compile every Triton kernel ahead of time for sm_80/86/89/90 (no GPU): 4 dtypes x hidden 32-512 x batch 50/128,
-# float32 with tf32 off and on, plus the presets' shapes; tables into results/reference/kernels/. Exits 1 if a
+# without and with a 16-wide projection, float32 with tf32 off and on, plus the presets' shapes; tables into results/reference/kernels/. Exits 1 if a
 # launch cannot run on one of them. Compiles are cached (~/.cache/lstm-bench/kernels), so a rerun is quick.
 kernels: setup
 	$(PY) -m bench kernels $(KERNEL_MATRIX) --out results/reference/kernels
