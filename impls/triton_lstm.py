@@ -21,11 +21,11 @@ Why it can win: a row's recurrence needs only that row's h, so a program owning 
 Two paths, as two @triton.jit functions behind one kernel name; `plan` picks one per sequence and `candidates`
 says what the wrapper falls back to when the GPU's shared memory per block is too small (docs/triton.md, with
 the compiled resources per configuration in results/reference/kernels/, from `bench kernels`):
-- resident (4 BLOCK_H BLOCK_P weight elements, plus BLOCK_H BLOCK_P for W_hr, <= 64 KiB: without a projection
-  H <= 64 in float32/float16/bfloat16, H <= 32 in float64): W_hh is read from global memory once, as four
-  BLOCK_P x BLOCK_H tiles (and W_hr as one); h and c are carried across steps by
-  the program. Compiled, the tiles live in shared memory and are reloaded into registers by every step's
-  tl.dot, and h goes through shared memory (a barrier either side) to become the next step's dot operand.
+- resident (4 BLOCK_H BLOCK_P weight elements, plus BLOCK_H BLOCK_P for W_hr, <= 64 KiB, and H no wider than
+  without a projection: H <= 64 in float32/float16/bfloat16, H <= 32 in float64): W_hh is read from global memory
+  once, as four BLOCK_P x BLOCK_H tiles (and W_hr as one); h and c are carried across steps by the program.
+  Compiled, the tiles live in shared memory and are reloaded into registers by every step's tl.dot, and h goes
+  through shared memory (a barrier either side) to become the next step's dot operand.
 - streaming (larger H): the same single launch, but every step streams W_hh in BLOCK_K x BLOCK_K tiles
   from global memory (L2-resident after the first step) and takes h_{t-1}, c_{t-1} from the buffers the
   previous step stored, after a barrier; correct at every H, bounded registers.
@@ -108,9 +108,13 @@ def force_path(path: str | None):
 def plan(batch: int, hidden: int, dtype: torch.dtype, proj: int = 0) -> Plan:
     """The fastest configuration, whatever the GPU; proj the projection's width (0: none)."""
     block_h = max(16, pow2(hidden))
-    block_p = max(16, pow2(proj)) if proj else block_h
-    weights = (4 + bool(proj)) * block_h * block_p  # W_hh's four tiles and W_hr's
-    resident = weights * torch.empty((), dtype=dtype).element_size() <= RESIDENT_BYTES
+    # h narrower than 32 columns, as a dot operand, took ptxas to 255 registers and spills in bfloat16/float16
+    # (bench kernels, sm_86/sm_90); padded to 32 it compiles to 80-93 without spills.
+    block_p = max(32, pow2(proj)) if proj else block_h
+    size = torch.empty((), dtype=dtype).element_size()
+    # W_hh's four tiles and W_hr's within the budget, and no wider than without a projection: the gate and cell
+    # tiles a program carries (BLOCK_B x BLOCK_H each) grow with H whatever P is, and past that width spill.
+    resident = max(4 * block_h * block_h, (4 + bool(proj)) * block_h * block_p) * size <= RESIDENT_BYTES
     if _FORCED_PATH.get():
         resident = _FORCED_PATH.get() == "resident"
     # Interpreted, each program is a slow Python pass: one tile covers the batch. Compiled, 16 rows
