@@ -311,13 +311,7 @@ def _streaming_bwd(dout_ptr, acts_ptr, cs_ptr, w_hh_ptr, w_hr_ptr, lengths_ptr, 
         # dh_rec of this step was stored by other threads in the previous iteration.
         tl.debug_barrier()
         if PROJ:  # dh = dout + dh_rec whole, into dproj, before any column of dm = dh W_hr
-            for n0 in range(0, P, BLOCK_K):
-                units = n0 + k
-                mask = row_ok[:, None] & (units[None, :] < P)
-                dh = (tl.load(dout_row + units[None, :], mask=mask & inside[:, None], other=0.0).to(COMPUTE)
-                      + tl.load(dh_ptr + rows[:, None] * P + units[None, :], mask=mask, other=0.0).to(COMPUTE))
-                tl.store(dproj_ptr + s * B * P + rows[:, None] * P + units[None, :],
-                         tl.where(inside[:, None], dh, 0.0).to(dproj_ptr.dtype.element_ty), mask=mask)
+            _whole_dh(dout_row, dh_ptr, dproj_ptr + s * B * P, P, rows, row_ok, inside, COMPUTE, BLOCK_K)
             tl.debug_barrier()
         for n0 in range(0, H, BLOCK_K):
             cols = n0 + k
@@ -348,6 +342,20 @@ def _streaming_bwd(dout_ptr, acts_ptr, cs_ptr, w_hh_ptr, w_hr_ptr, lengths_ptr, 
                 acc += _streamed_dot(dgates_row + q * H, row_ok, w_hh_ptr + q * H * P, P, units, P, H, PRECISION,
                                      COMPUTE, BLOCK_B, BLOCK_K)
             tl.store(dh_ptr + rows[:, None] * P + units[None, :], acc.to(dh_ptr.dtype.element_ty), mask=live)
+
+
+@triton.jit
+def _whole_dh(dout_row, dh_ptr, dproj_step_ptr, P, rows, row_ok, inside, COMPUTE: tl.constexpr,
+              BLOCK_K: tl.constexpr):
+    """dL/dh_s = dout[t] + dh_rec over all P columns, into dproj's step (zero past each row's length)."""
+    k = tl.arange(0, BLOCK_K)
+    for n0 in range(0, P, BLOCK_K):
+        units = n0 + k
+        mask = row_ok[:, None] & (units[None, :] < P)
+        dh = (tl.load(dout_row + units[None, :], mask=mask & inside[:, None], other=0.0).to(COMPUTE)
+              + tl.load(dh_ptr + rows[:, None] * P + units[None, :], mask=mask, other=0.0).to(COMPUTE))
+        tl.store(dproj_step_ptr + rows[:, None] * P + units[None, :],
+                 tl.where(inside[:, None], dh, 0.0).to(dproj_step_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
