@@ -2,7 +2,8 @@
 
 Legend: B batch, T time steps, D input features, H hidden size, G = 4H gate pre-activations in nn.LSTM's order
 (i, f, g, o); P the width of h (proj_size, else H); dirs = 2 if bidirectional else 1; BLOCK_B rows of the batch per
-program, BLOCK_H and BLOCK_P = H and P padded to a power of two >= 16, BLOCK_K the streaming path's tile edge.
+program, BLOCK_H = H padded to a power of two >= 16, BLOCK_P = P padded to one >= 32 (BLOCK_H without a
+projection), BLOCK_K the streaming path's tile edge.
 
 Reference math: impls/triton_lstm_kernels.py (the kernels, their step order and how a row's length stops it).
 Here, per layer:

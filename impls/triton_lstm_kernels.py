@@ -2,9 +2,9 @@
 
 Legend: B batch, T time steps, D input features, H hidden size, G = 4H gate pre-activations in nn.LSTM's order
 (i, f, g, o); P the width of h: proj_size with a projection (PROJ), else H; dirs = 2 if bidirectional else 1;
-s the step index in a direction's own order (its s-th step); BLOCK_B rows of the batch per program, BLOCK_H and
-BLOCK_P = H and P padded to a power of two >= 16, BLOCK_K the streaming path's tile edge. impls.triton_lstm
-launches these (launcher, autograd.Function, module).
+s the step index in a direction's own order (its s-th step); BLOCK_B rows of the batch per program, BLOCK_H = H
+padded to a power of two >= 16, BLOCK_P = P padded to one >= 32 (BLOCK_H without a projection), BLOCK_K the
+streaming path's tile edge. impls.triton_lstm launches these (launcher, autograd.Function, module).
 
 Reference math (impls.triton_common has the cell and its gradient; the tests compare against torch.nn.LSTM):
 
