@@ -50,6 +50,7 @@ from dataclasses import dataclass
 
 import torch
 
+from impls.base import step_mask
 from impls.cells import input_projection
 from impls.triton_common import (
     INTERPRETING,
@@ -238,8 +239,7 @@ def projection_weight_grad(dproj, acts, cs, lengths):
     hidden = gates // 4
     m = acts[..., 3 * hidden:] * torch.tanh(cs[:, 1:]).to(acts.dtype)
     # Past a row's length acts were never written: masked out, not multiplied by dproj's zeros (0 * nan is nan).
-    inside = torch.arange(steps, device=acts.device)[:, None] < lengths.to(torch.long)[None, :]
-    m = torch.where(inside[None, :, :, None], m, 0)
+    m = torch.where(step_mask(lengths, steps), m, 0)
     return torch.bmm(dproj.reshape(directions, steps * batch, -1).transpose(1, 2),
                      m.reshape(directions, steps * batch, hidden))
 
