@@ -225,24 +225,18 @@ def run_all(job_list: list[Job], workers: int) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------ the CLI
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
-    return values
-
-
-def _sizes(text: str) -> tuple[int, ...]:
+def _ints(text: str, least: int = 1, what: str = "positive integers") -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
         values = ()
-    if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0 (0: no projection), got {text!r}")
+    if not values or any(v < least for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
     return values
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    return _ints(text, 0, "integers >= 0 (0: no projection)")
 
 
 def _choices(allowed: tuple[str, ...]):
