@@ -250,8 +250,8 @@ def _rows(lengths):
 @pytest.mark.timeout(600)
 def test_batches_of_many_lengths_compile_once_per_new_longest_and_numerics_reuses_them():
     """Packed input's padded T is each batch's longest length, a Python int in the unrolled loop: each
-    distinct T was a graph (26 to 28 in a rows-trimmed run). Now a batch runs at the fewest steps already
-    compiled that cover it, so only a batch longer than all before it compiles."""
+    distinct T was a graph (T from 26 to 28 in a rows-trimmed run). Now a batch runs padded to the longest batch
+    seen so far (impls.compiled.padded_steps), so only a batch longer than all before it compiles."""
     from bench.model import RowClassifier
     from bench.numerics import numerical_error
     hidden = 6  # a configuration no other test compiles, so the count is this test's own
